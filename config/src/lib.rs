@@ -1,0 +1,90 @@
+//! meshguard's plugin configuration.
+//!
+//! Three stages, each its own module: [`raw`] (serde types that reject unknown
+//! fields), [`validate`] (every problem with its field path), [`compiled`] (what
+//! the request path uses: matchers prepared, regexes compiled once). The filter
+//! runs [`load_json`] in `on_configure`; the `meshguard` CLI runs the same code
+//! natively, so a config that passes `meshguard validate` is one Envoy accepts.
+
+pub mod compiled;
+pub mod names;
+pub mod problem;
+pub mod raw;
+pub mod validate;
+
+pub use compiled::CompiledConfig;
+pub use problem::Problem;
+pub use raw::Config;
+
+/// Path shown for problems that concern the whole document.
+pub const ROOT_PATH: &str = "(root)";
+
+/// Parses JSON into the raw config; a syntax or shape error names its path.
+pub fn parse_json(bytes: &[u8]) -> Result<Config, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem {
+            path: ROOT_PATH.into(),
+            reason: "configuration is empty; expected a JSON object with \"schemaVersion\": 1"
+                .into(),
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let line_col = (e.inner().line(), e.inner().column());
+        let mut reason = strip_position(&e.inner().to_string());
+        if line_col.0 > 0 {
+            reason = format!("{reason} (line {}, column {})", line_col.0, line_col.1);
+        }
+        Problem {
+            path: display_path(&e.path().to_string()),
+            reason,
+        }
+    })
+}
+
+/// Parses YAML into the raw config (CLI only; Envoy and Istio hand the plugin JSON).
+#[cfg(feature = "cli")]
+pub fn parse_yaml(bytes: &[u8]) -> Result<Config, Problem> {
+    let de = serde_yaml_ng::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let text = strip_position(&e.inner().to_string());
+        // serde_yaml_ng starts its message with the parent's path ("routes[0]: ...").
+        let text = match text.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') => rest.to_string(),
+            _ => text,
+        };
+        let reason = match e.inner().location() {
+            Some(at) => format!("{text} (line {}, column {})", at.line(), at.column()),
+            None => text,
+        };
+        Problem {
+            path: display_path(&e.path().to_string()),
+            reason,
+        }
+    })
+}
+
+/// Parses, validates and compiles a JSON config: what `on_configure` does.
+pub fn load_json(bytes: &[u8]) -> Result<CompiledConfig, Vec<Problem>> {
+    let raw = parse_json(bytes).map_err(|p| vec![p])?;
+    validate::validate(&raw)
+}
+
+fn display_path(p: &str) -> String {
+    if p.is_empty() || p == "." || p == "?" {
+        ROOT_PATH.into()
+    } else {
+        p.into()
+    }
+}
+
+/// serde_json appends " at line L column C"; we report the position separately.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or(msg).to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

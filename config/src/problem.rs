@@ -1,0 +1,62 @@
+//! Problems found in an operator's config, each naming the field path.
+//!
+//! Operators fix configs from error messages, so every problem carries the exact
+//! path (`routes[1].match.pathPrefix`) and a reason. Validation collects all of
+//! them instead of stopping at the first.
+
+use std::fmt;
+
+/// One problem in a config: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path in the config, such as `routes[1].match.pathPrefix`; `(root)` for the document.
+    pub path: String,
+    /// What is wrong, in words an operator can act on.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Collects problems while validation walks the config.
+#[derive(Debug, Default)]
+pub struct Problems {
+    list: Vec<Problem>,
+}
+
+impl Problems {
+    /// Records a problem at `path`.
+    pub fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.list.push(Problem {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The recorded problems, in the order they were found.
+    pub fn into_vec(self) -> Vec<Problem> {
+        self.list
+    }
+}
+
+/// Joins a parent path and a field name: `join("routes[0]", "match")` is `routes[0].match`.
+pub fn join(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// Appends an index: `index("routes", 2)` is `routes[2]`.
+pub fn index(parent: &str, i: usize) -> String {
+    format!("{parent}[{i}]")
+}

@@ -1,0 +1,162 @@
+//! The `meshguard` CLI as an operator uses it: exit codes and one precise line per problem.
+#![cfg(not(target_arch = "wasm32"))] // runs the native CLI binary
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+
+use std::process::Command;
+
+fn meshguard(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args(args)
+        .output()
+        .expect("run meshguard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let files = examples();
+    assert!(
+        files.len() >= 2,
+        "expected example configs, found {files:?}"
+    );
+    for f in files {
+        let (code, out, err) = meshguard(&["validate", f.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {out}{err}", f.display());
+        assert_eq!(out, "");
+    }
+}
+
+#[test]
+fn each_bad_config_gets_one_precise_line() {
+    let dir = tempfile_dir();
+    let cases = [
+        (
+            "unknown.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"a","match":{"pathPrefx":"/"}}]}"#,
+            "routes[0].match.pathPrefx: unknown field `pathPrefx`, expected one of",
+        ),
+        (
+            "type.json",
+            r#"{"schemaVersion":1,"routes":{"name":"a"}}"#,
+            "routes: invalid type: map, expected a sequence",
+        ),
+        (
+            "regex.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"a","match":{"headers":[{"name":"x","regex":"a(b"}]}}]}"#,
+            "routes[0].match.headers[0].regex: invalid regex:",
+        ),
+        (
+            "dup.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"a"},{"name":"a"}]}"#,
+            "routes[1].name: duplicate route name \"a\"",
+        ),
+        (
+            "empty-name.json",
+            r#"{"schemaVersion":1,"routes":[{"name":""}]}"#,
+            "routes[0].name: must not be empty",
+        ),
+        (
+            "prefix.yaml",
+            "schemaVersion: 1\nroutes:\n  - name: a\n  - name: b\n    match: { pathPrefix: api }\n",
+            "routes[1].match.pathPrefix: must start with '/'",
+        ),
+        (
+            "yaml-unknown.yaml",
+            "schemaVersion: 1\nroutes:\n  - name: a\n    mach: {}\n",
+            "routes[0].mach: unknown field `mach`",
+        ),
+        (
+            "version.json",
+            r#"{"schemaVersion":7}"#,
+            "schemaVersion: unsupported schema version 7",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let file = write(dir.path(), name, text);
+        let (code, out, _) = meshguard(&["validate", &file]);
+        assert_eq!(code, 1, "{name}: {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{name}: {out}");
+        let expected = format!("{file}: {want}");
+        assert!(
+            lines[0].starts_with(&expected),
+            "{name}: got {:?}, want {expected:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn all_problems_of_all_files_are_printed_and_exit_is_one() {
+    let dir = tempfile_dir();
+    let good = write(dir.path(), "good.json", r#"{"schemaVersion":1}"#);
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        r#"{"schemaVersion":1,"routes":[{"name":"-x"},{"name":"ok","match":{"pathExact":"x","methods":[]}}]}"#,
+    );
+    let missing = dir.path().join("missing.json").display().to_string();
+    let (code, out, _) = meshguard(&["validate", &good, &bad, &missing]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with(&format!(
+        "{bad}: routes[0].name: must start with a letter or digit"
+    )));
+    assert!(lines[1].starts_with(&format!(
+        "{bad}: routes[1].match.pathExact: must start with '/'"
+    )));
+    assert!(lines[2].starts_with(&format!(
+        "{bad}: routes[1].match.methods: must list at least one method"
+    )));
+    assert!(lines[3].starts_with(&format!("{missing}: (root): cannot read file:")));
+}
+
+#[test]
+fn schema_is_json_naming_every_top_level_field() {
+    let (code, out, _) = meshguard(&["schema"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let props = schema["properties"].as_object().unwrap();
+    for field in ["schemaVersion", "routes", "routeHeader"] {
+        assert!(props.contains_key(field), "schema lacks {field}: {out}");
+    }
+    assert_eq!(schema["required"], serde_json::json!(["schemaVersion"]));
+    assert_eq!(schema["additionalProperties"], serde_json::json!(false));
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    assert_eq!(meshguard(&[]).0, 2);
+    assert_eq!(meshguard(&["validate"]).0, 2);
+    assert_eq!(meshguard(&["frobnicate"]).0, 2);
+    let (code, out, _) = meshguard(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("meshguard validate FILE..."));
+}
+
+fn tempfile_dir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

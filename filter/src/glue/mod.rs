@@ -1,0 +1,9 @@
+//! Proxy-Wasm contexts. The callbacks stay a few lines: they build a view from
+//! the [`Host`](crate::host::Host), ask the engine, and apply the decision. The
+//! decision-applying steps are plain functions over `Host`, so unit tests drive
+//! them with the fake host.
+
+pub mod configure;
+pub mod http;
+pub mod request;
+pub mod root;

@@ -1,0 +1,49 @@
+//! What the filter needs from the proxy, as traits returning `Result`.
+//!
+//! The glue is written against [`Host`]; [`proxy::ProxyHost`] implements it with
+//! `proxy_wasm::hostcalls` (bytes variants only, `Status` mapped to [`HostError`]),
+//! and [`fake::FakeHost`] implements it in memory for unit tests.
+
+pub mod fake;
+pub mod proxy;
+pub mod view;
+
+use std::fmt;
+
+/// A host call that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError {
+    /// Which call failed, such as `get_map_value_bytes(x-user-id)`.
+    pub call: String,
+    /// The status the host returned.
+    pub status: String,
+}
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host call {} failed: {}", self.call, self.status)
+    }
+}
+
+/// Log severity, as the glue uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Something an operator must fix (bad config).
+    Error,
+    /// Unexpected but handled (a failed host call with a fallback).
+    Warn,
+    /// Notable events.
+    Info,
+}
+
+/// The proxy, as the glue sees it.
+pub trait Host {
+    /// The plugin configuration bytes handed to `on_configure` (`None` when empty).
+    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError>;
+    /// A request header's raw value (no UTF-8 assumption); `None` when absent.
+    fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// Replaces a request header (`Some`) or removes every copy of it (`None`).
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError>;
+    /// Writes one line to the proxy's log.
+    fn log(&self, level: Level, message: &str);
+}

@@ -1,0 +1,48 @@
+//! The [`Host`] adapter over `proxy_wasm::hostcalls`.
+//!
+//! Only the `_bytes` map calls are used: the string variants panic on a
+//! non-UTF-8 header value, which would trap the VM. Every `Status` becomes a
+//! [`HostError`]; the glue decides the fallback.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+
+use super::{Host, HostError, Level};
+
+/// The real proxy, reached through the Proxy-Wasm ABI.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProxyHost;
+
+fn err(call: &str, arg: &str, status: Status) -> HostError {
+    HostError {
+        call: format!("{call}({arg})"),
+        status: format!("{status:?}"),
+    }
+}
+
+impl Host for ProxyHost {
+    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+            .map_err(|s| err("get_buffer", "plugin_configuration", s))
+    }
+
+    fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .map_err(|s| err("get_map_value_bytes", name, s))
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value)
+            .map_err(|s| err("set_map_value_bytes", name, s))
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+        };
+        // Nothing sensible remains to be done if logging itself fails.
+        let _ = hostcalls::log(level, message);
+    }
+}

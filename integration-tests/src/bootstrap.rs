@@ -1,0 +1,147 @@
+//! Envoy bootstrap for one test, built as JSON (Envoy reads `.json` bootstraps),
+//! so the plugin config is embedded without any YAML quoting questions.
+//!
+//! Everything binds 127.0.0.1 port 0; [`crate::envoy::Envoy`] reads the real
+//! ports back from the admin API.
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+
+/// What a test's Envoy looks like.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// meshguard's plugin configuration (JSON text).
+    pub plugin_config: String,
+    /// Upstream clusters: name and address.
+    pub clusters: Vec<(String, SocketAddr)>,
+    /// Envoy routes of the listener's virtual host; default: `/` to the first cluster.
+    pub routes: Vec<Value>,
+    /// HTTP filters placed before meshguard (e.g. one that resolves the route early).
+    pub filters_before: Vec<Value>,
+    /// `failure_policy` of the Wasm filter.
+    pub failure_policy: String,
+    /// Extra fields merged into the HttpConnectionManager.
+    pub hcm_extra: Value,
+}
+
+impl Bootstrap {
+    /// A bootstrap with one listener (`main`), meshguard with `plugin_config`, the router.
+    pub fn new(plugin_config: &str) -> Self {
+        Bootstrap {
+            plugin_config: plugin_config.to_string(),
+            clusters: Vec::new(),
+            routes: Vec::new(),
+            filters_before: Vec::new(),
+            failure_policy: "FAIL_CLOSED".into(),
+            hcm_extra: json!({}),
+        }
+    }
+
+    /// Adds an upstream cluster.
+    pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.clusters.push((name.to_string(), addr));
+        self
+    }
+
+    /// Adds an Envoy route (a `config.route.v3.Route` as JSON).
+    pub fn route(mut self, route: Value) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// Merges fields into the HttpConnectionManager config.
+    pub fn hcm(mut self, extra: Value) -> Self {
+        self.hcm_extra = extra;
+        self
+    }
+
+    /// The meshguard HTTP filter entry.
+    pub fn wasm_filter(&self, wasm: &std::path::Path) -> Value {
+        json!({
+            "name": "meshguard",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "meshguard",
+                    "root_id": "meshguard",
+                    "failure_policy": self.failure_policy,
+                    "vm_config": {
+                        "vm_id": "meshguard",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": wasm.display().to_string() } }
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": self.plugin_config
+                    }
+                }
+            }
+        })
+    }
+
+    /// The full bootstrap as JSON.
+    pub fn to_json(&self, wasm: &std::path::Path) -> Value {
+        let routes = if self.routes.is_empty() {
+            let first = self
+                .clusters
+                .first()
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| "none".into());
+            vec![json!({"match": {"prefix": "/"}, "route": {"cluster": first}})]
+        } else {
+            self.routes.clone()
+        };
+        let mut filters = self.filters_before.clone();
+        filters.push(self.wasm_filter(wasm));
+        filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        let mut hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "main",
+            "route_config": {
+                "name": "main",
+                "virtual_hosts": [{"name": "main", "domains": ["*"], "routes": routes}]
+            },
+            "http_filters": filters
+        });
+        if let (Some(h), Some(extra)) = (hcm.as_object_mut(), self.hcm_extra.as_object()) {
+            for (k, v) in extra {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+        let clusters: Vec<Value> = self
+            .clusters
+            .iter()
+            .map(|(name, addr)| {
+                json!({
+                    "name": name,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": name,
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                            "address": addr.ip().to_string(), "port_value": addr.port()
+                        }}}}]}]
+                    }
+                })
+            })
+            .collect();
+        json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": "main",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": hcm
+                    }]}]
+                }],
+                "clusters": clusters
+            }
+        })
+    }
+}

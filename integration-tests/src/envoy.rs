@@ -1,0 +1,261 @@
+//! A real Envoy process for one test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::Bootstrap;
+
+/// How long Envoy may take to load the wasm and open its listeners.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running Envoy; killed (and its log printed if the test failed) on drop.
+pub struct Envoy {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// The admin API address.
+    pub admin: SocketAddr,
+    /// Listener name → address.
+    pub listeners: Vec<(String, SocketAddr)>,
+}
+
+fn command(config: &Path, dir: &Path, concurrency: u32, log: &Path) -> Command {
+    let log_file = std::fs::File::create(log).expect("create envoy log file");
+    let mut cmd = Command::new(crate::envoy_bin());
+    cmd.arg("-c")
+        .arg(config)
+        .arg("--concurrency")
+        .arg(concurrency.to_string())
+        .arg("--disable-hot-restart")
+        .arg("--admin-address-path")
+        .arg(dir.join("admin.txt"))
+        .arg("--log-level")
+        .arg("info")
+        .arg("--drain-time-s")
+        .arg("0")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone log handle"))
+        .stderr(log_file);
+    // Envoy dies with the test process even if the test runner kills it hard.
+    #[allow(unsafe_code)]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn write_config(b: &Bootstrap, dir: &Path) -> PathBuf {
+    let path = dir.join("envoy.json");
+    let json = b.to_json(&crate::wasm_path());
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&json).expect("bootstrap JSON"),
+    )
+    .expect("write bootstrap");
+    path
+}
+
+impl Envoy {
+    /// Starts Envoy with `bootstrap` and `--concurrency concurrency`, and waits until
+    /// it is ready. Panics (printing Envoy's log) if it does not come up.
+    pub fn start(bootstrap: &Bootstrap, concurrency: u32) -> Envoy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = write_config(bootstrap, dir.path());
+        Self::start_file(&config, dir, concurrency)
+    }
+
+    /// Starts Envoy with an existing config file (an `envoy/*.yaml` of the repo).
+    pub fn start_file(config: &Path, dir: tempfile::TempDir, concurrency: u32) -> Envoy {
+        let log = dir.path().join("envoy.log");
+        let child = command(config, dir.path(), concurrency, &log)
+            .current_dir(crate::repo_root())
+            .spawn()
+            .expect("spawn envoy");
+        let mut envoy = Envoy {
+            child,
+            dir,
+            admin: "127.0.0.1:0".parse().expect("placeholder address"),
+            listeners: Vec::new(),
+        };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let admin_file = self.dir.path().join("admin.txt");
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("Envoy exited during startup ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready after {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            if let Some(addr) = std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+            {
+                self.admin = addr;
+                if self
+                    .admin_get("/ready")
+                    .is_ok_and(|(code, body)| code == 200 && body.trim() == "LIVE")
+                {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, body) = self
+            .admin_get("/listeners?format=json")
+            .expect("list listeners");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("listeners JSON");
+        for l in v["listener_statuses"].as_array().into_iter().flatten() {
+            let sa = &l["local_address"]["socket_address"];
+            let addr = format!(
+                "{}:{}",
+                sa["address"].as_str().unwrap_or(""),
+                sa["port_value"]
+            );
+            if let (Some(name), Ok(addr)) = (l["name"].as_str(), addr.parse()) {
+                self.listeners.push((name.to_string(), addr));
+            }
+        }
+    }
+
+    /// Runs Envoy with `bootstrap` expecting it to refuse the config and exit.
+    /// Returns the exit status and the log. Panics if it is still running after `timeout`.
+    pub fn run_expecting_exit(bootstrap: &Bootstrap, timeout: Duration) -> (ExitStatus, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = write_config(bootstrap, dir.path());
+        let log = dir.path().join("envoy.log");
+        let mut child = command(&config, dir.path(), 1, &log)
+            .spawn()
+            .expect("spawn envoy");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll envoy") {
+                return (status, std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "Envoy still running after {timeout:?}; it accepted the config:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Address of listener `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name:?}; have {:?}", self.listeners))
+    }
+
+    /// `http://<listener main><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listener("main"), path)
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// GET on the admin API: status code and body.
+    pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let code = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        Ok((
+            code,
+            if chunked {
+                dechunk(body)
+            } else {
+                body.to_string()
+            },
+        ))
+    }
+
+    /// A counter or gauge from `/stats` by exact name, if Envoy has it.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let (_, body) = self
+            .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+            .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Lines of Envoy's log that show a VM trap, a Rust panic or a failed plugin call.
+    pub fn wasm_failures(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| {
+                l.contains("panicked at")
+                    || l.contains("wasm trap")
+                    || l.contains("[critical][wasm]")
+                    || (l.contains("[wasm]") && l.contains("failed"))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Decodes an HTTP/1.1 chunked body (the admin API streams its answers).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- Envoy log ({}) ----\n{}\n---- end of Envoy log ----",
+                self.dir.path().display(),
+                self.log()
+            );
+        }
+    }
+}

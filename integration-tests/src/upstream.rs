@@ -1,0 +1,161 @@
+//! A test upstream whose answers are chosen per request through headers:
+//!
+//! - `x-test-status: 503`   status to answer with (default 200)
+//! - `x-test-delay-ms: 250` wait before answering
+//! - `x-test-body: text`    body to answer with (default: the JSON echo below)
+//!
+//! Every answer carries `x-upstream: <name>`. The default body is JSON:
+//! `{"upstream": name, "method", "path", "headers": [{"name", "value", "hex"}]}` where
+//! `value` is lossy UTF-8 and `hex` the exact bytes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A running test upstream; stops when dropped.
+pub struct Upstream {
+    /// Its name, answered in `x-upstream` and the echo body.
+    pub name: String,
+    /// Where it listens (127.0.0.1, a free port).
+    pub addr: SocketAddr,
+    count: Arc<AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Upstream {
+    /// Starts an upstream called `name` on a free loopback port, on its own thread.
+    pub fn start(name: &str) -> Upstream {
+        let count = Arc::new(AtomicU64::new(0));
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread_name = name.to_string();
+        let thread_count = count.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime for the test upstream");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+                addr_tx
+                    .send(listener.local_addr().expect("upstream address"))
+                    .expect("report upstream address");
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let name = thread_name.clone();
+                            let count = thread_count.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| {
+                                    let name = name.clone();
+                                    let count = count.clone();
+                                    async move { Ok::<_, Infallible>(answer(&name, &count, req).await) }
+                                });
+                                let _ = http1::Builder::new()
+                                    .max_headers(512)
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("test upstream started");
+        Upstream {
+            name: name.to_string(),
+            addr,
+            count,
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// How many requests this upstream has received.
+    pub fn requests(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn answer(name: &str, count: &AtomicU64, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    count.fetch_add(1, Ordering::SeqCst);
+    let status = header(&req, "x-test-status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(200);
+    if let Some(ms) = header(&req, "x-test-delay-ms").and_then(|s| s.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = match header(&req, "x-test-body") {
+        Some(b) => b.to_string(),
+        None => {
+            let headers: Vec<serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    serde_json::json!({
+                        "name": k.as_str(),
+                        "value": String::from_utf8_lossy(v.as_bytes()),
+                        "hex": v.as_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "upstream": name,
+                "method": req.method().as_str(),
+                "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or(""),
+                "headers": headers,
+            })
+            .to_string()
+        }
+    };
+    Response::builder()
+        .status(status)
+        .header("x-upstream", name)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid test response")
+}
+
+/// Values of header `name` in an echo body, as exact bytes.
+pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<Vec<u8>> {
+    echo["headers"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|h| h["name"] == name)
+                .map(|h| {
+                    let hex = h["hex"].as_str().unwrap_or("");
+                    (0..hex.len() / 2)
+                        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
