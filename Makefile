@@ -47,7 +47,10 @@ build:
 run: setup build
 	@echo
 	@echo "meshguard demo — Envoy on 127.0.0.1:10000, admin on 127.0.0.1:9901 (Ctrl-C stops it)"
-	@echo "  curl -si http://127.0.0.1:10000/                 # answered by the 'stable' upstream"
+	@echo "  curl -si http://127.0.0.1:10000/                                # 95%: stable, 5%: canary (x-meshguard-variant)"
+	@echo "  curl -si -H 'x-user-type: beta-tester' http://127.0.0.1:10000/  # rule: always canary"
+	@echo "  curl -si -H 'x-user-id: alice' http://127.0.0.1:10000/          # sticky: same answer every time"
+	@echo "  curl -si -H 'x-meshguard-variant: canary' http://127.0.0.1:10000/  # spoof: ignored"
 	@echo "  curl -s  http://127.0.0.1:9901/stats | grep wasm  # Envoy's view of the plugin"
 	@echo "  $(CLI) validate config/examples/*                # check a config like Envoy will"
 	@echo

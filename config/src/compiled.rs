@@ -13,6 +13,13 @@ pub struct CompiledConfig {
     pub routes: Vec<CompiledRoute>,
     /// Request header that carries the matched route's name upstream, if configured.
     pub route_header: Option<String>,
+    /// Request (and optionally response) header carrying the chosen variant.
+    pub variant_header: String,
+    /// Request header carrying the chosen variant's cluster.
+    pub cluster_header: String,
+    /// Whether any route has a canary policy (then client copies of the variant and
+    /// cluster headers are removed from every request).
+    pub has_canary: bool,
 }
 
 /// A route with its matchers prepared.
@@ -28,6 +35,8 @@ pub struct CompiledRoute {
     pub methods: Option<Vec<Vec<u8>>>,
     /// Header conditions: lowercase name and matcher.
     pub headers: Vec<(String, HeaderCondition)>,
+    /// Canary policy, if any.
+    pub canary: Option<crate::canary::CompiledCanary>,
 }
 
 /// How a string (as bytes) is matched.

@@ -24,6 +24,15 @@ pub struct Config {
     /// way upstream, after removing any copy the client sent. Lowercase header name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_header: Option<String>,
+    /// Request header that carries the chosen canary variant's name upstream (for
+    /// services behind to propagate, and for Istio VirtualService header matches).
+    /// Default `x-meshguard-variant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant_header: Option<String>,
+    /// Request header set to the chosen variant's Envoy cluster, for routes that use
+    /// `cluster_header`. Default `x-meshguard-cluster`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_header: Option<String>,
 }
 
 /// A named route: the unit that policies and metrics attach to.
@@ -37,6 +46,110 @@ pub struct Route {
     /// What a request must look like to belong to this route; empty matches everything.
     #[serde(default, rename = "match")]
     pub matcher: RouteMatch,
+    /// Canary policy: which variant (upstream version) serves each request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// A canary policy: variants, override rules, and a (sticky) weighted split.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Canary {
+    /// Two to 16 variants. The first is the baseline (e.g. `stable`); weights are in
+    /// basis points and must sum to 10000.
+    pub variants: Vec<Variant>,
+    /// Override rules in order; the first that matches picks its variant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<CanaryRule>,
+    /// Where the key for a sticky split comes from; without it each request is a fresh
+    /// random draw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<Sticky>,
+    /// Callers (by client address, CIDR) whose own variant header is honoured, and
+    /// for whom `trustedOnly` rules apply. Everyone else's copies are removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_sources: Vec<String>,
+    /// Also tag the response with the variant header. Off by default (edges).
+    #[serde(default)]
+    pub respond_with_variant: bool,
+}
+
+/// One version of the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Variant {
+    /// Variant name (same charset as route names); it becomes a metric label and the
+    /// value of the variant header (an Istio subset name, typically).
+    pub name: String,
+    /// Envoy cluster for `cluster_header` routing; default: the variant's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Share of the weighted split in basis points (0–10000).
+    #[serde(default)]
+    pub weight: u32,
+}
+
+/// Sends matching requests to a variant. Exactly one of `header`, `cookie`, `query`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CanaryRule {
+    /// The variant to send matching requests to.
+    pub variant: String,
+    /// A request header condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderMatch>,
+    /// A cookie condition (`name` is the cookie name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<HeaderMatch>,
+    /// A query-parameter condition (`name` is the parameter; values are percent-decoded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<HeaderMatch>,
+    /// Apply this rule only to trusted callers (see `trustedSources`).
+    #[serde(default)]
+    pub trusted_only: bool,
+}
+
+/// The key of a sticky split. Exactly one of `header`, `cookie`, `clientAddress`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sticky {
+    /// Request header holding the key, e.g. `x-user-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Cookie holding the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Use the client address (Envoy's `source.address`; IPv6 grouped by /64).
+    #[serde(default)]
+    pub client_address: bool,
+    /// Mixed into the hash so two policies split independently; default: the route name.
+    /// Changing it reshuffles every user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// With `cookie`: when the cookie is absent, make up a random key, use it, and
+    /// answer with `Set-Cookie` so the browser stays pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_cookie: Option<IssueCookie>,
+}
+
+/// How the sticky cookie is issued.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IssueCookie {
+    /// `Max-Age` in seconds (1 to 400 days); default 30 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u32>,
+    /// `Path` attribute; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Add `Secure`. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
 }
 
 /// Conditions on a request; all given conditions must hold.

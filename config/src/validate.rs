@@ -8,11 +8,16 @@ use std::collections::HashSet;
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::canary::compile_canary;
 use crate::compiled::{CompiledConfig, CompiledRoute, HeaderCondition, HostPattern, StringMatcher};
 use crate::names::{check_header_name, check_name, is_tchar, UNMATCHED_ROUTE};
 use crate::problem::{index, join, Problem, Problems};
 use crate::raw::{Config, HeaderMatch, Route, RouteMatch, SCHEMA_VERSION};
 
+/// Default request header for the chosen variant.
+pub const DEFAULT_VARIANT_HEADER: &str = "x-meshguard-variant";
+/// Default request header for the chosen variant's cluster.
+pub const DEFAULT_CLUSTER_HEADER: &str = "x-meshguard-cluster";
 /// Most routes a config may hold (each route is a metric label value).
 pub const MAX_ROUTES: usize = 256;
 /// Longest regular expression source accepted.
@@ -62,10 +67,43 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             .ok()
             .map(|()| h.clone())
     });
+    let variant_header = raw
+        .variant_header
+        .clone()
+        .unwrap_or_else(|| DEFAULT_VARIANT_HEADER.into());
+    let cluster_header = raw
+        .cluster_header
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CLUSTER_HEADER.into());
+    for (field, h) in [
+        ("variantHeader", &variant_header),
+        ("clusterHeader", &cluster_header),
+    ] {
+        if let Err(e) = check_header_name(h, false) {
+            p.push(field, e);
+        }
+    }
+    if variant_header == cluster_header {
+        p.push(
+            "clusterHeader",
+            format!("must differ from variantHeader ({variant_header:?})"),
+        );
+    }
+    if let Some(rh) = &route_header {
+        if *rh == variant_header || *rh == cluster_header {
+            p.push(
+                "routeHeader",
+                format!("{rh:?} is already the variant or cluster header"),
+            );
+        }
+    }
     if p.is_empty() {
         Ok(CompiledConfig {
+            has_canary: routes.iter().any(|r| r.canary.is_some()),
             routes,
             route_header,
+            variant_header,
+            cluster_header,
         })
     } else {
         Err(p.into_vec())
@@ -85,6 +123,13 @@ fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Compiled
         ok = false;
     }
     let m = compile_match(&route.matcher, &join(path, "match"), p);
+    let canary = match &route.canary {
+        Some(c) => match compile_canary(c, &route.name, &join(path, "canary"), p) {
+            Some(c) => Some(c),
+            None => return None,
+        },
+        None => None,
+    };
     match (ok, m) {
         (true, Some((authority, path_m, methods, headers))) => Some(CompiledRoute {
             name: route.name.clone(),
@@ -92,6 +137,7 @@ fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Compiled
             path: path_m,
             methods,
             headers,
+            canary,
         }),
         _ => None,
     }

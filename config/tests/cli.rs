@@ -88,6 +88,26 @@ fn each_bad_config_gets_one_precise_line() {
             "routes[0].mach: unknown field `mach`",
         ),
         (
+            "canary-weights.yaml",
+            "schemaVersion: 1\nroutes:\n  - name: web\n    canary:\n      variants:\n        - { name: stable, weight: 9000 }\n        - { name: canary, weight: 500 }\n",
+            "routes[0].canary.variants: weights must sum to 10000 basis points, got 9500",
+        ),
+        (
+            "canary-rule.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":10000},{"name":"canary"}],"rules":[{"variant":"beta","header":{"name":"x","present":true}}]}}]}"#,
+            "routes[0].canary.rules[0].variant: unknown variant \"beta\"",
+        ),
+        (
+            "canary-dup.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{"variants":[{"name":"a","weight":5000},{"name":"a","weight":5000}]}}]}"#,
+            "routes[0].canary.variants[1].name: duplicate variant \"a\"",
+        ),
+        (
+            "canary-key.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{"variants":[{"name":"a","weight":5000},{"name":"b","weight":5000}],"sticky":{"header":""}}}]}"#,
+            "routes[0].canary.sticky.header: must not be empty",
+        ),
+        (
             "version.json",
             r#"{"schemaVersion":7}"#,
             "schemaVersion: unsupported schema version 7",

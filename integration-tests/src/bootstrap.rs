@@ -50,6 +50,23 @@ impl Bootstrap {
         self
     }
 
+    /// Adds an HTTP filter in front of meshguard.
+    pub fn filter_before(mut self, filter: Value) -> Self {
+        self.filters_before.push(filter);
+        self
+    }
+
+    /// Routes for canary tests: a `cluster_header` route taken when meshguard set the
+    /// cluster header, else the default cluster. Envoy must re-pick the route after
+    /// meshguard sets the header for the canary to be reached.
+    pub fn canary_routes(self, cluster_header: &str, default_cluster: &str) -> Self {
+        self.route(serde_json::json!({
+            "match": {"prefix": "/", "headers": [{"name": cluster_header, "present_match": true}]},
+            "route": {"cluster_header": cluster_header}
+        }))
+        .route(serde_json::json!({"match": {"prefix": "/"}, "route": {"cluster": default_cluster}}))
+    }
+
     /// Merges fields into the HttpConnectionManager config.
     pub fn hcm(mut self, extra: Value) -> Self {
         self.hcm_extra = extra;

@@ -10,6 +10,7 @@
 
 pub mod bootstrap;
 pub mod envoy;
+pub mod load;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -5,6 +5,9 @@
 //! features arrive, time and random rolls as plain numbers). That keeps every
 //! decision unit-testable, natively and on wasm32 under `wasm-bindgen-test`.
 
+pub mod canary;
+pub mod hash;
+pub mod params;
 pub mod route;
 
 pub use route::{select_route, RequestView};

@@ -12,6 +12,8 @@ pub trait RequestView {
     /// The value of request header `name` (lowercase; pseudo-headers such as
     /// `:path` included), or `None` when absent or unreadable.
     fn header(&mut self, name: &str) -> Option<&[u8]>;
+    /// Envoy's `source.address` property (`ip:port`), or `None` when unavailable.
+    fn source_address(&mut self) -> Option<&[u8]>;
 }
 
 /// Index of the first route in `config` that the request matches, if any.
@@ -72,6 +74,10 @@ mod tests {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.as_slice())
+        }
+
+        fn source_address(&mut self) -> Option<&[u8]> {
+            None
         }
     }
 

@@ -6,4 +6,5 @@
 pub mod configure;
 pub mod http;
 pub mod request;
+pub mod rng;
 pub mod root;

@@ -1,112 +1,120 @@
 //! Request-path steps, written over [`Host`] so the fake host can drive them.
 
 use meshguard_config::CompiledConfig;
+use meshguard_engine::canary::{choose_variant, is_trusted, Draw, Reason};
 use meshguard_engine::select_route;
 
+use super::rng::Rng;
 use crate::host::view::CachedRequest;
 use crate::host::{Host, Level};
 
-/// What the filter decided for one request, kept for later callbacks.
+/// What the filter decided for one request, kept for later callbacks (metrics and
+/// breakers read `route` and `variant`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RequestState {
     /// Index of the matched route in the compiled config; `None`: pass through.
     pub route: Option<usize>,
+    /// Index of the chosen variant in that route's canary policy.
+    pub variant: Option<usize>,
+    /// A `Set-Cookie` value to add to the response (a freshly issued sticky key).
+    pub set_cookie: Option<String>,
 }
 
-/// `on_http_request_headers`: select the route and, when configured, tell the
-/// upstream which route matched (removing any client-sent copy of that header).
-pub fn on_request_headers(host: &impl Host, config: &CompiledConfig) -> RequestState {
-    let route = select_route(config, &mut CachedRequest::new(host));
+fn warn_on_err(host: &impl Host, r: Result<(), crate::host::HostError>) {
+    if let Err(e) = r {
+        host.log(Level::Warn, &e.to_string());
+    }
+}
+
+/// `on_http_request_headers`: select the route; on a canary route choose the variant
+/// and route to it; remove client copies of meshguard's own headers.
+pub fn on_request_headers(host: &impl Host, config: &CompiledConfig, rng: &Rng) -> RequestState {
+    let mut view = CachedRequest::new(host);
+    let route_index = select_route(config, &mut view);
+    let route = route_index.and_then(|i| config.routes.get(i));
+    let mut state = RequestState {
+        route: route_index,
+        ..RequestState::default()
+    };
+
+    match route.and_then(|r| r.canary.as_ref()) {
+        Some(policy) => {
+            let trusted = is_trusted(policy, &mut view);
+            let fresh = policy
+                .sticky
+                .as_ref()
+                .and_then(|s| s.issue_cookie.as_ref())
+                .map(|_| rng.fresh_key());
+            let draw = Draw {
+                trusted,
+                roll: rng.next_u64(),
+                fresh_key: fresh.as_ref().map(|k| &k[..]),
+            };
+            let choice = choose_variant(policy, &config.variant_header, &mut view, draw);
+            if let Some(v) = policy.variants.get(choice.variant) {
+                // Overwrites whatever the client sent in both headers.
+                warn_on_err(
+                    host,
+                    host.set_request_header(&config.variant_header, Some(v.name.as_bytes())),
+                );
+                warn_on_err(
+                    host,
+                    host.set_request_header(&config.cluster_header, Some(v.cluster.as_bytes())),
+                );
+                warn_on_err(host, host.clear_route_cache());
+                state.variant = Some(choice.variant);
+            }
+            if let (Reason::StickyIssued, Some(sticky), Some(key)) =
+                (choice.reason, &policy.sticky, &fresh)
+            {
+                if let (meshguard_config::canary::StickyKey::Cookie(name), Some(attrs)) =
+                    (&sticky.key, &sticky.issue_cookie)
+                {
+                    state.set_cookie =
+                        Some(format!("{name}={}; {attrs}", String::from_utf8_lossy(key)));
+                }
+            }
+        }
+        None if config.has_canary => {
+            // No policy decides here, so no client may steer routing through our headers.
+            warn_on_err(host, host.set_request_header(&config.variant_header, None));
+            warn_on_err(host, host.set_request_header(&config.cluster_header, None));
+        }
+        None => {}
+    }
+
     if let Some(header) = &config.route_header {
-        let name = route
-            .and_then(|i| config.routes.get(i))
-            .map(|r| r.name.as_bytes());
-        if let Err(e) = host.set_request_header(header, name) {
-            host.log(Level::Warn, &e.to_string());
+        let name = route.map(|r| r.name.as_bytes());
+        warn_on_err(host, host.set_request_header(header, name));
+    }
+    state
+}
+
+/// `on_http_response_headers`: tag the response with the variant and issue the
+/// sticky cookie, when the policy asks for them.
+pub fn on_response_headers(host: &impl Host, config: &CompiledConfig, state: &RequestState) {
+    let policy = state
+        .route
+        .and_then(|i| config.routes.get(i))
+        .and_then(|r| r.canary.as_ref());
+    let (Some(policy), Some(v)) = (policy, state.variant) else {
+        return;
+    };
+    if policy.respond_with_variant {
+        if let Some(variant) = policy.variants.get(v) {
+            warn_on_err(
+                host,
+                host.set_response_header(&config.variant_header, variant.name.as_bytes()),
+            );
         }
     }
-    RequestState { route }
+    if let Some(cookie) = &state.set_cookie {
+        warn_on_err(
+            host,
+            host.add_response_header("set-cookie", cookie.as_bytes()),
+        );
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::fake::FakeHost;
-    use meshguard_config::load_json;
-
-    fn config(json: &str) -> CompiledConfig {
-        load_json(json.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn matched_route_is_told_upstream_and_client_copy_replaced() {
-        let c = config(
-            r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#,
-        );
-        let host = FakeHost::new()
-            .with_header(":path", b"/api/x")
-            .with_header("x-meshguard-route", b"spoofed");
-        assert_eq!(on_request_headers(&host, &c).route, Some(0));
-        assert_eq!(
-            host.header_values("x-meshguard-route"),
-            vec![b"api".to_vec()]
-        );
-    }
-
-    #[test]
-    fn unmatched_request_passes_but_client_copy_is_removed() {
-        let c = config(
-            r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#,
-        );
-        let host = FakeHost::new()
-            .with_header(":path", b"/web")
-            .with_header("x-meshguard-route", b"api");
-        assert_eq!(on_request_headers(&host, &c).route, None);
-        assert!(host.header_values("x-meshguard-route").is_empty());
-    }
-
-    #[test]
-    fn without_route_header_nothing_is_written() {
-        let c = config(r#"{"schemaVersion":1,"routes":[{"name":"all"}]}"#);
-        let host = FakeHost::new().with_header("x-meshguard-route", b"keep");
-        assert_eq!(on_request_headers(&host, &c).route, Some(0));
-        assert_eq!(
-            host.header_values("x-meshguard-route"),
-            vec![b"keep".to_vec()]
-        );
-        assert!(
-            host.reads.borrow().is_empty(),
-            "no condition, so no header read"
-        );
-    }
-
-    #[test]
-    fn a_failing_header_read_counts_as_absent_and_is_logged() {
-        let c = config(
-            r#"{"schemaVersion":1,"routes":[
-                {"name":"beta","match":{"headers":[{"name":"x-user-type","exact":"beta"}]}},
-                {"name":"rest"}]}"#,
-        );
-        let host = FakeHost::new()
-            .with_header("x-user-type", b"beta")
-            .failing_read("x-user-type");
-        assert_eq!(on_request_headers(&host, &c).route, Some(1));
-        assert_eq!(host.logs.borrow().len(), 1);
-        assert!(host.logs.borrow()[0]
-            .1
-            .contains("treating the header as absent"));
-    }
-
-    #[test]
-    fn each_header_is_read_at_most_once_per_request() {
-        let c = config(
-            r#"{"schemaVersion":1,"routes":[
-                {"name":"a","match":{"headers":[{"name":"x-k","exact":"1"}]}},
-                {"name":"b","match":{"headers":[{"name":"x-k","exact":"2"}]}},
-                {"name":"c","match":{"headers":[{"name":"x-k","present":true}]}}]}"#,
-        );
-        let host = FakeHost::new().with_header("x-k", b"3");
-        assert_eq!(on_request_headers(&host, &c).route, Some(2));
-        assert_eq!(*host.reads.borrow(), vec!["x-k".to_string()]);
-    }
-}
+mod tests;

@@ -1,4 +1,5 @@
-//! The root context: owns the compiled config for this VM (one VM per worker).
+//! The root context: owns the compiled config and the random generator of this VM
+//! (Envoy runs one VM per worker thread).
 
 use std::rc::Rc;
 
@@ -8,12 +9,32 @@ use proxy_wasm::types::ContextType;
 
 use super::configure::configure;
 use super::http::Http;
+use super::rng::Rng;
 use crate::host::proxy::ProxyHost;
+use crate::host::{Host, Level};
 
 /// Root context of one plugin instance.
-#[derive(Default)]
 pub struct Root {
     config: Option<Rc<CompiledConfig>>,
+    rng: Rc<Rng>,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        let host = ProxyHost;
+        let seed = host.random_seed().unwrap_or_else(|e| {
+            // Still random enough across VMs for splitting; logged so it is seen.
+            host.log(Level::Warn, &format!("{e}; seeding from the clock"));
+            proxy_wasm::hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        Root {
+            config: None,
+            rng: Rc::new(Rng::new(seed)),
+        }
+    }
 }
 
 impl Context for Root {}
@@ -28,7 +49,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a config (refused), Envoy does not create streams for this plugin;
         // should it anyway, the stream passes through untouched.
-        Some(Box::new(Http::new(self.config.clone())))
+        Some(Box::new(Http::new(self.config.clone(), self.rng.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

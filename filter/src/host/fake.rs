@@ -11,6 +11,11 @@ pub struct FakeHost {
     config: Option<Vec<u8>>,
     headers: RefCell<Vec<(String, Vec<u8>)>>,
     failing_reads: Vec<String>,
+    source: Option<Vec<u8>>,
+    /// Response headers written.
+    pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
+    /// How often the route cache was cleared.
+    pub route_cache_clears: std::cell::Cell<u32>,
     /// Every log line written, with its level.
     pub logs: RefCell<Vec<(Level, String)>>,
     /// Every header name read, in order.
@@ -35,6 +40,22 @@ impl FakeHost {
             .borrow_mut()
             .push((name.to_owned(), value.to_vec()));
         self
+    }
+
+    /// Sets the caller's address (`source.address`).
+    pub fn from_address(mut self, addr: &str) -> Self {
+        self.source = Some(addr.as_bytes().to_vec());
+        self
+    }
+
+    /// Values of response header `name` written so far.
+    pub fn response_values(&self, name: &str) -> Vec<Vec<u8>> {
+        self.response_headers
+            .borrow()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Makes reads of `name` fail as a broken host would.
@@ -82,6 +103,34 @@ impl Host for FakeHost {
             h.push((name.to_owned(), v.to_vec()));
         }
         Ok(())
+    }
+
+    fn source_address(&self) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(self.source.clone())
+    }
+
+    fn clear_route_cache(&self) -> Result<(), HostError> {
+        self.route_cache_clears
+            .set(self.route_cache_clears.get() + 1);
+        Ok(())
+    }
+
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        let mut h = self.response_headers.borrow_mut();
+        h.retain(|(n, _)| n != name);
+        h.push((name.to_owned(), value.to_vec()));
+        Ok(())
+    }
+
+    fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.response_headers
+            .borrow_mut()
+            .push((name.to_owned(), value.to_vec()));
+        Ok(())
+    }
+
+    fn random_seed(&self) -> Result<u64, HostError> {
+        Ok(0x5eed)
     }
 
     fn log(&self, level: Level, message: &str) {

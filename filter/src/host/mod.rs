@@ -44,6 +44,17 @@ pub trait Host {
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Replaces a request header (`Some`) or removes every copy of it (`None`).
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError>;
+    /// Envoy's `source.address` property (`ip:port`).
+    fn source_address(&self) -> Result<Option<Vec<u8>>, HostError>;
+    /// Makes Envoy pick the route again after a routing header changed (Envoy's
+    /// `clear_route_cache` foreign function; header edits alone do not always do it).
+    fn clear_route_cache(&self) -> Result<(), HostError>;
+    /// Replaces a response header.
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// Adds a response header (keeps existing copies, as `set-cookie` needs).
+    fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
+    /// 64 random bits from the host (WASI `random_get`), to seed the per-VM generator.
+    fn random_seed(&self) -> Result<u64, HostError>;
     /// Writes one line to the proxy's log.
     fn log(&self, level: Level, message: &str);
 }

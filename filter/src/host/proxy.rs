@@ -36,6 +36,36 @@ impl Host for ProxyHost {
             .map_err(|s| err("set_map_value_bytes", name, s))
     }
 
+    fn source_address(&self) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_property(vec!["source", "address"])
+            .map_err(|s| err("get_property", "source.address", s))
+    }
+
+    fn clear_route_cache(&self) -> Result<(), HostError> {
+        hostcalls::call_foreign_function("clear_route_cache", None)
+            .map(|_| ())
+            .map_err(|s| err("call_foreign_function", "clear_route_cache", s))
+    }
+
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value))
+            .map_err(|s| err("set_map_value_bytes(response)", name, s))
+    }
+
+    fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, name, value)
+            .map_err(|s| err("add_map_value_bytes(response)", name, s))
+    }
+
+    fn random_seed(&self) -> Result<u64, HostError> {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| HostError {
+            call: "random_get".into(),
+            status: e.to_string(),
+        })?;
+        Ok(u64::from_le_bytes(b))
+    }
+
     fn log(&self, level: Level, message: &str) {
         let level = match level {
             Level::Error => LogLevel::Error,

@@ -12,6 +12,7 @@ use super::{Host, Level};
 pub struct CachedRequest<'h, H: Host> {
     host: &'h H,
     cache: Vec<(String, Option<Vec<u8>>)>,
+    source: Option<Option<Vec<u8>>>,
 }
 
 impl<'h, H: Host> CachedRequest<'h, H> {
@@ -20,6 +21,7 @@ impl<'h, H: Host> CachedRequest<'h, H> {
         CachedRequest {
             host,
             cache: Vec::new(),
+            source: None,
         }
     }
 }
@@ -39,5 +41,20 @@ impl<H: Host> RequestView for CachedRequest<'_, H> {
             }
         };
         self.cache.get(at).and_then(|(_, v)| v.as_deref())
+    }
+
+    fn source_address(&mut self) -> Option<&[u8]> {
+        let host = self.host;
+        self.source
+            .get_or_insert_with(|| {
+                host.source_address().unwrap_or_else(|e| {
+                    host.log(
+                        Level::Warn,
+                        &format!("{e}; treating the caller as untrusted"),
+                    );
+                    None
+                })
+            })
+            .as_deref()
     }
 }

@@ -1,0 +1,395 @@
+//! Canary policies: the compiled form and its validation.
+//!
+//! The split is precomputed as ascending slices of the 0..10000 bucket space. The
+//! first variant (the baseline) owns the bottom slice; the others are stacked from
+//! the top down in list order. With the usual two variants, raising the canary's
+//! weight only grows its slice downwards into the baseline's: users move from
+//! stable to canary and never back (a monotone ramp).
+
+use std::collections::HashSet;
+
+use crate::cidr::Cidr;
+use crate::compiled::HeaderCondition;
+use crate::names::{check_header_name, check_name};
+use crate::problem::{index, join, Problems};
+use crate::raw::{Canary, CanaryRule, HeaderMatch, Sticky};
+use crate::validate::header_condition;
+
+/// Buckets in the split: weights are basis points.
+pub const BUCKETS: u32 = 10_000;
+/// Most variants per policy (each is a metric label value).
+pub const MAX_VARIANTS: usize = 16;
+/// Most override rules per policy.
+pub const MAX_RULES: usize = 64;
+/// Default `Max-Age` of an issued sticky cookie: 30 days.
+pub const DEFAULT_COOKIE_MAX_AGE: u32 = 30 * 24 * 3600;
+/// Longest `Max-Age` browsers honour (RFC 6265bis caps it at 400 days).
+pub const MAX_COOKIE_MAX_AGE: u32 = 400 * 24 * 3600;
+
+/// A compiled canary policy.
+#[derive(Debug, Clone)]
+pub struct CompiledCanary {
+    /// Variants in config order; index 0 is the baseline.
+    pub variants: Vec<CompiledVariant>,
+    /// Override rules in order.
+    pub rules: Vec<CompiledRule>,
+    /// Ascending `(end, variant)` slices covering 0..10000; empty slices left out.
+    pub slices: Vec<(u32, usize)>,
+    /// Sticky key, if the split is sticky.
+    pub sticky: Option<CompiledSticky>,
+    /// Trusted caller blocks.
+    pub trusted: Vec<Cidr>,
+    /// Tag the response with the variant header.
+    pub respond_with_variant: bool,
+}
+
+/// A variant with its cluster resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledVariant {
+    /// Variant name.
+    pub name: String,
+    /// Envoy cluster for `cluster_header` routing.
+    pub cluster: String,
+}
+
+/// Where a rule looks.
+#[derive(Debug, Clone)]
+pub enum RuleSource {
+    /// A request header (lowercase name).
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
+    /// A query parameter by name (values percent-decoded before matching).
+    Query(String),
+}
+
+/// A compiled override rule.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// Index of the variant it sends to.
+    pub variant: usize,
+    /// What it looks at.
+    pub source: RuleSource,
+    /// The condition on the value found there (`None` when absent).
+    pub condition: HeaderCondition,
+    /// Only for trusted callers.
+    pub trusted_only: bool,
+}
+
+/// The key of a sticky split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    /// A request header.
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// The client address (IPv6 grouped by /64).
+    ClientAddress,
+}
+
+/// A compiled sticky configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledSticky {
+    /// Where the key comes from.
+    pub key: StickyKey,
+    /// Hash salt.
+    pub salt: Vec<u8>,
+    /// With a cookie key: the `Set-Cookie` attributes to issue a fresh key with,
+    /// e.g. `Max-Age=2592000; Path=/; HttpOnly; SameSite=Lax; Secure`.
+    pub issue_cookie: Option<String>,
+}
+
+/// Validates and compiles `routes[i].canary` (`path` is that field's path).
+pub fn compile_canary(
+    c: &Canary,
+    route_name: &str,
+    path: &str,
+    p: &mut Problems,
+) -> Option<CompiledCanary> {
+    let mut local = Problems::default();
+    let vpath = join(path, "variants");
+    if c.variants.len() < 2 || c.variants.len() > MAX_VARIANTS {
+        local.push(
+            &vpath,
+            format!(
+                "need 2 to {MAX_VARIANTS} variants, got {}",
+                c.variants.len()
+            ),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut variants = Vec::with_capacity(c.variants.len());
+    let mut sum: u64 = 0;
+    for (i, v) in c.variants.iter().enumerate() {
+        let at = index(&vpath, i);
+        if let Err(e) = check_name(&v.name) {
+            local.push(join(&at, "name"), e);
+        } else if !names.insert(v.name.as_str()) {
+            local.push(join(&at, "name"), format!("duplicate variant {:?}", v.name));
+        }
+        if v.weight > BUCKETS {
+            local.push(
+                join(&at, "weight"),
+                format!("must be 0 to {BUCKETS} basis points, got {}", v.weight),
+            );
+        }
+        sum += u64::from(v.weight);
+        let cluster = v.cluster.clone().unwrap_or_else(|| v.name.clone());
+        if cluster.is_empty()
+            || cluster.len() > 255
+            || cluster
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control())
+        {
+            local.push(
+                join(&at, "cluster"),
+                format!("{cluster:?} is not a usable Envoy cluster name"),
+            );
+        }
+        variants.push(CompiledVariant {
+            name: v.name.clone(),
+            cluster,
+        });
+    }
+    if sum != u64::from(BUCKETS) && !c.variants.is_empty() {
+        local.push(
+            &vpath,
+            format!("weights must sum to {BUCKETS} basis points, got {sum}"),
+        );
+    }
+    let find = |name: &str| c.variants.iter().position(|v| v.name == name);
+    if c.rules.len() > MAX_RULES {
+        local.push(
+            join(path, "rules"),
+            format!("at most {MAX_RULES} rules, got {}", c.rules.len()),
+        );
+    }
+    let rules: Vec<CompiledRule> = c
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| compile_rule(r, &index(&join(path, "rules"), i), &find, &mut local))
+        .collect();
+    let sticky = c
+        .sticky
+        .as_ref()
+        .and_then(|s| compile_sticky(s, route_name, &join(path, "sticky"), &mut local));
+    let trusted: Vec<Cidr> = c
+        .trusted_sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            Cidr::parse(s)
+                .map_err(|e| local.push(index(&join(path, "trustedSources"), i), e))
+                .ok()
+        })
+        .collect();
+    if trusted.is_empty() {
+        if let Some(i) = c.rules.iter().position(|r| r.trusted_only) {
+            local.push(
+                join(&index(&join(path, "rules"), i), "trustedOnly"),
+                "no caller can be trusted: set trustedSources, or drop trustedOnly",
+            );
+        }
+    }
+    let ok = local.is_empty();
+    for prob in local.into_vec() {
+        p.push(prob.path, prob.reason);
+    }
+    ok.then(|| CompiledCanary {
+        slices: slices(c.variants.iter().map(|v| v.weight)),
+        variants,
+        rules,
+        sticky,
+        trusted,
+        respond_with_variant: c.respond_with_variant,
+    })
+}
+
+/// Lays weights out as ascending slices: baseline at the bottom, the others stacked
+/// from the top in list order.
+pub fn slices(weights: impl Iterator<Item = u32>) -> Vec<(u32, usize)> {
+    let w: Vec<u32> = weights.collect();
+    let mut out = Vec::with_capacity(w.len());
+    let mut end = 0u32;
+    let order = std::iter::once(0).chain((1..w.len()).rev());
+    for i in order {
+        let weight = w.get(i).copied().unwrap_or(0);
+        if weight > 0 {
+            end = end.saturating_add(weight);
+            out.push((end, i));
+        }
+    }
+    out
+}
+
+fn compile_rule(
+    r: &CanaryRule,
+    path: &str,
+    find: &dyn Fn(&str) -> Option<usize>,
+    p: &mut Problems,
+) -> Option<CompiledRule> {
+    let variant = find(&r.variant);
+    if variant.is_none() {
+        p.push(
+            join(path, "variant"),
+            format!("unknown variant {:?}", r.variant),
+        );
+    }
+    let given: Vec<(&str, &HeaderMatch)> = [
+        ("header", &r.header),
+        ("cookie", &r.cookie),
+        ("query", &r.query),
+    ]
+    .into_iter()
+    .filter_map(|(n, m)| m.as_ref().map(|m| (n, m)))
+    .collect();
+    let [(kind, m)] = given.as_slice() else {
+        let names: Vec<&str> = given.iter().map(|(n, _)| *n).collect();
+        p.push(
+            path,
+            format!(
+                "give exactly one of header, cookie, query; got {}",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        );
+        return None;
+    };
+    let at = join(path, kind);
+    let source = match *kind {
+        "header" => RuleSource::Header(m.name.clone()),
+        "cookie" => RuleSource::Cookie(m.name.clone()),
+        _ => RuleSource::Query(m.name.clone()),
+    };
+    let condition = if *kind == "header" {
+        header_condition(m, &at, p).map(|(_, c)| c)
+    } else {
+        // Cookie and query names are not header names: check them as tokens, then
+        // reuse the value-condition compiler with a placeholder header name.
+        if m.name.is_empty() || m.name.contains(['=', ';', '&', ' ']) {
+            p.push(
+                join(&at, "name"),
+                format!("{:?} is not a usable {kind} name", m.name),
+            );
+        }
+        let probe = HeaderMatch {
+            name: "x".into(),
+            ..(*m).clone()
+        };
+        header_condition(&probe, &at, p).map(|(_, c)| c)
+    };
+    Some(CompiledRule {
+        variant: variant?,
+        source,
+        condition: condition?,
+        trusted_only: r.trusted_only,
+    })
+}
+
+fn compile_sticky(
+    s: &Sticky,
+    route_name: &str,
+    path: &str,
+    p: &mut Problems,
+) -> Option<CompiledSticky> {
+    let given: Vec<&str> = [
+        ("header", s.header.is_some()),
+        ("cookie", s.cookie.is_some()),
+        ("clientAddress", s.client_address),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(n, _)| n)
+    .collect();
+    if given.len() != 1 {
+        p.push(
+            path,
+            format!(
+                "give exactly one key source: header, cookie or clientAddress; got {}",
+                if given.is_empty() {
+                    "none".to_string()
+                } else {
+                    given.join(", ")
+                }
+            ),
+        );
+        return None;
+    }
+    let key = if let Some(h) = &s.header {
+        if let Err(e) = check_header_name(h, false) {
+            p.push(join(path, "header"), e);
+            return None;
+        }
+        StickyKey::Header(h.clone())
+    } else if let Some(c) = &s.cookie {
+        if c.is_empty() || !c.chars().all(crate::names::is_tchar) {
+            p.push(
+                join(path, "cookie"),
+                format!("{c:?} is not a valid cookie name"),
+            );
+            return None;
+        }
+        StickyKey::Cookie(c.clone())
+    } else {
+        StickyKey::ClientAddress
+    };
+    if s.salt.as_deref() == Some("") {
+        p.push(
+            join(path, "salt"),
+            "must not be empty (omit it to use the route name)",
+        );
+    }
+    let issue_cookie = match (&s.issue_cookie, &key) {
+        (None, _) => None,
+        (Some(ic), StickyKey::Cookie(_)) => {
+            let max_age = ic.max_age_seconds.unwrap_or(DEFAULT_COOKIE_MAX_AGE);
+            if max_age == 0 || max_age > MAX_COOKIE_MAX_AGE {
+                p.push(
+                    join(path, "issueCookie.maxAgeSeconds"),
+                    format!("must be 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {max_age}"),
+                );
+            }
+            let cookie_path = ic.path.clone().unwrap_or_else(|| "/".into());
+            if !cookie_path.starts_with('/')
+                || cookie_path.contains([';', ' ', ','])
+                || cookie_path.chars().any(char::is_control)
+            {
+                p.push(
+                    join(path, "issueCookie.path"),
+                    "must start with '/' and contain no ';', ',', spaces or control characters",
+                );
+            }
+            let secure = if ic.secure.unwrap_or(true) {
+                "; Secure"
+            } else {
+                ""
+            };
+            Some(format!(
+                "Max-Age={max_age}; Path={cookie_path}; HttpOnly; SameSite=Lax{secure}"
+            ))
+        }
+        (Some(_), _) => {
+            p.push(
+                join(path, "issueCookie"),
+                "needs a cookie key (sticky.cookie)",
+            );
+            None
+        }
+    };
+    Some(CompiledSticky {
+        key,
+        salt: s
+            .salt
+            .clone()
+            .unwrap_or_else(|| route_name.to_string())
+            .into_bytes(),
+        issue_cookie,
+    })
+}
+
+#[cfg(test)]
+mod tests;

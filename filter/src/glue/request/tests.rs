@@ -1,0 +1,182 @@
+use super::*;
+use crate::host::fake::FakeHost;
+use meshguard_config::load_json;
+
+fn config(json: &str) -> CompiledConfig {
+    load_json(json.as_bytes()).unwrap()
+}
+
+fn run(host: &FakeHost, c: &CompiledConfig) -> RequestState {
+    on_request_headers(host, c, &Rng::new(7))
+}
+
+const CANARY: &str = r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[
+  {"name":"web","match":{"pathPrefix":"/"},"canary":{
+    "variants":[{"name":"stable","cluster":"web-v1","weight":10000},{"name":"canary","cluster":"web-v2","weight":0}],
+    "rules":[{"variant":"canary","header":{"name":"x-user-type","exact":"beta-tester"}}],
+    "respondWithVariant":true}}]}"#;
+
+#[test]
+fn matched_route_is_told_upstream_and_client_copy_replaced() {
+    let c = config(
+        r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#,
+    );
+    let host = FakeHost::new()
+        .with_header(":path", b"/api/x")
+        .with_header("x-meshguard-route", b"spoofed");
+    assert_eq!(run(&host, &c).route, Some(0));
+    assert_eq!(
+        host.header_values("x-meshguard-route"),
+        vec![b"api".to_vec()]
+    );
+}
+
+#[test]
+fn unmatched_request_passes_but_client_copy_is_removed() {
+    let c = config(
+        r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#,
+    );
+    let host = FakeHost::new()
+        .with_header(":path", b"/web")
+        .with_header("x-meshguard-route", b"api");
+    assert_eq!(run(&host, &c).route, None);
+    assert!(host.header_values("x-meshguard-route").is_empty());
+}
+
+#[test]
+fn without_route_header_or_canary_nothing_is_written() {
+    let c = config(r#"{"schemaVersion":1,"routes":[{"name":"all"}]}"#);
+    let host = FakeHost::new()
+        .with_header("x-meshguard-route", b"keep")
+        .with_header("x-meshguard-variant", b"keep");
+    assert_eq!(run(&host, &c).route, Some(0));
+    assert_eq!(
+        host.header_values("x-meshguard-route"),
+        vec![b"keep".to_vec()]
+    );
+    assert_eq!(
+        host.header_values("x-meshguard-variant"),
+        vec![b"keep".to_vec()]
+    );
+    assert!(
+        host.reads.borrow().is_empty(),
+        "no condition, so no header read"
+    );
+    assert_eq!(host.route_cache_clears.get(), 0);
+}
+
+#[test]
+fn a_failing_header_read_counts_as_absent_and_is_logged() {
+    let c = config(
+        r#"{"schemaVersion":1,"routes":[
+            {"name":"beta","match":{"headers":[{"name":"x-user-type","exact":"beta"}]}},
+            {"name":"rest"}]}"#,
+    );
+    let host = FakeHost::new()
+        .with_header("x-user-type", b"beta")
+        .failing_read("x-user-type");
+    assert_eq!(run(&host, &c).route, Some(1));
+    assert_eq!(host.logs.borrow().len(), 1);
+    assert!(host.logs.borrow()[0]
+        .1
+        .contains("treating the header as absent"));
+}
+
+#[test]
+fn each_header_is_read_at_most_once_per_request() {
+    let c = config(
+        r#"{"schemaVersion":1,"routes":[
+            {"name":"a","match":{"headers":[{"name":"x-k","exact":"1"}]}},
+            {"name":"b","match":{"headers":[{"name":"x-k","exact":"2"}]}},
+            {"name":"c","match":{"headers":[{"name":"x-k","present":true}]}}]}"#,
+    );
+    let host = FakeHost::new().with_header("x-k", b"3");
+    assert_eq!(run(&host, &c).route, Some(2));
+    assert_eq!(*host.reads.borrow(), vec!["x-k".to_string()]);
+}
+
+#[test]
+fn canary_choice_sets_variant_and_cluster_headers_and_clears_the_route_cache() {
+    let c = config(CANARY);
+    let host = FakeHost::new()
+        .with_header(":path", b"/")
+        .with_header("x-user-type", b"beta-tester")
+        .with_header("x-meshguard-cluster", b"evil");
+    let state = run(&host, &c);
+    assert_eq!(state.variant, Some(1));
+    assert_eq!(
+        host.header_values("x-meshguard-variant"),
+        vec![b"canary".to_vec()]
+    );
+    assert_eq!(
+        host.header_values("x-meshguard-cluster"),
+        vec![b"web-v2".to_vec()]
+    );
+    assert_eq!(host.route_cache_clears.get(), 1);
+    on_response_headers(&host, &c, &state);
+    assert_eq!(
+        host.response_values("x-meshguard-variant"),
+        vec![b"canary".to_vec()]
+    );
+}
+
+#[test]
+fn spoofed_variant_header_from_an_untrusted_caller_is_overwritten() {
+    let c = config(CANARY);
+    let host = FakeHost::new()
+        .with_header(":path", b"/")
+        .with_header("x-meshguard-variant", b"canary")
+        .from_address("203.0.113.1:9");
+    assert_eq!(run(&host, &c).variant, Some(0));
+    assert_eq!(
+        host.header_values("x-meshguard-variant"),
+        vec![b"stable".to_vec()]
+    );
+}
+
+#[test]
+fn requests_outside_canary_routes_lose_client_copies_of_routing_headers() {
+    let c = config(
+        r#"{"schemaVersion":1,"routes":[
+          {"name":"api","match":{"pathPrefix":"/api"}},
+          {"name":"web","canary":{"variants":[{"name":"stable","weight":10000},{"name":"canary"}]}}]}"#,
+    );
+    let host = FakeHost::new()
+        .with_header(":path", b"/api")
+        .with_header("x-meshguard-variant", b"canary")
+        .with_header("x-meshguard-cluster", b"canary");
+    let state = run(&host, &c);
+    assert_eq!((state.route, state.variant), (Some(0), None));
+    assert!(host.header_values("x-meshguard-variant").is_empty());
+    assert!(host.header_values("x-meshguard-cluster").is_empty());
+}
+
+#[test]
+fn a_fresh_sticky_cookie_is_issued_once_and_pins_the_next_request() {
+    let c = config(
+        r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{
+            "variants":[{"name":"stable","weight":5000},{"name":"canary","weight":5000}],
+            "sticky":{"cookie":"mg-user","issueCookie":{"maxAgeSeconds":3600}}}}]}"#,
+    );
+    let host = FakeHost::new();
+    let state = run(&host, &c);
+    let cookie = state.set_cookie.clone().expect("a cookie is issued");
+    assert!(cookie.starts_with("mg-user="), "{cookie}");
+    assert!(
+        cookie.ends_with("; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+    on_response_headers(&host, &c, &state);
+    assert_eq!(
+        host.response_values("set-cookie"),
+        vec![cookie.clone().into_bytes()]
+    );
+    // The browser sends it back: same variant, no new cookie, whatever the roll.
+    let value = cookie.split(';').next().unwrap().to_string();
+    for seed in 0..20 {
+        let back = FakeHost::new().with_header("cookie", value.as_bytes());
+        let again = on_request_headers(&back, &c, &Rng::new(seed));
+        assert_eq!(again.variant, state.variant);
+        assert_eq!(again.set_cookie, None);
+    }
+}

@@ -1,0 +1,93 @@
+//! `envoy/demo.yaml` — what `make run` serves — does what the README says.
+//! Its fixed ports are swapped for free ones so the test never collides with a
+//! running demo.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+
+use meshguard_integration_tests::envoy::Envoy;
+use meshguard_integration_tests::load::{send_all, Req};
+use meshguard_integration_tests::repo_root;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn demo_on_free_ports() -> (Envoy, String) {
+    let mut yaml = std::fs::read_to_string(repo_root().join("envoy/demo.yaml")).unwrap();
+    for fixed in ["9901", "10000", "10001", "10002"] {
+        let port = free_port().to_string();
+        yaml = yaml.replace(
+            &format!("port_value: {fixed} "),
+            &format!("port_value: {port} "),
+        );
+    }
+    assert!(
+        !yaml.contains("port_value: 1000"),
+        "a demo port was not rewritten"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let envoy = Envoy::start_file(&path, dir, 2);
+    let base = format!("http://{}", envoy.listener("main"));
+    (envoy, base)
+}
+
+fn variant(r: &meshguard_integration_tests::load::Resp) -> String {
+    assert_eq!(r.status, 200, "{r:?}");
+    let tag = r
+        .header("x-meshguard-variant")
+        .expect("variant tag")
+        .to_string();
+    assert_eq!(
+        r.body.trim(),
+        tag,
+        "the demo upstream answers with its own name"
+    );
+    tag
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_routes_beta_testers_to_canary_and_ignores_spoofed_headers() {
+    let (_envoy, base) = demo_on_free_ports();
+    let answers = send_all(
+        &base,
+        vec![
+            Req::get("/").header("x-user-type", "beta-tester"),
+            Req::get("/")
+                .header("x-meshguard-variant", "canary")
+                .header("x-user-id", "u-1"),
+            Req::get("/")
+                .header("x-meshguard-cluster", "canary")
+                .header("x-user-id", "u-1"),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(variant(&answers[0]), "canary");
+    // u-1 hashes to stable at 5% (bucket below 9500); spoofing does not move it.
+    assert_eq!(variant(&answers[1]), "stable");
+    assert_eq!(variant(&answers[2]), "stable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_sends_about_five_percent_of_users_to_canary_stickily() {
+    let (_envoy, base) = demo_on_free_ports();
+    let n = 4_000usize;
+    let reqs: Vec<Req> = (0..n)
+        .map(|i| Req::get("/").header("x-user-id", format!("demo-{i}")))
+        .collect();
+    let first = send_all(&base, reqs.clone(), 16).await;
+    let again = send_all(&base, reqs, 16).await;
+    let canary = first.iter().filter(|r| variant(r) == "canary").count();
+    // Binomial(4000, 0.05): sd 13.8; 3 sd = 41.
+    assert!((canary as f64 - 200.0).abs() <= 41.4, "{canary}/{n}");
+    for (a, b) in first.iter().zip(&again) {
+        assert_eq!(variant(a), variant(b));
+    }
+}
