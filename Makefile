@@ -51,6 +51,9 @@ run: setup build
 	@echo "  curl -si -H 'x-user-type: beta-tester' http://127.0.0.1:10000/  # rule: always canary"
 	@echo "  curl -si -H 'x-user-id: alice' http://127.0.0.1:10000/          # sticky: same answer every time"
 	@echo "  curl -si -H 'x-meshguard-variant: canary' http://127.0.0.1:10000/  # spoof: ignored"
+	@echo "  for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/limited; done; echo"
+	@echo "                                                                  # 5 per second per client, then 429"
+	@echo "  curl -si http://127.0.0.1:10000/limited                         # RateLimit-Policy / RateLimit headers"
 	@echo "  curl -s  http://127.0.0.1:9901/stats | grep wasm  # Envoy's view of the plugin"
 	@echo "  $(CLI) validate config/examples/*                # check a config like Envoy will"
 	@echo

@@ -20,6 +20,10 @@ pub struct CompiledConfig {
     /// Whether any route has a canary policy (then client copies of the variant and
     /// cluster headers are removed from every request).
     pub has_canary: bool,
+    /// Every rate-limit policy (top-level and per route), in config order.
+    pub rate_limits: Vec<crate::ratelimit::CompiledRateLimit>,
+    /// Indices into `rate_limits` of the top-level policies (they apply to every route).
+    pub global_rate_limits: Vec<usize>,
 }
 
 /// A route with its matchers prepared.
@@ -37,6 +41,8 @@ pub struct CompiledRoute {
     pub headers: Vec<(String, HeaderCondition)>,
     /// Canary policy, if any.
     pub canary: Option<crate::canary::CompiledCanary>,
+    /// Indices into the config's `rate_limits` of this route's own policies.
+    pub rate_limits: Vec<usize>,
 }
 
 /// How a string (as bytes) is matched.

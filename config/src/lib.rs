@@ -11,6 +11,7 @@ pub mod cidr;
 pub mod compiled;
 pub mod names;
 pub mod problem;
+pub mod ratelimit;
 pub mod raw;
 pub mod validate;
 

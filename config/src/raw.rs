@@ -33,6 +33,131 @@ pub struct Config {
     /// `cluster_header`. Default `x-meshguard-cluster`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_header: Option<String>,
+    /// Rate-limit policies that apply to every route (requests that match no route
+    /// are not limited).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// A rate-limit policy: a token bucket per key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Policy name, unique in the config (same charset as route names); a metric label
+    /// and the policy name in the `RateLimit` headers.
+    pub name: String,
+    /// The parts the bucket key is built from, in order. A request missing any part
+    /// (e.g. the header is absent) is not subject to this policy. Empty: one bucket.
+    #[serde(default)]
+    pub key: Vec<Descriptor>,
+    /// The bucket: `burst` tokens, refilled at `rate` per `per`.
+    pub limit: Limit,
+    /// Most keys tracked at once (default 10000, at most 1000000). See README.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u32>,
+    /// Decide and count, never reject.
+    #[serde(default)]
+    pub shadow: bool,
+    /// What to do when the shared bucket cannot be updated (retries exhausted or a
+    /// host error): `allow` (default) or `deny`. Counted either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_error: Option<FailureMode>,
+    /// The answer when limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<LimitResponse>,
+    /// Which headers to send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<LimitHeaders>,
+}
+
+/// One part of a rate-limit key. Exactly one field.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Descriptor {
+    /// The client address from Envoy's `source.address` (never `X-Forwarded-For`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<ClientAddress>,
+    /// A request header's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// The request path (without query string).
+    #[serde(default)]
+    pub path: bool,
+    /// The request method.
+    #[serde(default)]
+    pub method: bool,
+    /// The matched route's name.
+    #[serde(default)]
+    pub route: bool,
+    /// A fixed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constant: Option<String>,
+}
+
+/// How client addresses are grouped.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientAddress {
+    /// IPv6 prefix length that forms one client (default 64; 128 for exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Option<u8>,
+    /// IPv4 prefix length that forms one client (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_prefix: Option<u8>,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Limit {
+    /// Bucket capacity: how many requests may arrive at once (at least 1).
+    pub burst: u64,
+    /// Tokens added per `per` (at least 1).
+    pub rate: u64,
+    /// `second`, `minute` or `hour`.
+    pub per: String,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// Let the request through.
+    #[default]
+    Allow,
+    /// Reject it as limited.
+    Deny,
+}
+
+/// The local reply for limited requests.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitResponse {
+    /// HTTP status, 400–599; default 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Body; default `rate limited\n`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Header options.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitHeaders {
+    /// Also add `RateLimit-Policy` / `RateLimit` to allowed responses (default false).
+    #[serde(default)]
+    pub on_allowed: bool,
+    /// Also send `x-ratelimit-limit`, `x-ratelimit-remaining`, `x-ratelimit-reset`.
+    #[serde(default)]
+    pub legacy: bool,
 }
 
 /// A named route: the unit that policies and metrics attach to.
@@ -49,6 +174,9 @@ pub struct Route {
     /// Canary policy: which variant (upstream version) serves each request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    /// Rate-limit policies for this route only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// A canary policy: variants, override rules, and a (sticky) weighted split.

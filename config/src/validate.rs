@@ -12,7 +12,8 @@ use crate::canary::compile_canary;
 use crate::compiled::{CompiledConfig, CompiledRoute, HeaderCondition, HostPattern, StringMatcher};
 use crate::names::{check_header_name, check_name, is_tchar, UNMATCHED_ROUTE};
 use crate::problem::{index, join, Problem, Problems};
-use crate::raw::{Config, HeaderMatch, Route, RouteMatch, SCHEMA_VERSION};
+use crate::ratelimit::compile_rate_limit;
+use crate::raw::{Config, HeaderMatch, RateLimit, Route, RouteMatch, SCHEMA_VERSION};
 
 /// Default request header for the chosen variant.
 pub const DEFAULT_VARIANT_HEADER: &str = "x-meshguard-variant";
@@ -48,6 +49,19 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
         );
     }
     let mut seen = HashSet::new();
+    let mut limits = Vec::new();
+    let mut limit_names = HashSet::new();
+    let mut add_limits = |list: &[RateLimit], at: &str, p: &mut Problems| -> Vec<usize> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let c = compile_rate_limit(r, &index(at, i), &mut limit_names, p)?;
+                limits.push(c);
+                Some(limits.len() - 1)
+            })
+            .collect()
+    };
+    let global_rate_limits = add_limits(&raw.rate_limits, "rateLimits", &mut p);
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, route) in raw.routes.iter().enumerate() {
         let path = index("routes", i);
@@ -57,7 +71,9 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
                 format!("duplicate route name {:?}", route.name),
             );
         }
-        if let Some(r) = compile_route(route, &path, &mut p) {
+        let route_limits = add_limits(&route.rate_limits, &join(&path, "rateLimits"), &mut p);
+        if let Some(mut r) = compile_route(route, &path, &mut p) {
+            r.rate_limits = route_limits;
             routes.push(r);
         }
     }
@@ -104,6 +120,8 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             route_header,
             variant_header,
             cluster_header,
+            rate_limits: limits,
+            global_rate_limits,
         })
     } else {
         Err(p.into_vec())
@@ -138,6 +156,7 @@ fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Compiled
             methods,
             headers,
             canary,
+            rate_limits: Vec::new(),
         }),
         _ => None,
     }

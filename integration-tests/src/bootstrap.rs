@@ -23,6 +23,12 @@ pub struct Bootstrap {
     pub failure_policy: String,
     /// Extra fields merged into the HttpConnectionManager.
     pub hcm_extra: Value,
+    /// Hand connections to workers in strict rotation (exact balance), so a test
+    /// with several connections provably loads every worker.
+    pub balanced: bool,
+    /// Serve the listener over file-based LDS (`lds.json` next to the bootstrap) so
+    /// a test can change the plugin config of a running Envoy.
+    pub dynamic: bool,
 }
 
 impl Bootstrap {
@@ -35,6 +41,8 @@ impl Bootstrap {
             filters_before: Vec::new(),
             failure_policy: "FAIL_CLOSED".into(),
             hcm_extra: json!({}),
+            balanced: false,
+            dynamic: false,
         }
     }
 
@@ -67,6 +75,18 @@ impl Bootstrap {
         .route(serde_json::json!({"match": {"prefix": "/"}, "route": {"cluster": default_cluster}}))
     }
 
+    /// Serve the listener through file-based LDS (see [`crate::envoy::Envoy::reload`]).
+    pub fn dynamic(mut self) -> Self {
+        self.dynamic = true;
+        self
+    }
+
+    /// Spread connections over workers exactly (round robin).
+    pub fn balanced(mut self) -> Self {
+        self.balanced = true;
+        self
+    }
+
     /// Merges fields into the HttpConnectionManager config.
     pub fn hcm(mut self, extra: Value) -> Self {
         self.hcm_extra = extra;
@@ -97,8 +117,38 @@ impl Bootstrap {
         })
     }
 
-    /// The full bootstrap as JSON.
-    pub fn to_json(&self, wasm: &std::path::Path) -> Value {
+    /// The LDS file content: a discovery response holding the listener.
+    pub fn lds_json(&self, wasm: &std::path::Path) -> Value {
+        let mut listener = self.listener_json(wasm);
+        listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+        json!({"version_info": "1", "resources": [listener]})
+    }
+
+    /// The full bootstrap as JSON; `dir` holds `lds.json` when dynamic.
+    pub fn to_json(&self, wasm: &std::path::Path, dir: &std::path::Path) -> Value {
+        let listener = self.listener_json(wasm);
+        let clusters = self.clusters_json();
+        let tags: Vec<Value> = meshguard_engine::metrics::stats_tags()
+            .into_iter()
+            .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+            .collect();
+        let mut b = json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "stats_config": {"stats_tags": tags},
+            "static_resources": {"listeners": [listener], "clusters": clusters}
+        });
+        if self.dynamic {
+            b["static_resources"]["listeners"] = json!([]);
+            b["node"] = json!({"id": "meshguard-test", "cluster": "meshguard-test"});
+            b["dynamic_resources"] = json!({"lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {"path": dir.join("lds.json").display().to_string()}
+            }});
+        }
+        b
+    }
+
+    fn listener_json(&self, wasm: &std::path::Path) -> Value {
         let routes = if self.routes.is_empty() {
             let first = self
                 .clusters
@@ -129,8 +179,23 @@ impl Bootstrap {
                 h.insert(k.clone(), v.clone());
             }
         }
-        let clusters: Vec<Value> = self
-            .clusters
+        let mut listener = json!({
+            "name": "main",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": hcm
+            }]}]
+        });
+        if self.balanced {
+            listener["enable_reuse_port"] = json!(false);
+            listener["connection_balance_config"] = json!({"exact_balance": {}});
+        }
+        listener
+    }
+
+    fn clusters_json(&self) -> Vec<Value> {
+        self.clusters
             .iter()
             .map(|(name, addr)| {
                 json!({
@@ -145,20 +210,6 @@ impl Bootstrap {
                     }
                 })
             })
-            .collect();
-        json!({
-            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "static_resources": {
-                "listeners": [{
-                    "name": "main",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": hcm
-                    }]}]
-                }],
-                "clusters": clusters
-            }
-        })
+            .collect()
     }
 }

@@ -53,13 +53,24 @@ fn command(config: &Path, dir: &Path, concurrency: u32, log: &Path) -> Command {
 
 fn write_config(b: &Bootstrap, dir: &Path) -> PathBuf {
     let path = dir.join("envoy.json");
-    let json = b.to_json(&crate::wasm_path());
+    let json = b.to_json(&crate::wasm_path(), dir);
     std::fs::write(
         &path,
         serde_json::to_vec_pretty(&json).expect("bootstrap JSON"),
     )
     .expect("write bootstrap");
+    if b.dynamic {
+        write_lds(b, dir);
+    }
     path
+}
+
+/// Writes `lds.json` atomically (Envoy watches for the rename).
+fn write_lds(b: &Bootstrap, dir: &Path) {
+    let tmp = dir.join("lds.json.tmp");
+    let json = b.lds_json(&crate::wasm_path());
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&json).expect("LDS JSON")).expect("write LDS");
+    std::fs::rename(&tmp, dir.join("lds.json")).expect("move LDS into place");
 }
 
 impl Envoy {
@@ -157,6 +168,48 @@ impl Envoy {
         }
     }
 
+    /// Replaces the listener (and so the plugin config) of a `dynamic()` Envoy and
+    /// waits until Envoy has applied it. Returns false if Envoy rejected it.
+    pub fn reload(&mut self, b: &Bootstrap) -> bool {
+        let stat = |e: &Envoy, n: &str| e.stat(&format!("listener_manager.lds.{n}")).unwrap_or(0);
+        let (ok0, bad0) = (stat(self, "update_success"), stat(self, "update_rejected"));
+        write_lds(b, self.dir.path());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if stat(self, "update_rejected") > bad0 {
+                return false;
+            }
+            if stat(self, "update_success") > ok0
+                && self.stat("listener_manager.total_listeners_warming") == Some(0)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "LDS update not applied:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.listeners.clear();
+        let (_, body) = self
+            .admin_get("/listeners?format=json")
+            .expect("list listeners");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("listeners JSON");
+        for l in v["listener_statuses"].as_array().into_iter().flatten() {
+            let sa = &l["local_address"]["socket_address"];
+            let addr = format!(
+                "{}:{}",
+                sa["address"].as_str().unwrap_or(""),
+                sa["port_value"]
+            );
+            if let (Some(name), Ok(addr)) = (l["name"].as_str(), addr.parse()) {
+                self.listeners.push((name.to_string(), addr));
+            }
+        }
+        true
+    }
+
     /// Address of listener `name`.
     pub fn listener(&self, name: &str) -> SocketAddr {
         self.listeners
@@ -213,6 +266,17 @@ impl Envoy {
         body.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Connections worker `w` of the listener `main` accepted so far.
+    pub fn worker_connections(&self, w: u32) -> u64 {
+        let (_, body) = self
+            .admin_get(&format!("/stats?filter=worker_{w}\\.downstream_cx_total$"))
+            .unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with("listener.127.0.0.1_"))
+            .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+            .sum()
     }
 
     /// Lines of Envoy's log that show a VM trap, a Rust panic or a failed plugin call.

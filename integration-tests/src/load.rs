@@ -60,6 +60,16 @@ pub fn client(connections: usize) -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// A client on one keep-alive connection from source address `from` (any
+/// 127.0.0.0/8 address works on Linux loopback).
+pub fn client_from(from: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .local_address(from)
+        .build()
+        .expect("reqwest client")
+}
+
 /// Sends one request.
 pub async fn send(client: &reqwest::Client, base: &str, req: &Req) -> Resp {
     let mut map = HeaderMap::new();

@@ -91,3 +91,21 @@ async fn demo_sends_about_five_percent_of_users_to_canary_stickily() {
         assert_eq!(variant(a), variant(b));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_limits_each_client_to_five_per_second_on_limited() {
+    let (_envoy, base) = demo_on_free_ports();
+    let answers = send_all(&base, vec![Req::get("/limited"); 8], 1).await;
+    let codes: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(codes, vec![200, 200, 200, 200, 200, 429, 429, 429]);
+    assert_eq!(
+        answers[0].header("ratelimit-policy"),
+        Some(r#""per-client";q=5;w=1"#)
+    );
+    assert_eq!(
+        answers[4].header("ratelimit"),
+        Some(r#""per-client";r=0;t=1"#)
+    );
+    assert_eq!(answers[5].header("retry-after"), Some("1"));
+    assert_eq!(answers[5].body, "rate limited\n");
+}

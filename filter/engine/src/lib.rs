@@ -7,7 +7,9 @@
 
 pub mod canary;
 pub mod hash;
+pub mod metrics;
 pub mod params;
+pub mod ratelimit;
 pub mod route;
 
 pub use route::{select_route, RequestView};

@@ -2,7 +2,9 @@
 
 use std::rc::Rc;
 
-use meshguard_config::{load_json, CompiledConfig, Problem};
+use meshguard_config::{load_json, Problem};
+
+use super::plugin::Plugin;
 
 use crate::host::{Host, Level};
 
@@ -10,7 +12,7 @@ use crate::host::{Host, Level};
 /// same `path: reason` text as `meshguard validate`) and returns `None`, so the
 /// root context returns `false` and Envoy rejects the config instead of running
 /// part of it.
-pub fn configure(host: &impl Host) -> Option<Rc<CompiledConfig>> {
+pub fn configure(host: &impl Host) -> Option<Rc<Plugin>> {
     let bytes = match host.plugin_configuration() {
         Ok(b) => b.unwrap_or_default(),
         Err(e) => {
@@ -23,14 +25,23 @@ pub fn configure(host: &impl Host) -> Option<Rc<CompiledConfig>> {
     };
     match load_json(&bytes) {
         Ok(c) => {
-            host.log(
-                Level::Info,
-                &format!(
-                    "meshguard: configuration loaded: {} route(s)",
-                    c.routes.len()
-                ),
-            );
-            Some(Rc::new(c))
+            let routes = c.routes.len();
+            match Plugin::new(host, c) {
+                Ok(plugin) => {
+                    host.log(
+                        Level::Info,
+                        &format!("meshguard: configuration loaded: {routes} route(s)"),
+                    );
+                    Some(Rc::new(plugin))
+                }
+                Err(e) => {
+                    host.log(
+                        Level::Error,
+                        &format!("meshguard: cannot set up metrics or state: {e}"),
+                    );
+                    None
+                }
+            }
         }
         Err(problems) => {
             for p in &problems {
@@ -61,7 +72,8 @@ mod tests {
     fn valid_config_compiles() {
         let host = FakeHost::new().with_config(r#"{"schemaVersion":1,"routes":[{"name":"web"}]}"#);
         let c = configure(&host).unwrap();
-        assert_eq!(c.routes[0].name, "web");
+        assert_eq!(c.config.routes[0].name, "web");
+        assert_eq!(c.store_prefix, "mg1.meshguard");
     }
 
     #[test]

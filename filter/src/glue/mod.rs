@@ -5,6 +5,8 @@
 
 pub mod configure;
 pub mod http;
+pub mod plugin;
+pub mod ratelimit;
 pub mod request;
 pub mod rng;
 pub mod root;

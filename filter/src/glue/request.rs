@@ -1,9 +1,10 @@
 //! Request-path steps, written over [`Host`] so the fake host can drive them.
 
-use meshguard_config::CompiledConfig;
 use meshguard_engine::canary::{choose_variant, is_trusted, Draw, Reason};
 use meshguard_engine::select_route;
 
+use super::plugin::Plugin;
+use super::ratelimit;
 use super::rng::Rng;
 use crate::host::view::CachedRequest;
 use crate::host::{Host, Level};
@@ -18,6 +19,10 @@ pub struct RequestState {
     pub variant: Option<usize>,
     /// A `Set-Cookie` value to add to the response (a freshly issued sticky key).
     pub set_cookie: Option<String>,
+    /// A rate limit rejected the request and a local reply was sent.
+    pub rejected: bool,
+    /// Rate-limit states to advertise on the response.
+    pub ratelimit_fields: Vec<ratelimit::Advertised>,
 }
 
 fn warn_on_err(host: &impl Host, r: Result<(), crate::host::HostError>) {
@@ -28,7 +33,8 @@ fn warn_on_err(host: &impl Host, r: Result<(), crate::host::HostError>) {
 
 /// `on_http_request_headers`: select the route; on a canary route choose the variant
 /// and route to it; remove client copies of meshguard's own headers.
-pub fn on_request_headers(host: &impl Host, config: &CompiledConfig, rng: &Rng) -> RequestState {
+pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> RequestState {
+    let config = &plugin.config;
     let mut view = CachedRequest::new(host);
     let route_index = select_route(config, &mut view);
     let route = route_index.and_then(|i| config.routes.get(i));
@@ -36,6 +42,15 @@ pub fn on_request_headers(host: &impl Host, config: &CompiledConfig, rng: &Rng) 
         route: route_index,
         ..RequestState::default()
     };
+    if let Some(i) = route_index {
+        match ratelimit::apply(host, plugin, i, &mut view) {
+            Ok(fields) => state.ratelimit_fields = fields,
+            Err(ratelimit::Rejected) => {
+                state.rejected = true;
+                return state;
+            }
+        }
+    }
 
     match route.and_then(|r| r.canary.as_ref()) {
         Some(policy) => {
@@ -92,7 +107,9 @@ pub fn on_request_headers(host: &impl Host, config: &CompiledConfig, rng: &Rng) 
 
 /// `on_http_response_headers`: tag the response with the variant and issue the
 /// sticky cookie, when the policy asks for them.
-pub fn on_response_headers(host: &impl Host, config: &CompiledConfig, state: &RequestState) {
+pub fn on_response_headers(host: &impl Host, plugin: &Plugin, state: &RequestState) {
+    let config = &plugin.config;
+    ratelimit::add_response_fields(host, plugin, &state.ratelimit_fields);
     let policy = state
         .route
         .and_then(|i| config.routes.get(i))

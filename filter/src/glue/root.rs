@@ -3,19 +3,19 @@
 
 use std::rc::Rc;
 
-use meshguard_config::CompiledConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::configure::configure;
 use super::http::Http;
+use super::plugin::Plugin;
 use super::rng::Rng;
 use crate::host::proxy::ProxyHost;
 use crate::host::{Host, Level};
 
 /// Root context of one plugin instance.
 pub struct Root {
-    config: Option<Rc<CompiledConfig>>,
+    plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
 }
 
@@ -31,7 +31,7 @@ impl Default for Root {
                 .map_or(0, |d| d.as_nanos() as u64)
         });
         Root {
-            config: None,
+            plugin: None,
             rng: Rc::new(Rng::new(seed)),
         }
     }
@@ -42,14 +42,14 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         // Swap the compiled config whole; on error keep nothing and refuse.
-        self.config = configure(&ProxyHost);
-        self.config.is_some()
+        self.plugin = configure(&ProxyHost);
+        self.plugin.is_some()
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a config (refused), Envoy does not create streams for this plugin;
         // should it anyway, the stream passes through untouched.
-        Some(Box::new(Http::new(self.config.clone(), self.rng.clone())))
+        Some(Box::new(Http::new(self.plugin.clone(), self.rng.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

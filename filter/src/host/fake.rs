@@ -3,7 +3,12 @@
 
 use std::cell::RefCell;
 
-use super::{Host, HostError, Level};
+use std::collections::HashMap;
+
+use super::{Host, HostError, Level, MetricKind};
+
+/// A local reply: status, headers, body.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// A fake proxy: request headers in a list, logs and header reads recorded.
 #[derive(Debug, Default)]
@@ -16,6 +21,18 @@ pub struct FakeHost {
     pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
     /// How often the route cache was cleared.
     pub route_cache_clears: std::cell::Cell<u32>,
+    /// The clock, in nanoseconds.
+    pub now: std::cell::Cell<u64>,
+    /// Shared data: value and CAS token.
+    pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// Every shared-data write loses its compare-and-swap (another worker always wins).
+    pub lose_every_cas: std::cell::Cell<bool>,
+    /// Local replies sent: status, headers, body.
+    pub replies: RefCell<Vec<Reply>>,
+    /// Metrics by name: kind and value (counters and gauges summed, histograms' last value).
+    pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
+    /// Values recorded into histograms, by metric id.
+    pub recorded: RefCell<Vec<(u32, u64)>>,
     /// Every log line written, with its level.
     pub logs: RefCell<Vec<(Level, String)>>,
     /// Every header name read, in order.
@@ -56,6 +73,15 @@ impl FakeHost {
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+
+    /// The value of metric `name` (0 when undefined).
+    pub fn metric(&self, name: &str) -> i64 {
+        self.metrics
+            .borrow()
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(0, |(_, _, v)| *v)
     }
 
     /// Makes reads of `name` fail as a broken host would.
@@ -131,6 +157,80 @@ impl Host for FakeHost {
 
     fn random_seed(&self) -> Result<u64, HostError> {
         Ok(0x5eed)
+    }
+
+    fn now_ns(&self) -> Result<u64, HostError> {
+        Ok(self.now.get())
+    }
+
+    fn plugin_name(&self) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(Some(b"meshguard".to_vec()))
+    }
+
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        Ok(match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+        if self.lose_every_cas.get() {
+            return Ok(false);
+        }
+        let mut map = self.shared.borrow_mut();
+        match (map.get_mut(key), cas) {
+            (Some(e), Some(c)) if e.1 != c => Ok(false),
+            (Some(e), _) => {
+                e.0 = value.to_vec();
+                e.1 += 1;
+                Ok(true)
+            }
+            (None, _) => {
+                map.insert(key.to_owned(), (value.to_vec(), 1));
+                Ok(true)
+            }
+        }
+    }
+
+    fn send_local_reply(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.replies
+            .borrow_mut()
+            .push((status, headers, body.to_vec()));
+        Ok(())
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let mut m = self.metrics.borrow_mut();
+        if let Some(i) = m.iter().position(|(n, _, _)| n == name) {
+            return Ok(i as u32);
+        }
+        m.push((name.to_owned(), kind, 0));
+        Ok((m.len() - 1) as u32)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        if let Some(e) = self.metrics.borrow_mut().get_mut(id as usize) {
+            e.2 += delta;
+        }
+        Ok(())
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        self.recorded.borrow_mut().push((id, value));
+        if let Some(e) = self.metrics.borrow_mut().get_mut(id as usize) {
+            e.2 = value as i64;
+        }
+        Ok(())
     }
 
     fn log(&self, level: Level, message: &str) {

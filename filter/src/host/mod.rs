@@ -55,6 +55,39 @@ pub trait Host {
     fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// 64 random bits from the host (WASI `random_get`), to seed the per-VM generator.
     fn random_seed(&self) -> Result<u64, HostError>;
+    /// Wall-clock time in nanoseconds since the Unix epoch.
+    fn now_ns(&self) -> Result<u64, HostError>;
+    /// The plugin's name (`plugin_name` property), to keep shared-data keys apart.
+    fn plugin_name(&self) -> Result<Option<Vec<u8>>, HostError>;
+    /// Reads a shared-data entry and its CAS token; `(None, None)` when absent.
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError>;
+    /// Writes a shared-data entry if its CAS token still equals `cas`;
+    /// `Ok(false)` on a CAS mismatch.
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError>;
+    /// Answers the request locally (the stream must then pause).
+    fn send_local_reply(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError>;
+    /// Defines (or finds) a metric by name; returns its id.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
+    /// Adds `delta` to a counter or gauge.
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError>;
+    /// Records a histogram value (or sets a gauge).
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
     /// Writes one line to the proxy's log.
     fn log(&self, level: Level, message: &str);
+}
+
+/// Kinds of metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution.
+    Histogram,
 }

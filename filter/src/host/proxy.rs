@@ -5,9 +5,9 @@
 //! [`HostError`]; the glue decides the fallback.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
-use super::{Host, HostError, Level};
+use super::{Host, HostError, Level, MetricKind};
 
 /// The real proxy, reached through the Proxy-Wasm ABI.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,6 +64,57 @@ impl Host for ProxyHost {
             status: e.to_string(),
         })?;
         Ok(u64::from_le_bytes(b))
+    }
+
+    fn now_ns(&self) -> Result<u64, HostError> {
+        let t = hostcalls::get_current_time().map_err(|s| err("get_current_time", "", s))?;
+        Ok(t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+    }
+
+    fn plugin_name(&self) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_property(vec!["plugin_name"])
+            .map_err(|s| err("get_property", "plugin_name", s))
+    }
+
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        hostcalls::get_shared_data(key).map_err(|s| err("get_shared_data", key, s))
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(true),
+            Err(Status::CasMismatch) => Ok(false),
+            Err(s) => Err(err("set_shared_data", key, s)),
+        }
+    }
+
+    fn send_local_reply(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body))
+            .map_err(|s| err("send_http_response", &status.to_string(), s))
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let t = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
+        };
+        hostcalls::define_metric(t, name).map_err(|s| err("define_metric", name, s))
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        hostcalls::increment_metric(id, delta)
+            .map_err(|s| err("increment_metric", &id.to_string(), s))
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        hostcalls::record_metric(id, value).map_err(|s| err("record_metric", &id.to_string(), s))
     }
 
     fn log(&self, level: Level, message: &str) {

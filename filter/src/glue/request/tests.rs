@@ -2,11 +2,11 @@ use super::*;
 use crate::host::fake::FakeHost;
 use meshguard_config::load_json;
 
-fn config(json: &str) -> CompiledConfig {
-    load_json(json.as_bytes()).unwrap()
+fn config(json: &str) -> Plugin {
+    Plugin::new(&FakeHost::new(), load_json(json.as_bytes()).unwrap()).unwrap()
 }
 
-fn run(host: &FakeHost, c: &CompiledConfig) -> RequestState {
+fn run(host: &FakeHost, c: &Plugin) -> RequestState {
     on_request_headers(host, c, &Rng::new(7))
 }
 

@@ -1,0 +1,143 @@
+use crate::{load_json, Problem};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+fn problems(json: &str) -> Vec<String> {
+    match load_json(json.as_bytes()) {
+        Ok(_) => Vec::new(),
+        Err(list) => list.iter().map(Problem::to_string).collect(),
+    }
+}
+
+fn policy(body: &str) -> Vec<String> {
+    problems(&format!(
+        r#"{{"schemaVersion":1,"rateLimits":[{{"name":"p",{body}}}]}}"#
+    ))
+}
+
+const LIMIT: &str = r#""limit":{"burst":10,"rate":20,"per":"second"}"#;
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_complete_policy_compiles_with_derived_numbers() {
+    let c = load_json(
+        br#"{"schemaVersion":1,
+             "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":10,"rate":20,"per":"second"},
+                            "headers":{"onAllowed":true,"legacy":true},"response":{"status":503,"body":"slow down"}}],
+             "routes":[{"name":"api","rateLimits":[{"name":"per-key","key":[{"header":"x-api-key"},{"route":true},{"constant":"v1"}],
+                                                    "limit":{"burst":100,"rate":3,"per":"hour"},"maxKeys":50,"shadow":true,"onStoreError":"deny"}]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.global_rate_limits, vec![0]);
+    assert_eq!(c.routes[0].rate_limits, vec![1]);
+    let g = &c.rate_limits[0];
+    assert_eq!(
+        (g.burst, g.interval_ns, g.window_s, g.status),
+        (10, 50_000_000, 1, 503)
+    );
+    let r = &c.rate_limits[1];
+    assert_eq!(r.interval_ns, 1_200_000_000_000);
+    assert_eq!(r.window_s, 120_000); // 100 tokens at 20 minutes each
+    assert_eq!(r.max_keys, 50);
+    assert!(r.shadow);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn store_prefix_changes_with_the_limit_and_not_otherwise() {
+    let id = |limit: &str, extra: &str| {
+        let json = format!(
+            r#"{{"schemaVersion":1,"rateLimits":[{{"name":"p","limit":{limit}{extra}}}]}}"#
+        );
+        load_json(json.as_bytes()).unwrap().rate_limits[0]
+            .store_id
+            .clone()
+    };
+    let base = id(r#"{"burst":5,"rate":5,"per":"second"}"#, "");
+    assert_eq!(
+        base,
+        id(
+            r#"{"burst":5,"rate":5,"per":"second"}"#,
+            r#","shadow":true"#
+        )
+    );
+    assert_ne!(base, id(r#"{"burst":6,"rate":5,"per":"second"}"#, ""));
+    assert_ne!(base, id(r#"{"burst":5,"rate":5,"per":"minute"}"#, ""));
+    assert_ne!(
+        base,
+        id(r#"{"burst":5,"rate":5,"per":"second"}"#, r#","maxKeys":7"#)
+    );
+    assert!(base.starts_with("p."));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn zero_rate_and_zero_burst_are_refused() {
+    assert_eq!(
+        policy(r#""limit":{"burst":0,"rate":0,"per":"second"}"#),
+        vec![
+            "rateLimits[0].limit.burst: must be 1 to 1000000000, got 0",
+            "rateLimits[0].limit.rate: must be 1 to 1000000000, got 0"
+        ]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn negative_rate_is_refused_with_its_path() {
+    let got = policy(r#""limit":{"burst":5,"rate":-5,"per":"second"}"#);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("rateLimits[0].limit.rate: invalid value: integer `-5`"),
+        "{got:?}"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn bad_period_is_refused() {
+    assert_eq!(
+        policy(r#""limit":{"burst":5,"rate":5,"per":"fortnight"}"#),
+        vec!["rateLimits[0].limit.per: must be second, minute or hour, got \"fortnight\""]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn unknown_descriptor_is_refused() {
+    let got = policy(&format!(r#""key":[{{"cookie":"x"}}],{LIMIT}"#));
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("rateLimits[0].key[0].cookie: unknown field `cookie`"),
+        "{got:?}"
+    );
+    assert_eq!(
+        policy(&format!(r#""key":[{{}}],{LIMIT}"#)),
+        vec!["rateLimits[0].key[0]: give exactly one of clientAddress, header, path, method, route, constant; got none"]
+    );
+    assert_eq!(
+        policy(&format!(r#""key":[{{"header":"X-Api-Key"}},{{"constant":""}},{{"clientAddress":{{"ipv6Prefix":0}}}}],{LIMIT}"#)),
+        vec![
+            "rateLimits[0].key[0].header: must be lowercase (Envoy stores header names lowercased): use \"x-api-key\"",
+            "rateLimits[0].key[1].constant: must not be empty",
+            "rateLimits[0].key[2].clientAddress.ipv6Prefix: must be 1 to 128, got 0",
+        ]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn names_are_unique_across_top_level_and_route_policies() {
+    let got = problems(&format!(
+        r#"{{"schemaVersion":1,"rateLimits":[{{"name":"p",{LIMIT}}}],"routes":[{{"name":"r","rateLimits":[{{"name":"p",{LIMIT}}}]}}]}}"#
+    ));
+    assert_eq!(
+        got,
+        vec!["routes[0].rateLimits[0].name: duplicate rate-limit policy name \"p\""]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn response_and_max_keys_are_bounded() {
+    assert_eq!(
+        policy(&format!(
+            r#"{LIMIT},"maxKeys":0,"response":{{"status":200}}"#
+        )),
+        vec![
+            "rateLimits[0].maxKeys: must be 1 to 1000000, got 0",
+            "rateLimits[0].response.status: must be 400 to 599, got 200"
+        ]
+    );
+}

@@ -1,0 +1,205 @@
+//! The bounded table of buckets, shared by every worker through a CAS store.
+//!
+//! A policy owns `maxKeys` slots. A key hashes to a 64-bit fingerprint and to four
+//! candidate slots; its bucket lives in the first candidate that holds its
+//! fingerprint, else it takes the first candidate that is empty or holds a *full*
+//! bucket of another key (forgetting a full bucket hands nobody extra tokens, so a
+//! flood of new keys can never reset a client that is being limited). When all
+//! four candidates hold partly used buckets of other keys, the key is charged to
+//! the policy's single overflow bucket: new clients beyond capacity are limited
+//! together, never waved through.
+//!
+//! Every write is a compare-and-swap; a mismatch re-reads and retries, at most
+//! [`MAX_CAS_ATTEMPTS`] times, after which the caller applies the policy's failure
+//! mode. A rejection writes nothing (unless it repairs a bucket left far in the
+//! future by a backwards clock step).
+
+use super::gcra::{Bucket, Verdict};
+use crate::hash::{mix64, sticky_hash};
+
+/// Attempts at a compare-and-swap before giving up.
+pub const MAX_CAS_ATTEMPTS: u32 = 8;
+/// Candidate slots per key.
+pub const PROBES: u32 = 4;
+const VERSION: u8 = 1;
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// Someone else wrote the entry since it was read.
+    CasMismatch,
+    /// Any other host failure.
+    Host(String),
+}
+
+/// A key-value store with compare-and-swap (proxy-wasm shared data).
+pub trait SharedStore {
+    /// The value and its CAS token; `(None, None)` when absent.
+    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
+    /// Writes `value` if the entry's CAS token still equals `cas` (`None`: unconditional).
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+}
+
+/// The result of charging one request to a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charge {
+    /// The bucket decided.
+    Decided {
+        /// The bucket's verdict.
+        verdict: Verdict,
+        /// The overflow bucket was used (all candidate slots busy).
+        overflow: bool,
+        /// Compare-and-swap mismatches on the way.
+        cas_retries: u32,
+    },
+    /// The store could not be read or updated in [`MAX_CAS_ATTEMPTS`] tries.
+    StoreFailed(StoreError),
+}
+
+/// Encodes a slot: version, fingerprint, tat.
+pub fn encode(fingerprint: u64, tat: u64) -> [u8; 17] {
+    let mut out = [0u8; 17];
+    out[0] = VERSION;
+    out[1..9].copy_from_slice(&fingerprint.to_le_bytes());
+    out[9..17].copy_from_slice(&tat.to_le_bytes());
+    out
+}
+
+/// Decodes a slot; anything malformed (another version, a truncated value) reads
+/// as empty, so a corrupt entry is simply reused.
+pub fn decode(value: &[u8]) -> Option<(u64, u64)> {
+    let (version, rest) = value.split_first()?;
+    if *version != VERSION || rest.len() != 16 {
+        return None;
+    }
+    let (fp, tat) = rest.split_at(8);
+    Some((
+        u64::from_le_bytes(fp.try_into().ok()?),
+        u64::from_le_bytes(tat.try_into().ok()?),
+    ))
+}
+
+/// The fingerprint of a key (never 0: 0 marks the overflow bucket).
+pub fn fingerprint(key: &[u8]) -> u64 {
+    sticky_hash(b"meshguard.ratelimit", key).max(1)
+}
+
+/// The store key of candidate `probe` of `fingerprint` under `prefix`.
+pub fn slot_key(prefix: &str, fingerprint: u64, probe: u32, max_keys: u32) -> String {
+    let slot = mix64(fingerprint ^ u64::from(probe).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        % u64::from(max_keys.max(1));
+    format!("{prefix}.{slot}")
+}
+
+struct Target {
+    key: String,
+    tat: Option<u64>,
+    cas: Option<u32>,
+    fingerprint: u64,
+    overflow: bool,
+}
+
+fn find(
+    store: &mut impl SharedStore,
+    prefix: &str,
+    fp: u64,
+    max_keys: u32,
+    now: u64,
+) -> Result<Target, StoreError> {
+    let mut free: Option<Target> = None;
+    let mut seen = Vec::with_capacity(PROBES as usize);
+    for probe in 0..PROBES {
+        let key = slot_key(prefix, fp, probe, max_keys);
+        if seen.contains(&key) {
+            continue; // tiny tables: candidates may coincide
+        }
+        let (value, cas) = store.get(&key)?;
+        match value.as_deref().and_then(decode) {
+            Some((f, tat)) if f == fp => {
+                return Ok(Target {
+                    key,
+                    tat: Some(tat),
+                    cas,
+                    fingerprint: fp,
+                    overflow: false,
+                })
+            }
+            Some((_, tat)) if !Bucket::is_full(tat, now) => {}
+            _ => {
+                if free.is_none() {
+                    free = Some(Target {
+                        key: key.clone(),
+                        tat: None,
+                        cas,
+                        fingerprint: fp,
+                        overflow: false,
+                    });
+                }
+            }
+        }
+        seen.push(key);
+    }
+    if let Some(t) = free {
+        return Ok(t);
+    }
+    let key = format!("{prefix}.overflow");
+    let (value, cas) = store.get(&key)?;
+    let tat = value.as_deref().and_then(decode).map(|(_, tat)| tat);
+    Ok(Target {
+        key,
+        tat,
+        cas,
+        fingerprint: 0,
+        overflow: true,
+    })
+}
+
+/// Charges one request with key `key` to `bucket` at `now`.
+pub fn charge(
+    store: &mut impl SharedStore,
+    prefix: &str,
+    bucket: &Bucket,
+    max_keys: u32,
+    key: &[u8],
+    now: u64,
+) -> Charge {
+    let fp = fingerprint(key);
+    let mut retries = 0;
+    let mut last = StoreError::CasMismatch;
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let target = match find(store, prefix, fp, max_keys, now) {
+            Ok(t) => t,
+            Err(e) => return Charge::StoreFailed(e),
+        };
+        let verdict = bucket.take(target.tat, now);
+        let Some(new_tat) = verdict.new_tat else {
+            return Charge::Decided {
+                verdict,
+                overflow: target.overflow,
+                cas_retries: retries,
+            };
+        };
+        match store.set(
+            &target.key,
+            &encode(target.fingerprint, new_tat),
+            target.cas,
+        ) {
+            Ok(()) => {
+                return Charge::Decided {
+                    verdict,
+                    overflow: target.overflow,
+                    cas_retries: retries,
+                }
+            }
+            Err(StoreError::CasMismatch) => {
+                retries += 1;
+                last = StoreError::CasMismatch;
+            }
+            Err(e) => return Charge::StoreFailed(e),
+        }
+    }
+    Charge::StoreFailed(last)
+}
+
+#[cfg(test)]
+mod tests;
