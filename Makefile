@@ -54,6 +54,9 @@ run: setup build
 	@echo "  for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/limited; done; echo"
 	@echo "                                                                  # 5 per second per client, then 429"
 	@echo "  curl -si http://127.0.0.1:10000/limited                         # RateLimit-Policy / RateLimit headers"
+	@echo "  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' -H 'x-demo-fail: 1' http://127.0.0.1:10000/flaky; done; echo"
+	@echo "                                                                  # 5 failures trip the breaker: 503 x-meshguard-breaker: open"
+	@echo "  sleep 5; curl -si http://127.0.0.1:10000/flaky                  # half-open probe succeeds; 3 successes close it"
 	@echo "  curl -s  http://127.0.0.1:9901/stats | grep wasm  # Envoy's view of the plugin"
 	@echo "  $(CLI) validate config/examples/*                # check a config like Envoy will"
 	@echo

@@ -43,6 +43,8 @@ pub struct CompiledRoute {
     pub canary: Option<crate::canary::CompiledCanary>,
     /// Indices into the config's `rate_limits` of this route's own policies.
     pub rate_limits: Vec<usize>,
+    /// Circuit breaker, if any.
+    pub breaker: Option<crate::breaker::CompiledBreaker>,
 }
 
 /// How a string (as bytes) is matched.

@@ -6,6 +6,7 @@
 //! runs [`load_json`] in `on_configure`; the `meshguard` CLI runs the same code
 //! natively, so a config that passes `meshguard validate` is one Envoy accepts.
 
+pub mod breaker;
 pub mod canary;
 pub mod cidr;
 pub mod compiled;

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::breaker::compile_breaker;
 use crate::canary::compile_canary;
 use crate::compiled::{CompiledConfig, CompiledRoute, HeaderCondition, HostPattern, StringMatcher};
 use crate::names::{check_header_name, check_name, is_tchar, UNMATCHED_ROUTE};
@@ -148,6 +149,15 @@ fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Compiled
         },
         None => None,
     };
+    let breaker = match &route.breaker {
+        Some(b) => Some(compile_breaker(
+            b,
+            canary.as_ref(),
+            &join(path, "breaker"),
+            p,
+        )?),
+        None => None,
+    };
     match (ok, m) {
         (true, Some((authority, path_m, methods, headers))) => Some(CompiledRoute {
             name: route.name.clone(),
@@ -157,6 +167,7 @@ fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Compiled
             headers,
             canary,
             rate_limits: Vec::new(),
+            breaker,
         }),
         _ => None,
     }

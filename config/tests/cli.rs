@@ -108,6 +108,11 @@ fn each_bad_config_gets_one_precise_line() {
             "routes[0].canary.sticky.header: must not be empty",
         ),
         (
+            "breaker.yaml",
+            "schemaVersion: 1\nroutes:\n  - name: web\n    breaker: { failureRateThreshold: 0 }\n",
+            "routes[0].breaker.failureRateThreshold: must be a percentage from 1 to 100, got 0",
+        ),
+        (
             "version.json",
             r#"{"schemaVersion":7}"#,
             "schemaVersion: unsupported schema version 7",

@@ -36,6 +36,11 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an upstream called `name` on a free loopback port, on its own thread.
     pub fn start(name: &str) -> Upstream {
+        Self::start_with(name, 200)
+    }
+
+    /// Like [`Upstream::start`], answering `status` unless `x-test-status` says otherwise.
+    pub fn start_with(name: &str, default_status: u16) -> Upstream {
         let count = Arc::new(AtomicU64::new(0));
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -62,7 +67,7 @@ impl Upstream {
                                 let svc = service_fn(move |req| {
                                     let name = name.clone();
                                     let count = count.clone();
-                                    async move { Ok::<_, Infallible>(answer(&name, &count, req).await) }
+                                    async move { Ok::<_, Infallible>(answer(&name, &count, default_status, req).await) }
                                 });
                                 let _ = http1::Builder::new()
                                     .max_headers(512)
@@ -103,11 +108,16 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn answer(name: &str, count: &AtomicU64, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    count: &AtomicU64,
+    default_status: u16,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     count.fetch_add(1, Ordering::SeqCst);
     let status = header(&req, "x-test-status")
         .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(200);
+        .unwrap_or(default_status);
     if let Some(ms) = header(&req, "x-test-delay-ms").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -109,3 +109,26 @@ async fn demo_limits_each_client_to_five_per_second_on_limited() {
     assert_eq!(answers[5].header("retry-after"), Some("1"));
     assert_eq!(answers[5].body, "rate limited\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_breaker_on_flaky_opens_after_five_failures() {
+    let (envoy, base) = demo_on_free_ports();
+    let fail = Req::get("/flaky").header("x-demo-fail", "1");
+    let answers = send_all(&base, vec![fail; 6], 1).await;
+    let codes: Vec<(u16, Option<&str>)> = answers
+        .iter()
+        .map(|r| (r.status, r.header("x-meshguard-breaker")))
+        .collect();
+    assert_eq!(&codes[..5], &[(503, None); 5]);
+    assert_eq!(codes[5], (503, Some("open")));
+    assert_eq!(answers[5].header("retry-after"), Some("5"));
+    let ok = send_all(&base, vec![Req::get("/flaky")], 1).await;
+    assert_eq!(
+        ok[0].header("x-meshguard-breaker"),
+        Some("open"),
+        "healthy requests wait too while open"
+    );
+    assert!(envoy
+        .log()
+        .contains("meshguard: breaker flaky/all: closed -> open (5 consecutive failures)"));
+}

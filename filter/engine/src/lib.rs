@@ -5,11 +5,13 @@
 //! features arrive, time and random rolls as plain numbers). That keeps every
 //! decision unit-testable, natively and on wasm32 under `wasm-bindgen-test`.
 
+pub mod breaker;
 pub mod canary;
 pub mod hash;
 pub mod metrics;
 pub mod params;
 pub mod ratelimit;
 pub mod route;
+pub mod store;
 
 pub use route::{select_route, RequestView};

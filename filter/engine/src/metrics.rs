@@ -49,6 +49,21 @@ pub fn ratelimit_requests(policy: &str, outcome: &str) -> String {
     format!("meshguard.ratelimit_requests_total.policy.{policy}.outcome.{outcome}")
 }
 
+/// `meshguard.breaker_state.route.<route>.variant.<variant>` (gauge 0/1/2).
+pub fn breaker_state(route: &str, variant: &str) -> String {
+    format!("meshguard.breaker_state.route.{route}.variant.{variant}")
+}
+
+/// `meshguard.breaker_transitions_total.route.<r>.variant.<v>.state.<target>`.
+pub fn breaker_transitions(route: &str, variant: &str, target: &str) -> String {
+    format!("meshguard.breaker_transitions_total.route.{route}.variant.{variant}.state.{target}")
+}
+
+/// `meshguard.breaker_rejected_total.route.<r>.variant.<v>.outcome.<why>`.
+pub fn breaker_rejected(route: &str, variant: &str, why: &str) -> String {
+    format!("meshguard.breaker_rejected_total.route.{route}.variant.{variant}.outcome.{why}")
+}
+
 /// The regex extracting `label` from a full stored name (`wasmcustom.meshguard.…`).
 pub fn tag_regex(label: &str) -> String {
     format!(

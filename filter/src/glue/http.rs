@@ -6,7 +6,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::plugin::Plugin;
-use super::request::{on_request_headers, on_response_headers, RequestState};
+use super::request::{on_log, on_request_headers, on_response_headers, RequestState};
 use super::rng::Rng;
 use crate::host::proxy::ProxyHost;
 
@@ -47,5 +47,11 @@ impl HttpContext for Http {
             on_response_headers(&ProxyHost, plugin, &self.state);
         }
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            on_log(&ProxyHost, plugin, &self.state);
+        }
     }
 }

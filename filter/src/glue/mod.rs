@@ -3,6 +3,7 @@
 //! decision-applying steps are plain functions over `Host`, so unit tests drive
 //! them with the fake host.
 
+pub mod breaker;
 pub mod configure;
 pub mod http;
 pub mod plugin;

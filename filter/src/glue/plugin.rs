@@ -3,7 +3,9 @@
 //! prefix that keeps this plugin's buckets apart from any other's.
 
 use meshguard_config::CompiledConfig;
-use meshguard_engine::metrics::{ratelimit_requests, RATELIMIT_OUTCOMES};
+use meshguard_engine::metrics::{
+    breaker_rejected, breaker_state, breaker_transitions, ratelimit_requests, RATELIMIT_OUTCOMES,
+};
 
 use crate::host::{Host, HostError, MetricKind};
 
@@ -19,6 +21,21 @@ pub struct Plugin {
     pub metrics: Metrics,
     /// `mg1.<plugin name>`: prefix of every shared-data key.
     pub store_prefix: String,
+    /// Per route: per breaker instance, the breaker's label and store key.
+    breakers: Vec<Vec<(String, String)>>,
+    /// Per route: the concurrency-slot key, when the route has a limit.
+    slots: Vec<Option<String>>,
+}
+
+/// Metric ids of one breaker instance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BreakerIds {
+    /// Gauge: 0 closed, 1 half-open, 2 open.
+    pub state: u32,
+    /// Transitions into closed, half-open, open.
+    pub transitions: [u32; 3],
+    /// Rejections while open, while half-open (probes out), by the concurrency limit.
+    pub rejected: [u32; 3],
 }
 
 /// Metric ids, indexed like the config.
@@ -26,6 +43,8 @@ pub struct Plugin {
 pub struct Metrics {
     /// Per rate-limit policy, one counter per outcome.
     pub ratelimit: Vec<[u32; 5]>,
+    /// Per route, per breaker instance.
+    pub breakers: Vec<Vec<BreakerIds>>,
 }
 
 impl Metrics {
@@ -40,7 +59,54 @@ impl Metrics {
             }
             ratelimit.push(ids);
         }
-        Ok(Metrics { ratelimit })
+        let mut breakers = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let mut ids = Vec::new();
+            for variant in breaker_labels(route) {
+                let r = &route.name;
+                let mut b = BreakerIds {
+                    state: host.define_metric(MetricKind::Gauge, &breaker_state(r, &variant))?,
+                    ..BreakerIds::default()
+                };
+                for (id, s) in b
+                    .transitions
+                    .iter_mut()
+                    .zip(["closed", "half_open", "open"])
+                {
+                    *id = host
+                        .define_metric(MetricKind::Counter, &breaker_transitions(r, &variant, s))?;
+                }
+                for (id, o) in b
+                    .rejected
+                    .iter_mut()
+                    .zip(["open", "half_open", "concurrency"])
+                {
+                    *id =
+                        host.define_metric(MetricKind::Counter, &breaker_rejected(r, &variant, o))?;
+                }
+                ids.push(b);
+            }
+            breakers.push(ids);
+        }
+        Ok(Metrics {
+            ratelimit,
+            breakers,
+        })
+    }
+
+    /// Ids of breaker instance `inst` of route `route`.
+    pub fn breaker(&self, route: usize, inst: usize) -> Option<&BreakerIds> {
+        self.breakers.get(route)?.get(inst)
+    }
+}
+
+/// The `variant` labels of a route's breaker instances: the variant names when the
+/// breaker is kept per variant, else `all`. Empty without a breaker.
+pub fn breaker_labels(route: &meshguard_config::compiled::CompiledRoute) -> Vec<String> {
+    match (&route.breaker, &route.canary) {
+        (None, _) => Vec::new(),
+        (Some(b), Some(c)) if b.per_variant => c.variants.iter().map(|v| v.name.clone()).collect(),
+        (Some(_), _) => vec!["all".to_string()],
     }
 }
 
@@ -58,10 +124,57 @@ impl Plugin {
                 }
             })
             .collect();
+        let store_prefix = format!("{STORE_VERSION}.{name}");
+        let breakers = config
+            .routes
+            .iter()
+            .map(|r| {
+                let fp = r.breaker.as_ref().map_or(0, |b| b.fingerprint);
+                breaker_labels(r)
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            format!("{}/{v}", r.name),
+                            format!("{store_prefix}.cb.{}.{v}.{fp:016x}", r.name),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let slots = config
+            .routes
+            .iter()
+            .map(|r| {
+                r.breaker
+                    .as_ref()
+                    .and_then(|b| b.max_concurrent)
+                    .map(|_| format!("{store_prefix}.cc.{}", r.name))
+            })
+            .collect();
         Ok(Plugin {
             metrics: Metrics::define(host, &config)?,
-            store_prefix: format!("{STORE_VERSION}.{name}"),
+            store_prefix,
+            breakers,
+            slots,
             config,
         })
+    }
+
+    /// `route/variant` of a breaker instance, for logs.
+    pub fn breaker_name(&self, route: usize, inst: usize) -> &str {
+        self.breakers
+            .get(route)
+            .and_then(|b| b.get(inst))
+            .map_or("?", |(n, _)| n.as_str())
+    }
+
+    /// Shared-data key of a breaker instance.
+    pub fn breaker_key(&self, route: usize, inst: usize) -> Option<&str> {
+        self.breakers.get(route)?.get(inst).map(|(_, k)| k.as_str())
+    }
+
+    /// Shared-data key of a route's in-flight count.
+    pub fn slot_key(&self, route: usize) -> Option<&str> {
+        self.slots.get(route)?.as_deref()
     }
 }

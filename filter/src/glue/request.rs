@@ -1,8 +1,10 @@
 //! Request-path steps, written over [`Host`] so the fake host can drive them.
 
+use meshguard_config::canary::StickyKey;
 use meshguard_engine::canary::{choose_variant, is_trusted, Draw, Reason};
 use meshguard_engine::select_route;
 
+use super::breaker::{self, Gate};
 use super::plugin::Plugin;
 use super::ratelimit;
 use super::rng::Rng;
@@ -23,6 +25,8 @@ pub struct RequestState {
     pub rejected: bool,
     /// Rate-limit states to advertise on the response.
     pub ratelimit_fields: Vec<ratelimit::Advertised>,
+    /// The breaker's ticket, settled in `on_log`.
+    pub ticket: Option<breaker::Ticket>,
 }
 
 fn warn_on_err(host: &impl Host, r: Result<(), crate::host::HostError>) {
@@ -52,50 +56,66 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Reque
         }
     }
 
-    match route.and_then(|r| r.canary.as_ref()) {
-        Some(policy) => {
-            let trusted = is_trusted(policy, &mut view);
-            let fresh = policy
-                .sticky
-                .as_ref()
-                .and_then(|s| s.issue_cookie.as_ref())
-                .map(|_| rng.fresh_key());
-            let draw = Draw {
-                trusted,
-                roll: rng.next_u64(),
-                fresh_key: fresh.as_ref().map(|k| &k[..]),
-            };
-            let choice = choose_variant(policy, &config.variant_header, &mut view, draw);
-            if let Some(v) = policy.variants.get(choice.variant) {
-                // Overwrites whatever the client sent in both headers.
-                warn_on_err(
-                    host,
-                    host.set_request_header(&config.variant_header, Some(v.name.as_bytes())),
-                );
-                warn_on_err(
-                    host,
-                    host.set_request_header(&config.cluster_header, Some(v.cluster.as_bytes())),
-                );
-                warn_on_err(host, host.clear_route_cache());
-                state.variant = Some(choice.variant);
-            }
-            if let (Reason::StickyIssued, Some(sticky), Some(key)) =
-                (choice.reason, &policy.sticky, &fresh)
-            {
-                if let (meshguard_config::canary::StickyKey::Cookie(name), Some(attrs)) =
-                    (&sticky.key, &sticky.issue_cookie)
-                {
-                    state.set_cookie =
-                        Some(format!("{name}={}; {attrs}", String::from_utf8_lossy(key)));
-                }
+    let policy = route.and_then(|r| r.canary.as_ref());
+    if let Some(policy) = policy {
+        let trusted = is_trusted(policy, &mut view);
+        let fresh = policy
+            .sticky
+            .as_ref()
+            .and_then(|s| s.issue_cookie.as_ref())
+            .map(|_| rng.fresh_key());
+        let draw = Draw {
+            trusted,
+            roll: rng.next_u64(),
+            fresh_key: fresh.as_ref().map(|k| &k[..]),
+        };
+        let choice = choose_variant(policy, &config.variant_header, &mut view, draw);
+        state.variant = Some(choice.variant);
+        if let (Reason::StickyIssued, Some(sticky), Some(key)) =
+            (choice.reason, &policy.sticky, &fresh)
+        {
+            if let (StickyKey::Cookie(name), Some(attrs)) = (&sticky.key, &sticky.issue_cookie) {
+                state.set_cookie =
+                    Some(format!("{name}={}; {attrs}", String::from_utf8_lossy(key)));
             }
         }
-        None if config.has_canary => {
+    }
+
+    if let Some(i) = route.filter(|r| r.breaker.is_some()).and(route_index) {
+        let now = host.now_ns().unwrap_or(0);
+        match breaker::gate(host, plugin, i, state.variant, now) {
+            Gate::Rejected => {
+                state.rejected = true;
+                return state;
+            }
+            Gate::Pass(ticket) => state.ticket = ticket,
+            Gate::Fallback(v, ticket) => {
+                state.variant = Some(v);
+                state.ticket = Some(ticket);
+            }
+        }
+    }
+
+    match (policy, state.variant.and_then(|v| policy?.variants.get(v))) {
+        (Some(_), Some(v)) => {
+            // Overwrites whatever the client sent in both headers, then has Envoy
+            // pick the route again.
+            warn_on_err(
+                host,
+                host.set_request_header(&config.variant_header, Some(v.name.as_bytes())),
+            );
+            warn_on_err(
+                host,
+                host.set_request_header(&config.cluster_header, Some(v.cluster.as_bytes())),
+            );
+            warn_on_err(host, host.clear_route_cache());
+        }
+        _ if config.has_canary => {
             // No policy decides here, so no client may steer routing through our headers.
             warn_on_err(host, host.set_request_header(&config.variant_header, None));
             warn_on_err(host, host.set_request_header(&config.cluster_header, None));
         }
-        None => {}
+        _ => {}
     }
 
     if let Some(header) = &config.route_header {
@@ -103,6 +123,13 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Reque
         warn_on_err(host, host.set_request_header(header, name));
     }
     state
+}
+
+/// `on_log`: the stream is over; record what the breaker needs.
+pub fn on_log(host: &impl Host, plugin: &Plugin, state: &RequestState) {
+    if let Some(t) = &state.ticket {
+        breaker::on_log(host, plugin, t);
+    }
 }
 
 /// `on_http_response_headers`: tag the response with the variant and issue the

@@ -31,6 +31,8 @@ pub struct FakeHost {
     pub replies: RefCell<Vec<Reply>>,
     /// Metrics by name: kind and value (counters and gauges summed, histograms' last value).
     pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
+    /// Integer properties by dotted path (`response.code`).
+    pub properties: RefCell<Vec<(String, u64)>>,
     /// Values recorded into histograms, by metric id.
     pub recorded: RefCell<Vec<(u32, u64)>>,
     /// Every log line written, with its level.
@@ -157,6 +159,16 @@ impl Host for FakeHost {
 
     fn random_seed(&self) -> Result<u64, HostError> {
         Ok(0x5eed)
+    }
+
+    fn property_u64(&self, path: &[&str]) -> Result<Option<u64>, HostError> {
+        let key = path.join(".");
+        Ok(self
+            .properties
+            .borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v))
     }
 
     fn now_ns(&self) -> Result<u64, HostError> {

@@ -55,6 +55,9 @@ pub trait Host {
     fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// 64 random bits from the host (WASI `random_get`), to seed the per-VM generator.
     fn random_seed(&self) -> Result<u64, HostError>;
+    /// An integer property such as `response.code` or `response.flags` (Envoy passes
+    /// integers as 8 little-endian bytes); `None` when absent.
+    fn property_u64(&self, path: &[&str]) -> Result<Option<u64>, HostError>;
     /// Wall-clock time in nanoseconds since the Unix epoch.
     fn now_ns(&self) -> Result<u64, HostError>;
     /// The plugin's name (`plugin_name` property), to keep shared-data keys apart.

@@ -66,6 +66,14 @@ impl Host for ProxyHost {
         Ok(u64::from_le_bytes(b))
     }
 
+    fn property_u64(&self, path: &[&str]) -> Result<Option<u64>, HostError> {
+        let bytes = hostcalls::get_property(path.to_vec())
+            .map_err(|s| err("get_property", &path.join("."), s))?;
+        Ok(bytes
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_le_bytes))
+    }
+
     fn now_ns(&self) -> Result<u64, HostError> {
         let t = hostcalls::get_current_time().map_err(|s| err("get_current_time", "", s))?;
         Ok(t.duration_since(std::time::UNIX_EPOCH)

@@ -17,28 +17,11 @@
 use super::gcra::{Bucket, Verdict};
 use crate::hash::{mix64, sticky_hash};
 
-/// Attempts at a compare-and-swap before giving up.
-pub const MAX_CAS_ATTEMPTS: u32 = 8;
+pub use crate::store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
+
 /// Candidate slots per key.
 pub const PROBES: u32 = 4;
 const VERSION: u8 = 1;
-
-/// Why a store call failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// Someone else wrote the entry since it was read.
-    CasMismatch,
-    /// Any other host failure.
-    Host(String),
-}
-
-/// A key-value store with compare-and-swap (proxy-wasm shared data).
-pub trait SharedStore {
-    /// The value and its CAS token; `(None, None)` when absent.
-    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
-    /// Writes `value` if the entry's CAS token still equals `cas` (`None`: unconditional).
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
-}
 
 /// The result of charging one request to a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

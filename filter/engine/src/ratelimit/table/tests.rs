@@ -1,57 +1,10 @@
-use std::collections::HashMap;
-
 use super::*;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const SEC: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * SEC;
 
-/// An in-memory store with proxy-wasm's CAS semantics, and injectable conflicts.
-#[derive(Default)]
-struct FakeStore {
-    data: HashMap<String, (Vec<u8>, u32)>,
-    /// Number of upcoming `set` calls that another worker beats (CAS mismatch).
-    conflicts: u32,
-    fail_gets: bool,
-    gets: u32,
-    sets: u32,
-}
-
-impl SharedStore for FakeStore {
-    fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        self.gets += 1;
-        if self.fail_gets {
-            return Err(StoreError::Host("InternalFailure".into()));
-        }
-        Ok(match self.data.get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.sets += 1;
-        if self.conflicts > 0 {
-            self.conflicts -= 1;
-            // Another worker wrote in between: bump the entry's CAS.
-            let e = self.data.entry(key.to_string()).or_insert((Vec::new(), 0));
-            e.1 += 1;
-            return Err(StoreError::CasMismatch);
-        }
-        match (self.data.get_mut(key), cas) {
-            (Some(e), Some(c)) if e.1 != c => Err(StoreError::CasMismatch),
-            (Some(e), _) => {
-                e.0 = value.to_vec();
-                e.1 += 1;
-                Ok(())
-            }
-            (None, _) => {
-                self.data.insert(key.to_string(), (value.to_vec(), 1));
-                Ok(())
-            }
-        }
-    }
-}
+use crate::store::fake::FakeStore;
 
 fn allowed(c: &Charge) -> bool {
     matches!(c, Charge::Decided { verdict, .. } if verdict.allowed)

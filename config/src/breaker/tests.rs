@@ -1,0 +1,100 @@
+use crate::breaker::{OpenAction, WindowKind};
+use crate::{load_json, Problem};
+use wasm_bindgen_test::wasm_bindgen_test;
+
+fn problems(route: &str) -> Vec<String> {
+    let json = format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web",{route}}}]}}"#);
+    match load_json(json.as_bytes()) {
+        Ok(_) => Vec::new(),
+        Err(list) => list.iter().map(Problem::to_string).collect(),
+    }
+}
+
+const CANARY: &str =
+    r#""canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}]}"#;
+
+#[wasm_bindgen_test(unsupported = test)]
+fn defaults_and_a_full_policy_compile() {
+    let c = load_json(br#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{}}]}"#).unwrap();
+    let b = c.routes[0].breaker.as_ref().unwrap();
+    assert_eq!((b.failure_rate, b.minimum_calls, b.probes), (50, 10, 3));
+    assert_eq!(b.window, WindowKind::Calls(100));
+    assert!(b.is_failure_status(503) && !b.is_failure_status(404));
+    let json = format!(
+        r#"{{"schemaVersion":1,"routes":[{{"name":"web",{CANARY},"breaker":{{"failureStatuses":["5xx","429"],"failureRateThreshold":40,
+            "consecutiveFailures":5,"slowCall":{{"durationMs":250,"rateThreshold":80}},"window":{{"seconds":30}},"minimumCalls":20,
+            "openDurationMs":5000,"maxOpenDurationMs":60000,"halfOpenProbes":2,"maxConcurrent":100,
+            "whenOpen":{{"fallbackVariant":"stable"}}}}}}]}}"#
+    );
+    let c = load_json(json.as_bytes()).unwrap();
+    let b = c.routes[0].breaker.as_ref().unwrap();
+    assert!(b.is_failure_status(429) && b.is_failure_status(500) && !b.is_failure_status(428));
+    assert_eq!(b.window, WindowKind::Seconds(30));
+    assert_eq!(b.slow, Some((250_000_000, 80)));
+    assert_eq!(b.when_open, OpenAction::Fallback(0));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn thresholds_outside_percentages_are_refused() {
+    assert_eq!(
+        problems(
+            r#""breaker":{"failureRateThreshold":0,"slowCall":{"durationMs":10,"rateThreshold":101}}"#
+        ),
+        vec![
+            "routes[0].breaker.failureRateThreshold: must be a percentage from 1 to 100, got 0",
+            "routes[0].breaker.slowCall.rateThreshold: must be a percentage from 1 to 100, got 101",
+        ]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_zero_window_and_zero_probes_are_refused() {
+    assert_eq!(
+        problems(r#""breaker":{"window":{"calls":0},"halfOpenProbes":0}"#),
+        vec![
+            "routes[0].breaker.window.calls: must be 1 to 1000, got 0",
+            "routes[0].breaker.halfOpenProbes: must be 1 to 1000, got 0",
+        ]
+    );
+    assert_eq!(
+        problems(r#""breaker":{"window":{"seconds":0}}"#),
+        vec!["routes[0].breaker.window.seconds: must be 1 to 3600, got 0"]
+    );
+    assert_eq!(
+        problems(r#""breaker":{"window":{"calls":10,"seconds":10}}"#),
+        vec!["routes[0].breaker.window: give exactly one of calls, seconds"]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn fallback_to_an_unknown_variant_is_refused() {
+    assert_eq!(
+        problems(&format!(
+            r#"{CANARY},"breaker":{{"whenOpen":{{"fallbackVariant":"blue"}}}}"#
+        )),
+        vec!["routes[0].breaker.whenOpen.fallbackVariant: unknown variant \"blue\""]
+    );
+    assert_eq!(
+        problems(r#""breaker":{"whenOpen":{"fallbackVariant":"stable"}}"#),
+        vec!["routes[0].breaker.whenOpen.fallbackVariant: the route has no canary policy to fall back within"]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn other_bad_values_name_their_fields() {
+    assert_eq!(
+        problems(
+            r#""breaker":{"failureStatuses":["6xx","99"],"consecutiveFailures":0,"window":{"calls":5},"minimumCalls":6,
+                "openDurationMs":1000,"maxOpenDurationMs":500,"maxConcurrent":0,"whenOpen":{"status":200}}"#
+        ),
+        vec![
+            "routes[0].breaker.failureStatuses[0]: \"6xx\" is neither a status class (1xx-5xx) nor a code (100-599)",
+            "routes[0].breaker.failureStatuses[1]: \"99\" is neither a status class (1xx-5xx) nor a code (100-599)",
+            "routes[0].breaker.consecutiveFailures: must be at least 1 (omit it to disable)",
+            "routes[0].breaker.minimumCalls: 6 can never be reached in a window of 5 calls",
+            "routes[0].breaker.maxOpenDurationMs: must be 1000 (openDurationMs) to 86400000, got 500",
+            "routes[0].breaker.maxConcurrent: must be at least 1 (omit it for no limit)",
+            "routes[0].breaker.whenOpen.status: must be 400 to 599, got 200",
+        ]
+    );
+}

@@ -1,0 +1,20 @@
+//! Circuit breaking: a state machine per route (and variant), shared by every
+//! worker through the CAS store.
+//!
+//! ```text
+//!            trip (rate, slow rate, consecutive)
+//!   CLOSED ──────────────────────────────────────▶ OPEN
+//!     ▲                                              │ openDuration elapsed
+//!     │ all P probes succeeded                       ▼
+//!     └──────────────────────────────────────── HALF-OPEN ── a probe failed ──▶ OPEN (longer)
+//! ```
+//!
+//! - [`window`]: the sliding window of recent outcomes (last N calls, or N seconds);
+//! - [`state`]: the whole breaker state and its byte encoding;
+//! - [`machine`]: admission and outcome recording, pure functions of state and time;
+//! - [`shared`]: the same over the CAS store, plus the concurrency limit.
+
+pub mod machine;
+pub mod shared;
+pub mod state;
+pub mod window;
