@@ -13,7 +13,7 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs
+APT_PACKAGES := nodejs prometheus
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
 .PHONY: help setup build run test test-native test-wasm lint clean

@@ -15,6 +15,10 @@ use crate::problem::{index, join, Problems};
 use crate::raw::{Canary, CanaryRule, HeaderMatch, Sticky};
 use crate::validate::header_condition;
 
+/// Variant labels meshguard uses itself: `none` (no canary policy) and `all` (one
+/// breaker for every variant).
+pub const RESERVED_VARIANTS: [&str; 2] = ["none", "all"];
+
 /// Buckets in the split: weights are basis points.
 pub const BUCKETS: u32 = 10_000;
 /// Most variants per policy (each is a metric label value).
@@ -124,6 +128,14 @@ pub fn compile_canary(
         let at = index(&vpath, i);
         if let Err(e) = check_name(&v.name) {
             local.push(join(&at, "name"), e);
+        } else if RESERVED_VARIANTS.contains(&v.name.as_str()) {
+            local.push(
+                join(&at, "name"),
+                format!(
+                    "{:?} is reserved (it labels metrics of routes without variants)",
+                    v.name
+                ),
+            );
         } else if !names.insert(v.name.as_str()) {
             local.push(join(&at, "name"), format!("duplicate variant {:?}", v.name));
         }

@@ -24,6 +24,8 @@ pub struct CompiledConfig {
     pub rate_limits: Vec<crate::ratelimit::CompiledRateLimit>,
     /// Indices into `rate_limits` of the top-level policies (they apply to every route).
     pub global_rate_limits: Vec<usize>,
+    /// Count requests that match no route (under route `other`).
+    pub count_unmatched: bool,
 }
 
 /// A route with its matchers prepared.

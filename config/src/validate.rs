@@ -114,8 +114,20 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             );
         }
     }
+    let count_unmatched = match raw.metrics.as_ref().and_then(|m| m.unmatched.as_deref()) {
+        None | Some("count") => true,
+        Some("skip") => false,
+        Some(other) => {
+            p.push(
+                "metrics.unmatched",
+                format!("must be count or skip, got {other:?}"),
+            );
+            true
+        }
+    };
     if p.is_empty() {
         Ok(CompiledConfig {
+            count_unmatched,
             has_canary: routes.iter().any(|r| r.canary.is_some()),
             routes,
             route_header,

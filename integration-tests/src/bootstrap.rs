@@ -134,7 +134,15 @@ impl Bootstrap {
             .collect();
         let mut b = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "stats_config": {"stats_tags": tags},
+            // Histograms reach /stats/prometheus at each flush: flush often in tests.
+            "stats_flush_interval": "1s",
+            "stats_config": {
+                "stats_tags": tags,
+                "histogram_bucket_settings": [{
+                    "match": {"prefix": meshguard_engine::metrics::DURATION_STORED_PREFIX},
+                    "buckets": meshguard_engine::metrics::DURATION_BUCKETS_MS
+                }]
+            },
             "static_resources": {"listeners": [listener], "clusters": clusters}
         });
         if self.dynamic {

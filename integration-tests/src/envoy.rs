@@ -1,7 +1,6 @@
 //! A real Envoy process for one test.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -231,31 +230,7 @@ impl Envoy {
 
     /// GET on the admin API: status code and body.
     pub fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&self.admin, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw)?;
-        let code = raw
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        Ok((
-            code,
-            if chunked {
-                dechunk(body)
-            } else {
-                body.to_string()
-            },
-        ))
+        crate::http_get(self.admin, path)
     }
 
     /// A counter or gauge from `/stats` by exact name, if Envoy has it.
@@ -292,22 +267,6 @@ impl Envoy {
             .map(str::to_string)
             .collect()
     }
-}
-
-/// Decodes an HTTP/1.1 chunked body (the admin API streams its answers).
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 impl Drop for Envoy {

@@ -132,3 +132,26 @@ async fn demo_breaker_on_flaky_opens_after_five_failures() {
         .log()
         .contains("meshguard: breaker flaky/all: closed -> open (5 consecutive failures)"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_exposes_labelled_series_for_every_route() {
+    let (envoy, base) = demo_on_free_ports();
+    send_all(
+        &base,
+        vec![Req::get("/"), Req::get("/limited"), Req::get("/flaky")],
+        1,
+    )
+    .await;
+    let (_, scrape) = envoy.admin_get("/stats/prometheus").unwrap();
+    for series in [
+        r#"meshguard_requests_total{route="web",variant="stable",code_class="2xx"}"#,
+        r#"meshguard_requests_total{route="limited",variant="none",code_class="2xx"} 1"#,
+        r#"meshguard_requests_total{route="flaky",variant="none",code_class="2xx"} 1"#,
+        r#"meshguard_requests_total{route="other",variant="none",code_class="5xx"} 0"#,
+        r#"meshguard_ratelimit_requests_total{policy="per-client",outcome="allowed"} 1"#,
+        r#"meshguard_breaker_state{route="flaky",variant="all"} 0"#,
+        r#"meshguard_request_duration_milliseconds_bucket{route="web",variant="canary",le="5"}"#,
+    ] {
+        assert!(scrape.contains(series), "missing {series}");
+    }
+}

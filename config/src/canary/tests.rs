@@ -166,3 +166,14 @@ fn variant_and_cluster_headers_must_be_distinct_valid_headers() {
         ]
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn metric_label_values_of_our_own_are_reserved() {
+    assert_eq!(
+        problems(r#"{"variants":[{"name":"none","weight":5000},{"name":"all","weight":5000}]}"#),
+        vec![
+            "routes[0].canary.variants[0].name: \"none\" is reserved (it labels metrics of routes without variants)",
+            "routes[0].canary.variants[1].name: \"all\" is reserved (it labels metrics of routes without variants)",
+        ]
+    );
+}

@@ -49,6 +49,51 @@ pub fn ratelimit_requests(policy: &str, outcome: &str) -> String {
     format!("meshguard.ratelimit_requests_total.policy.{policy}.outcome.{outcome}")
 }
 
+/// Status classes, the `code_class` label; `none` when no response was sent
+/// (the client went away first).
+pub const CODE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Index into [`CODE_CLASSES`] of a final status (0: no response).
+pub fn code_class(status: u64) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// The route label of requests that match no route.
+pub const UNMATCHED_ROUTE: &str = "other";
+/// The variant label of requests on routes without a canary policy.
+pub const NO_VARIANT: &str = "none";
+
+/// Default duration-histogram buckets, in milliseconds.
+pub const DURATION_BUCKETS_MS: [u64; 14] = [
+    5, 10, 20, 30, 40, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000,
+];
+
+/// Name prefix (as Envoy stores it) of the duration histogram, for
+/// `histogram_bucket_settings`.
+pub const DURATION_STORED_PREFIX: &str = "wasmcustom.meshguard.request_duration_milliseconds";
+
+/// `meshguard.requests_total.route.<r>.variant.<v>.code_class.<c>`.
+pub fn requests_total(route: &str, variant: &str, class: &str) -> String {
+    format!("meshguard.requests_total.route.{route}.variant.{variant}.code_class.{class}")
+}
+
+/// `meshguard.request_duration_milliseconds.route.<r>.variant.<v>`.
+pub fn request_duration(route: &str, variant: &str) -> String {
+    format!("meshguard.request_duration_milliseconds.route.{route}.variant.{variant}")
+}
+
+/// `meshguard.requests_in_flight.route.<r>`.
+pub fn requests_in_flight(route: &str) -> String {
+    format!("meshguard.requests_in_flight.route.{route}")
+}
+
 /// `meshguard.breaker_state.route.<route>.variant.<variant>` (gauge 0/1/2).
 pub fn breaker_state(route: &str, variant: &str) -> String {
     format!("meshguard.breaker_state.route.{route}.variant.{variant}")
@@ -89,6 +134,23 @@ mod tests {
                 RATELIMIT_OUTCOMES[RateLimitOutcome::ShadowLimited as usize]
             ),
             "meshguard.ratelimit_requests_total.policy.per-client.outcome.shadow_limited"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn status_codes_map_to_classes() {
+        let class = |s| CODE_CLASSES[code_class(s)];
+        assert_eq!(
+            [
+                class(101),
+                class(200),
+                class(304),
+                class(429),
+                class(503),
+                class(0),
+                class(999)
+            ],
+            ["1xx", "2xx", "3xx", "4xx", "5xx", "none", "none"]
         );
     }
 

@@ -197,8 +197,9 @@ pub fn gate(
     Gate::Rejected
 }
 
-/// `on_log`: give the concurrency slot back and record the outcome once.
-pub fn on_log(host: &impl Host, plugin: &Plugin, t: &Ticket) {
+/// `on_log`: give the concurrency slot back and record the outcome once, given the
+/// final status (0: none sent) and the time now.
+pub fn on_log(host: &impl Host, plugin: &Plugin, t: &Ticket, code: u64, now: u64) {
     if t.slot {
         if let Some(key) = plugin.slot_key(t.route) {
             if let Err(e) = shared::release(&mut HostStore(host), key) {
@@ -220,17 +221,11 @@ pub fn on_log(host: &impl Host, plugin: &Plugin, t: &Ticket) {
     let Some(key) = plugin.breaker_key(t.route, t.instance) else {
         return;
     };
-    let code = host
-        .property_u64(&["response", "code"])
-        .ok()
-        .flatten()
-        .unwrap_or(0);
     let flags = host
         .property_u64(&["response", "flags"])
         .ok()
         .flatten()
         .unwrap_or(0);
-    let now = host.now_ns().unwrap_or(t.start_ns);
     let outcome = Outcome {
         failed: (code != 0 && b.is_failure_status(code as u16)) || flags & FAILURE_FLAGS != 0,
         slow: b

@@ -4,7 +4,9 @@
 
 use meshguard_config::CompiledConfig;
 use meshguard_engine::metrics::{
-    breaker_rejected, breaker_state, breaker_transitions, ratelimit_requests, RATELIMIT_OUTCOMES,
+    breaker_rejected, breaker_state, breaker_transitions, ratelimit_requests, request_duration,
+    requests_in_flight, requests_total, CODE_CLASSES, NO_VARIANT, RATELIMIT_OUTCOMES,
+    UNMATCHED_ROUTE,
 };
 
 use crate::host::{Host, HostError, MetricKind};
@@ -45,6 +47,48 @@ pub struct Metrics {
     pub ratelimit: Vec<[u32; 5]>,
     /// Per route, per breaker instance.
     pub breakers: Vec<Vec<BreakerIds>>,
+    /// RED metrics per route, then one more for unmatched requests when counted.
+    pub red: Vec<RouteRed>,
+}
+
+/// RED metric ids of one route.
+#[derive(Debug, Clone, Default)]
+pub struct RouteRed {
+    /// Gauge of requests in flight.
+    pub in_flight: u32,
+    /// Per variant label (the policy's variants, then `none`; or just `none`):
+    /// a counter per status class and the duration histogram.
+    pub variants: Vec<([u32; 6], u32)>,
+}
+
+/// The `variant` labels of a route's RED series: its variants and `none` (requests
+/// decided before a variant was chosen), or only `none` without a canary policy.
+pub fn red_labels(route: &meshguard_config::compiled::CompiledRoute) -> Vec<String> {
+    let mut labels: Vec<String> = route
+        .canary
+        .iter()
+        .flat_map(|c| c.variants.iter().map(|v| v.name.clone()))
+        .collect();
+    labels.push(NO_VARIANT.to_string());
+    labels
+}
+
+fn define_red(host: &impl Host, route: &str, labels: &[String]) -> Result<RouteRed, HostError> {
+    let mut red = RouteRed {
+        in_flight: host.define_metric(MetricKind::Gauge, &requests_in_flight(route))?,
+        variants: Vec::new(),
+    };
+    for v in labels {
+        let mut classes = [0u32; 6];
+        for (id, class) in classes.iter_mut().zip(CODE_CLASSES) {
+            *id = host.define_metric(MetricKind::Counter, &requests_total(route, v, class))?;
+        }
+        red.variants.push((
+            classes,
+            host.define_metric(MetricKind::Histogram, &request_duration(route, v))?,
+        ));
+    }
+    Ok(red)
 }
 
 impl Metrics {
@@ -88,9 +132,21 @@ impl Metrics {
             }
             breakers.push(ids);
         }
+        let mut red = Vec::with_capacity(config.routes.len() + 1);
+        for route in &config.routes {
+            red.push(define_red(host, &route.name, &red_labels(route))?);
+        }
+        if config.count_unmatched {
+            red.push(define_red(
+                host,
+                UNMATCHED_ROUTE,
+                &[NO_VARIANT.to_string()],
+            )?);
+        }
         Ok(Metrics {
             ratelimit,
             breakers,
+            red,
         })
     }
 

@@ -71,6 +71,7 @@ pub fn apply(
     plugin: &Plugin,
     route_index: usize,
     view: &mut impl RequestView,
+    now: u64,
 ) -> Result<Vec<Advertised>, Rejected> {
     let config = &plugin.config;
     let Some(route) = config.routes.get(route_index) else {
@@ -84,16 +85,6 @@ pub fn apply(
     if policies.peek().is_none() {
         return Ok(Vec::new());
     }
-    let now = match host.now_ns() {
-        Ok(t) => t,
-        Err(e) => {
-            host.log(
-                Level::Warn,
-                &format!("{e}; rate limits skipped for this request"),
-            );
-            return Ok(Vec::new());
-        }
-    };
     let mut passed: Vec<(usize, Verdict)> = Vec::new();
     for &i in policies {
         let Some(p) = config.rate_limits.get(i) else {

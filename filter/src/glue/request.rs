@@ -2,6 +2,7 @@
 
 use meshguard_config::canary::StickyKey;
 use meshguard_engine::canary::{choose_variant, is_trusted, Draw, Reason};
+use meshguard_engine::metrics::code_class;
 use meshguard_engine::select_route;
 
 use super::breaker::{self, Gate};
@@ -27,6 +28,11 @@ pub struct RequestState {
     pub ratelimit_fields: Vec<ratelimit::Advertised>,
     /// The breaker's ticket, settled in `on_log`.
     pub ticket: Option<breaker::Ticket>,
+    /// Index into the plugin's RED metrics (a route, or the unmatched slot) when
+    /// this request is counted.
+    pub red: Option<usize>,
+    /// When the request started, ns.
+    pub start_ns: u64,
 }
 
 fn warn_on_err(host: &impl Host, r: Result<(), crate::host::HostError>) {
@@ -42,12 +48,22 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Reque
     let mut view = CachedRequest::new(host);
     let route_index = select_route(config, &mut view);
     let route = route_index.and_then(|i| config.routes.get(i));
+    let now = host.now_ns().unwrap_or(0);
     let mut state = RequestState {
         route: route_index,
+        start_ns: now,
+        red: match route_index {
+            Some(i) => Some(i),
+            None if config.count_unmatched => Some(config.routes.len()),
+            None => None,
+        },
         ..RequestState::default()
     };
+    if let Some(ids) = state.red.and_then(|i| plugin.metrics.red.get(i)) {
+        let _ = host.increment_metric(ids.in_flight, 1);
+    }
     if let Some(i) = route_index {
-        match ratelimit::apply(host, plugin, i, &mut view) {
+        match ratelimit::apply(host, plugin, i, &mut view, now) {
             Ok(fields) => state.ratelimit_fields = fields,
             Err(ratelimit::Rejected) => {
                 state.rejected = true;
@@ -82,7 +98,6 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Reque
     }
 
     if let Some(i) = route.filter(|r| r.breaker.is_some()).and(route_index) {
-        let now = host.now_ns().unwrap_or(0);
         match breaker::gate(host, plugin, i, state.variant, now) {
             Gate::Rejected => {
                 state.rejected = true;
@@ -125,10 +140,33 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Reque
     state
 }
 
-/// `on_log`: the stream is over; record what the breaker needs.
+/// `on_log`: the stream is over (answered, reset or abandoned: Envoy calls this once
+/// for every stream). Record RED metrics and settle the breaker's ticket.
 pub fn on_log(host: &impl Host, plugin: &Plugin, state: &RequestState) {
+    if state.red.is_none() && state.ticket.is_none() {
+        return;
+    }
+    let code = host
+        .property_u64(&["response", "code"])
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let now = host.now_ns().unwrap_or(state.start_ns);
+    if let Some(ids) = state.red.and_then(|i| plugin.metrics.red.get(i)) {
+        let _ = host.increment_metric(ids.in_flight, -1);
+        // Variant series: the chosen variant, or the trailing `none` series.
+        let slot = state
+            .variant
+            .unwrap_or(ids.variants.len().saturating_sub(1));
+        if let Some((classes, duration)) = ids.variants.get(slot) {
+            if let Some(id) = classes.get(code_class(code)) {
+                let _ = host.increment_metric(*id, 1);
+            }
+            let _ = host.record_metric(*duration, now.saturating_sub(state.start_ns) / 1_000_000);
+        }
+    }
     if let Some(t) = &state.ticket {
-        breaker::on_log(host, plugin, t);
+        breaker::on_log(host, plugin, t, code, now);
     }
 }
 

@@ -180,3 +180,78 @@ fn a_fresh_sticky_cookie_is_issued_once_and_pins_the_next_request() {
         assert_eq!(again.set_cookie, None);
     }
 }
+
+fn red_run(p: &Plugin, world: &FakeHost, headers: &[(&str, &[u8])], code: u64, ms: u64) {
+    let mut h = FakeHost::new();
+    for (k, v) in headers {
+        h = h.with_header(k, v);
+    }
+    *h.metrics.borrow_mut() = world.metrics.borrow().clone();
+    h.now.set(1_000_000_000);
+    let s = on_request_headers(&h, p, &Rng::new(2));
+    h.now.set(1_000_000_000 + ms * 1_000_000);
+    if code > 0 {
+        h.properties
+            .borrow_mut()
+            .push(("response.code".into(), code));
+    }
+    on_log(&h, p, &s);
+    *world.metrics.borrow_mut() = h.metrics.borrow().clone();
+    world
+        .recorded
+        .borrow_mut()
+        .extend(h.recorded.borrow().iter().copied());
+}
+
+#[test]
+fn red_metrics_count_by_route_variant_and_class_and_time_each_request() {
+    let world = FakeHost::new();
+    let p = Plugin::new(&world, load_json(CANARY.as_bytes()).unwrap()).unwrap();
+    red_run(&p, &world, &[(":path", b"/")], 200, 35);
+    red_run(
+        &p,
+        &world,
+        &[(":path", b"/"), ("x-user-type", b"beta-tester")],
+        503,
+        7,
+    );
+    red_run(&p, &world, &[(":path", b"/")], 0, 1);
+    let m = |v: &str, c: &str| {
+        world.metric(&format!(
+            "meshguard.requests_total.route.web.variant.{v}.code_class.{c}"
+        ))
+    };
+    assert_eq!(
+        (
+            m("stable", "2xx"),
+            m("canary", "5xx"),
+            m("stable", "none"),
+            m("stable", "5xx")
+        ),
+        (1, 1, 1, 0)
+    );
+    assert_eq!(world.metric("meshguard.requests_in_flight.route.web"), 0);
+    let durations: Vec<u64> = world.recorded.borrow().iter().map(|(_, v)| *v).collect();
+    assert_eq!(durations, vec![35, 7, 1]);
+}
+
+#[test]
+fn unmatched_requests_count_under_other_or_are_skipped() {
+    let world = FakeHost::new();
+    let json = r#"{"schemaVersion":1,"routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#;
+    let p = Plugin::new(&world, load_json(json.as_bytes()).unwrap()).unwrap();
+    red_run(&p, &world, &[(":path", b"/x")], 404, 1);
+    assert_eq!(
+        world.metric("meshguard.requests_total.route.other.variant.none.code_class.4xx"),
+        1
+    );
+    let skip = FakeHost::new();
+    let json = r#"{"schemaVersion":1,"metrics":{"unmatched":"skip"},"routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#;
+    let p = Plugin::new(&skip, load_json(json.as_bytes()).unwrap()).unwrap();
+    red_run(&p, &skip, &[(":path", b"/x")], 404, 1);
+    assert!(!skip
+        .metrics
+        .borrow()
+        .iter()
+        .any(|(n, _, _)| n.contains("route.other")));
+}
