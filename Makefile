@@ -16,7 +16,7 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 APT_PACKAGES := nodejs prometheus
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build run test test-native test-wasm lint clean
+.PHONY: help setup build build-trap run test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
@@ -44,6 +44,10 @@ build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-filter
 	cargo build --release -p meshguard-config --bin meshguard
 
+# TEST ONLY: a wasm that traps on `x-meshguard-trap: 1`, for the failure-policy drill.
+build-trap:
+	cargo build --release --target wasm32-wasip1 -p meshguard-filter --features trap-drill --target-dir target/trap-drill
+
 run: setup build
 	@echo
 	@echo "meshguard demo — Envoy on 127.0.0.1:10000, admin on 127.0.0.1:9901 (Ctrl-C stops it)"
@@ -62,7 +66,7 @@ run: setup build
 	@echo
 	exec "$(ENVOY_BIN)" -c envoy/demo.yaml --disable-hot-restart --concurrency 2 --log-level info
 
-test: setup build test-wasm test-native
+test: setup build build-trap test-wasm test-native
 
 # Engine and config unit tests compiled to wasm32 and run under Node: the behaviour
 # must be the same on the 32-bit target the filter ships on.

@@ -14,6 +14,7 @@ pub mod names;
 pub mod problem;
 pub mod ratelimit;
 pub mod raw;
+pub mod telemetry;
 pub mod validate;
 
 pub use compiled::CompiledConfig;

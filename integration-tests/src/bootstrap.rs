@@ -29,6 +29,8 @@ pub struct Bootstrap {
     /// Serve the listener over file-based LDS (`lds.json` next to the bootstrap) so
     /// a test can change the plugin config of a running Envoy.
     pub dynamic: bool,
+    /// Another wasm than the default build (the trap-drill build).
+    pub wasm: Option<std::path::PathBuf>,
 }
 
 impl Bootstrap {
@@ -43,6 +45,7 @@ impl Bootstrap {
             hcm_extra: json!({}),
             balanced: false,
             dynamic: false,
+            wasm: None,
         }
     }
 
@@ -93,8 +96,15 @@ impl Bootstrap {
         self
     }
 
+    /// Uses `path` as the filter's code.
+    pub fn wasm_file(mut self, path: std::path::PathBuf) -> Self {
+        self.wasm = Some(path);
+        self
+    }
+
     /// The meshguard HTTP filter entry.
     pub fn wasm_filter(&self, wasm: &std::path::Path) -> Value {
+        let wasm = self.wasm.as_deref().unwrap_or(wasm);
         json!({
             "name": "meshguard",
             "typed_config": {

@@ -99,3 +99,14 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The TEST-ONLY wasm that traps on `x-meshguard-trap: 1` (`make build-trap`).
+pub fn trap_wasm_path() -> PathBuf {
+    let path = repo_root().join("target/trap-drill/wasm32-wasip1/release/meshguard.wasm");
+    assert!(
+        path.exists(),
+        "trap-drill wasm not found at {} — run `make build-trap`",
+        path.display()
+    );
+    path
+}

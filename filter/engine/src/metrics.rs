@@ -10,15 +10,9 @@
 //! Label values come only from config names (`A-Z a-z 0-9 _ -`) and fixed enums,
 //! so the series count is fixed at configure time.
 
-/// Every label any meshguard metric uses, in the order they appear in names.
-pub const LABELS: [&str; 6] = [
-    "route",
-    "variant",
-    "code_class",
-    "policy",
-    "outcome",
-    "state",
-];
+pub use meshguard_config::telemetry::{
+    stats_tags, tag_regex, DURATION_BUCKETS_MS, DURATION_STORED_PREFIX, LABELS,
+};
 
 /// Rate-limit outcomes, the `outcome` label of `meshguard_ratelimit_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,15 +64,6 @@ pub const UNMATCHED_ROUTE: &str = "other";
 /// The variant label of requests on routes without a canary policy.
 pub const NO_VARIANT: &str = "none";
 
-/// Default duration-histogram buckets, in milliseconds.
-pub const DURATION_BUCKETS_MS: [u64; 14] = [
-    5, 10, 20, 30, 40, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000,
-];
-
-/// Name prefix (as Envoy stores it) of the duration histogram, for
-/// `histogram_bucket_settings`.
-pub const DURATION_STORED_PREFIX: &str = "wasmcustom.meshguard.request_duration_milliseconds";
-
 /// `meshguard.requests_total.route.<r>.variant.<v>.code_class.<c>`.
 pub fn requests_total(route: &str, variant: &str, class: &str) -> String {
     format!("meshguard.requests_total.route.{route}.variant.{variant}.code_class.{class}")
@@ -107,18 +92,6 @@ pub fn breaker_transitions(route: &str, variant: &str, target: &str) -> String {
 /// `meshguard.breaker_rejected_total.route.<r>.variant.<v>.outcome.<why>`.
 pub fn breaker_rejected(route: &str, variant: &str, why: &str) -> String {
     format!("meshguard.breaker_rejected_total.route.{route}.variant.{variant}.outcome.{why}")
-}
-
-/// The regex extracting `label` from a full stored name (`wasmcustom.meshguard.…`).
-pub fn tag_regex(label: &str) -> String {
-    format!(
-        r"^wasmcustom\.meshguard\.[a-z_]+(?:\.[a-z_]+\.[A-Za-z0-9_-]+)*?(\.{label}\.([A-Za-z0-9_-]+))"
-    )
-}
-
-/// `(tag_name, regex)` for every label: the `stats_config.stats_tags` Envoy needs.
-pub fn stats_tags() -> Vec<(&'static str, String)> {
-    LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "trap-drill")]
+        drill::trap_on_demand();
         if let Some(plugin) = &self.plugin {
             self.state = on_request_headers(&ProxyHost, plugin, &self.rng);
         }
@@ -52,6 +54,26 @@ impl HttpContext for Http {
     fn on_log(&mut self) {
         if let Some(plugin) = &self.plugin {
             on_log(&ProxyHost, plugin, &self.state);
+        }
+    }
+}
+
+#[cfg(feature = "trap-drill")]
+mod drill {
+    use crate::host::proxy::ProxyHost;
+    use crate::host::Host;
+
+    /// TEST ONLY (feature `trap-drill`): traps the VM on `x-meshguard-trap: 1`.
+    #[allow(clippy::panic)] // the point of this build is to trap on demand
+    pub fn trap_on_demand() {
+        if ProxyHost
+            .request_header("x-meshguard-trap")
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(b"1")
+        {
+            panic!("meshguard trap drill: trapping on request");
         }
     }
 }

@@ -1,0 +1,49 @@
+//! What an Envoy needs to show meshguard's metrics with labels: the
+//! `stats_tags` and the duration-histogram buckets. Lives here (not in the
+//! filter) because `meshguard render` writes it into deployment manifests.
+
+/// Every label any meshguard metric uses, in the order they appear in names.
+pub const LABELS: [&str; 6] = [
+    "route",
+    "variant",
+    "code_class",
+    "policy",
+    "outcome",
+    "state",
+];
+
+/// Default duration-histogram buckets, in milliseconds.
+pub const DURATION_BUCKETS_MS: [u64; 14] = [
+    5, 10, 20, 30, 40, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000,
+];
+
+/// Name prefix (as Envoy stores it) of the duration histogram, for
+/// `histogram_bucket_settings`.
+pub const DURATION_STORED_PREFIX: &str = "wasmcustom.meshguard.request_duration_milliseconds";
+
+/// The regex extracting `label` from a full stored name (`wasmcustom.meshguard.…`).
+pub fn tag_regex(label: &str) -> String {
+    format!(
+        r"^wasmcustom\.meshguard\.[a-z_]+(?:\.[a-z_]+\.[A-Za-z0-9_-]+)*?(\.{label}\.([A-Za-z0-9_-]+))"
+    )
+}
+
+/// `(tag_name, regex)` for every label: the `stats_config.stats_tags` Envoy needs.
+pub fn stats_tags() -> Vec<(&'static str, String)> {
+    LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
+}
+
+/// The whole `stats_config` as JSON.
+pub fn stats_config_json() -> serde_json::Value {
+    let tags: Vec<serde_json::Value> = stats_tags()
+        .into_iter()
+        .map(|(n, r)| serde_json::json!({"tag_name": n, "regex": r}))
+        .collect();
+    serde_json::json!({
+        "stats_tags": tags,
+        "histogram_bucket_settings": [{
+            "match": {"prefix": DURATION_STORED_PREFIX},
+            "buckets": DURATION_BUCKETS_MS
+        }]
+    })
+}
