@@ -13,10 +13,10 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs prometheus
+APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build build-trap run test test-native test-wasm lint clean
+.PHONY: help setup build build-trap package run test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
@@ -43,6 +43,14 @@ setup:
 build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-filter
 	cargo build --release -p meshguard-config --bin meshguard
+
+VERSION := $(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
+
+# The OCI image of the wasm (one layer, plugin.wasm), in target/oci/layout.
+# Push it with: skopeo copy oci:target/oci/layout:$(VERSION) docker://REGISTRY/meshguard:$(VERSION)
+package: build
+	@digest=$$(scripts/package-oci.sh $(WASM) target/oci/layout $(VERSION) | tail -n 1); \
+	echo "package: target/oci/layout:$(VERSION) $$digest"; echo "$$digest" > target/oci/digest
 
 # TEST ONLY: a wasm that traps on `x-meshguard-trap: 1`, for the failure-policy drill.
 build-trap:

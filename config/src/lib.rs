@@ -14,6 +14,8 @@ pub mod names;
 pub mod problem;
 pub mod ratelimit;
 pub mod raw;
+#[cfg(feature = "cli")]
+pub mod render;
 pub mod telemetry;
 pub mod validate;
 

@@ -14,8 +14,19 @@ meshguard — validate and inspect meshguard plugin configs
 
 USAGE:
     meshguard validate FILE...   check configs (.json, .yaml, .yml); one line per problem
+    meshguard render --target envoy|istio|envoy-gateway [OPTIONS] FILE
+                                 print deployment manifests with the config embedded
     meshguard schema             print the JSON Schema of the config
     meshguard help               this text
+
+RENDER OPTIONS:
+    --image oci://HOST/REPO:TAG  plugin image (Istio, Envoy Gateway)
+    --sha256 HEX                 pin the image digest (64 hex digits)
+    --name NAME                  resource name (default meshguard)
+    --namespace NS               namespace (default default)
+    --selector KEY=VALUE         Istio workload selector (default: the whole namespace)
+    --gateway NAME               Envoy Gateway Gateway to attach to (default eg)
+    --wasm-file PATH             wasm path for plain Envoy (default /etc/envoy/meshguard.wasm)
 
 Exit status: 0 when every file is valid, 1 when any has a problem, 2 on usage errors.";
 
@@ -24,6 +35,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("validate") if args.len() > 1 => validate_files(args.get(1..).unwrap_or_default()),
         Some("schema") if args.len() == 1 => print_schema(),
+        Some("render") => render(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -35,14 +47,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_file(file: &str) -> Vec<Problem> {
+/// Parses and validates a file; the raw config when valid, else every problem.
+fn load_file(file: &str) -> Result<meshguard_config::Config, Vec<Problem>> {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) => {
-            return vec![Problem {
+            return Err(vec![Problem {
                 path: meshguard_config::ROOT_PATH.into(),
                 reason: format!("cannot read file: {e}"),
-            }]
+            }])
         }
     };
     let is_yaml = matches!(
@@ -54,10 +67,111 @@ fn check_file(file: &str) -> Vec<Problem> {
     } else {
         parse_json(&bytes)
     };
-    match raw {
-        Err(p) => vec![p],
-        Ok(raw) => validate(&raw).err().unwrap_or_default(),
+    let raw = raw.map_err(|p| vec![p])?;
+    validate(&raw)?;
+    Ok(raw)
+}
+
+fn check_file(file: &str) -> Vec<Problem> {
+    load_file(file).err().unwrap_or_default()
+}
+
+fn render(args: &[String]) -> ExitCode {
+    use meshguard_config::render::{check_sha256, render, Options, Target};
+    let mut o = Options::default();
+    let mut target = None;
+    let mut file = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        let r: Result<(), String> = match a.as_str() {
+            "--target" => value("--target").and_then(|v| {
+                Target::parse(&v).map(|t| target = Some(t)).ok_or(format!(
+                    "unknown target {v:?}: use envoy, istio or envoy-gateway"
+                ))
+            }),
+            "--image" => value("--image").and_then(|v| {
+                if v.starts_with("oci://")
+                    || v.starts_with("https://")
+                    || v.starts_with("http://")
+                    || v.starts_with("file://")
+                {
+                    o.image = v;
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "--image must start with oci://, https://, http:// or file://, got {v:?}"
+                    ))
+                }
+            }),
+            "--sha256" => {
+                value("--sha256").and_then(|v| check_sha256(&v).map(|()| o.sha256 = Some(v)))
+            }
+            "--name" => value("--name").map(|v| o.name = v),
+            "--namespace" => value("--namespace").map(|v| o.namespace = v),
+            "--gateway" => value("--gateway").map(|v| o.gateway = v),
+            "--wasm-file" => value("--wasm-file").map(|v| o.wasm_file = v),
+            "--selector" => value("--selector").and_then(|v| match v.split_once('=') {
+                Some((k, val)) if !k.is_empty() => {
+                    o.selector = Some((k.to_string(), val.to_string()));
+                    Ok(())
+                }
+                _ => Err(format!("--selector must be KEY=VALUE, got {v:?}")),
+            }),
+            f if !f.starts_with("--") && file.is_none() => {
+                file = Some(f.to_string());
+                Ok(())
+            }
+            other => Err(format!("unexpected argument {other:?}")),
+        };
+        if let Err(e) = r {
+            eprintln!("meshguard render: {e}");
+            return ExitCode::from(2);
+        }
     }
+    let (Some(t), Some(file)) = (target, file) else {
+        eprintln!("meshguard render: needs --target and a config FILE\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    o.target = t;
+    let raw = match load_file(&file) {
+        Ok(raw) => raw,
+        Err(problems) => {
+            // Same lines as `validate`; nothing goes to stdout.
+            for p in problems {
+                println!("{file}: {p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match serde_json::to_value(&raw) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("meshguard render: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = String::new();
+    for (comment, doc) in render(&config, &o) {
+        let yaml = match serde_yaml_ng::to_string(&doc) {
+            Ok(y) => y,
+            Err(e) => {
+                eprintln!("meshguard render: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        out.push_str("---\n");
+        for line in comment.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+        out.push_str(&yaml);
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
 }
 
 fn validate_files(files: &[String]) -> ExitCode {

@@ -1,0 +1,197 @@
+//! `meshguard render`: deployment manifests with the validated config embedded,
+//! so an operator writes the config once. Only ever given a config that passed
+//! validation.
+
+use serde_json::{json, Value};
+
+use crate::telemetry::stats_config_json;
+
+/// Where the manifests are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An Envoy bootstrap fragment: the HTTP filter entry and `stats_config`.
+    Envoy,
+    /// Istio: a WasmPlugin and the stats EnvoyFilter.
+    Istio,
+    /// Envoy Gateway: an EnvoyExtensionPolicy.
+    EnvoyGateway,
+}
+
+impl Target {
+    /// Parses `envoy`, `istio`, `envoy-gateway`.
+    pub fn parse(s: &str) -> Option<Target> {
+        match s {
+            "envoy" => Some(Target::Envoy),
+            "istio" => Some(Target::Istio),
+            "envoy-gateway" => Some(Target::EnvoyGateway),
+            _ => None,
+        }
+    }
+}
+
+/// Render options (CLI flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Target.
+    pub target: Target,
+    /// Resource name (Istio, Envoy Gateway).
+    pub name: String,
+    /// Namespace (Istio, Envoy Gateway).
+    pub namespace: String,
+    /// OCI image of the plugin (`oci://host/repo:tag`).
+    pub image: String,
+    /// Image digest to pin, 64 lowercase hex digits.
+    pub sha256: Option<String>,
+    /// Path of the wasm file for a plain Envoy.
+    pub wasm_file: String,
+    /// Istio workload selector `key=value`, or none (whole namespace).
+    pub selector: Option<(String, String)>,
+    /// Envoy Gateway: the Gateway the policy attaches to.
+    pub gateway: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            target: Target::Envoy,
+            name: "meshguard".into(),
+            namespace: "default".into(),
+            image: "oci://127.0.0.1:5000/meshguard:0.1.0".into(),
+            sha256: None,
+            wasm_file: "/etc/envoy/meshguard.wasm".into(),
+            selector: None,
+            gateway: "eg".into(),
+        }
+    }
+}
+
+/// Checks an image digest: 64 lowercase hex digits (what Istio's schema requires).
+pub fn check_sha256(s: &str) -> Result<(), String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() == 64
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "--sha256 must be 64 lowercase hex digits, got {s:?}"
+        ))
+    }
+}
+
+/// The manifests for `config` (the raw config as JSON), as YAML documents.
+pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
+    let sha = o
+        .sha256
+        .as_deref()
+        .map(|s| s.strip_prefix("sha256:").unwrap_or(s).to_string());
+    match o.target {
+        Target::Envoy => vec![(
+            "Put `http_filters` into your HttpConnectionManager (meshguard before the router) and\n\
+             `stats_config` at the top level of the bootstrap. FAIL_RELOAD: see README, Operations."
+                .into(),
+            json!({
+                "http_filters": [
+                    {
+                        "name": "meshguard",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                            "config": {
+                                "name": o.name,
+                                "root_id": "meshguard",
+                                "failure_policy": "FAIL_RELOAD",
+                                "vm_config": {
+                                    "vm_id": "meshguard",
+                                    "runtime": "envoy.wasm.runtime.v8",
+                                    "code": {"local": {"filename": o.wasm_file}}
+                                },
+                                "configuration": {
+                                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                    "value": config.to_string()
+                                }
+                            }
+                        }
+                    },
+                    {
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                    }
+                ],
+                "stats_config": stats_config_json()
+            }),
+        )],
+        Target::Istio => {
+            let mut spec = json!({
+                "url": o.image,
+                "imagePullPolicy": "IfNotPresent",
+                "pluginName": "meshguard",
+                "phase": "AUTHZ",
+                "priority": 100,
+                "failStrategy": "FAIL_RELOAD",
+                "type": "HTTP",
+                "pluginConfig": config
+            });
+            if let Some(s) = &sha {
+                spec["sha256"] = json!(s);
+            }
+            if let Some((k, v)) = &o.selector {
+                spec["selector"] = json!({"matchLabels": {k: v}});
+            }
+            vec![
+                (
+                    "meshguard as an Istio WasmPlugin. AUTHZ phase: after authentication, before routing,\n\
+                     so canary decisions steer VirtualService header matches. FAIL_RELOAD: see README, Operations."
+                        .into(),
+                    json!({
+                        "apiVersion": "extensions.istio.io/v1alpha1",
+                        "kind": "WasmPlugin",
+                        "metadata": {"name": o.name, "namespace": o.namespace},
+                        "spec": spec
+                    }),
+                ),
+                (
+                    "Stats tags and buckets for meshguard's metrics in every sidecar (Istio root namespace).\n\
+                     Also include the stats: proxyStatsMatcher.inclusionPrefixes [\"wasmcustom.meshguard\"]."
+                        .into(),
+                    json!({
+                        "apiVersion": "networking.istio.io/v1alpha3",
+                        "kind": "EnvoyFilter",
+                        "metadata": {"name": "meshguard-stats", "namespace": "istio-system"},
+                        "spec": {"configPatches": [{
+                            "applyTo": "BOOTSTRAP",
+                            "patch": {"operation": "MERGE", "value": {"stats_config": stats_config_json()}}
+                        }]}
+                    }),
+                ),
+            ]
+        }
+        Target::EnvoyGateway => {
+            let mut image = json!({"url": o.image});
+            if let Some(s) = &sha {
+                image["sha256"] = json!(s);
+            }
+            vec![(
+                "meshguard at an Envoy Gateway edge. failOpen: false (Envoy Gateway offers no reload policy).\n\
+                 Add meshguard's stats_config through the EnvoyProxy bootstrap (README, Deployment)."
+                    .into(),
+                json!({
+                    "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                    "kind": "EnvoyExtensionPolicy",
+                    "metadata": {"name": o.name, "namespace": o.namespace},
+                    "spec": {
+                        "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": o.gateway}],
+                        "wasm": [{
+                            "name": "meshguard",
+                            "rootID": "meshguard",
+                            "code": {"type": "Image", "image": image},
+                            "config": config,
+                            "failOpen": false
+                        }]
+                    }
+                }),
+            )]
+        }
+    }
+}
