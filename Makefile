@@ -16,7 +16,7 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build build-trap package run test test-native test-wasm lint clean
+.PHONY: help setup build build-trap package manifests run test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
@@ -51,6 +51,15 @@ VERSION := $(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
 package: build
 	@digest=$$(scripts/package-oci.sh $(WASM) target/oci/layout $(VERSION) | tail -n 1); \
 	echo "package: target/oci/layout:$(VERSION) $$digest"; echo "$$digest" > target/oci/digest
+
+# Re-renders the shipped manifests from config/examples/canary.yaml, pinning the
+# digest `make package` computed (a test keeps them equal to a fresh render).
+MANIFEST_IMAGE := oci://registry.example.com/meshguard:$(VERSION)
+manifests: package
+	@d=$$(cat target/oci/digest); \
+	$(CLI) render --target istio --namespace shop --selector app=checkout --image $(MANIFEST_IMAGE) --sha256 $$d config/examples/canary.yaml > envoy/istio/meshguard.yaml; \
+	$(CLI) render --target envoy-gateway --namespace default --gateway eg --image $(MANIFEST_IMAGE) --sha256 $$d config/examples/canary.yaml > envoy/gateway/meshguard.yaml; \
+	echo "manifests: envoy/istio/meshguard.yaml envoy/gateway/meshguard.yaml pin $$d"
 
 # TEST ONLY: a wasm that traps on `x-meshguard-trap: 1`, for the failure-policy drill.
 build-trap:

@@ -225,8 +225,12 @@ fn the_schema_check_catches_a_broken_manifest() {
 #[test]
 fn the_istio_stats_filter_carries_meshguards_tags_and_buckets() {
     use meshguard_integration_tests::schemas::yaml_documents;
-    let docs = yaml_documents(&repo_root().join("envoy/istio/meshguard-stats.yaml"));
-    let sc = &docs[0]["spec"]["configPatches"][0]["patch"]["value"]["stats_config"];
+    let docs = yaml_documents(&repo_root().join("envoy/istio/meshguard.yaml"));
+    let filter = docs
+        .iter()
+        .find(|d| d["kind"] == "EnvoyFilter")
+        .expect("the stats EnvoyFilter");
+    let sc = &filter["spec"]["configPatches"][0]["patch"]["value"]["stats_config"];
     let tags: Vec<(String, String)> = sc["stats_tags"]
         .as_array()
         .unwrap()

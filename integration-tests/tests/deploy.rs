@@ -1,0 +1,215 @@
+//! Deployment artefacts: `meshguard render` output is valid for each target and
+//! in step with the shipped manifests; the CEL rules that matter to us hold.
+
+use std::process::Command;
+
+use meshguard_integration_tests::schemas::{validate, yaml_documents};
+use meshguard_integration_tests::{envoy_bin, repo_root, wasm_path};
+use serde_json::Value;
+
+fn cli() -> std::path::PathBuf {
+    let p = repo_root().join("target/release/meshguard");
+    assert!(p.exists(), "{} missing — run `make build`", p.display());
+    p
+}
+
+fn render(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(cli())
+        .arg("render")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    yaml_documents(&path)
+}
+
+#[test]
+fn shipped_manifests_are_what_render_produces_for_the_example_config() {
+    for (file, target, extra) in [
+        (
+            "envoy/istio/meshguard.yaml",
+            "istio",
+            vec!["--namespace", "shop", "--selector", "app=checkout"],
+        ),
+        (
+            "envoy/gateway/meshguard.yaml",
+            "envoy-gateway",
+            vec!["--namespace", "default", "--gateway", "eg"],
+        ),
+    ] {
+        let shipped = yaml_documents(&repo_root().join(file));
+        let first = &shipped[0];
+        let (image, sha) = if target == "istio" {
+            (
+                first["spec"]["url"].as_str().unwrap().to_string(),
+                first["spec"]["sha256"].as_str().unwrap().to_string(),
+            )
+        } else {
+            let img = &first["spec"]["wasm"][0]["code"]["image"];
+            (
+                img["url"].as_str().unwrap().to_string(),
+                img["sha256"].as_str().unwrap().to_string(),
+            )
+        };
+        let mut args = vec!["--target", target, "--image", &image, "--sha256", &sha];
+        args.extend(extra);
+        args.push("config/examples/canary.yaml");
+        let (code, out, err) = render(&args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(docs(&out), shipped, "{file} is stale: run `make manifests`");
+    }
+}
+
+#[test]
+fn rendered_manifests_pass_the_crd_schemas_and_the_cel_rules_we_rely_on() {
+    let sha = "0".repeat(64);
+    for target in ["istio", "envoy-gateway"] {
+        let (code, out, err) = render(&[
+            "--target",
+            target,
+            "--sha256",
+            &sha,
+            "config/examples/canary.yaml",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        for d in docs(&out) {
+            assert_eq!(validate(&d), Vec::<String>::new(), "{target} {}", d["kind"]);
+        }
+    }
+    for path in [
+        "envoy/istio/meshguard.yaml",
+        "envoy/gateway/meshguard.yaml",
+        "envoy/gateway/gateway.yaml",
+    ] {
+        for d in yaml_documents(&repo_root().join(path)) {
+            match d["kind"].as_str().unwrap() {
+                "WasmPlugin" => {
+                    // CEL: url scheme one of http, https, file, oci; at most one of
+                    // selector / targetRef / targetRefs. Pattern: sha256 is 64 hex.
+                    let url = d["spec"]["url"].as_str().unwrap();
+                    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+                    assert!(["oci", "http", "https", "file"].contains(&scheme), "{url}");
+                    let targets = ["selector", "targetRef", "targetRefs"]
+                        .iter()
+                        .filter(|k| !d["spec"][**k].is_null())
+                        .count();
+                    assert!(targets <= 1);
+                    let sha = d["spec"]["sha256"].as_str().unwrap();
+                    assert!(
+                        sha.len() == 64
+                            && sha
+                                .chars()
+                                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                    );
+                }
+                "EnvoyExtensionPolicy" => {
+                    // CEL: targetRefs only to gateway.networking.k8s.io Gateway/xRoutes.
+                    for r in d["spec"]["targetRefs"].as_array().unwrap() {
+                        assert_eq!(r["group"], "gateway.networking.k8s.io");
+                        assert!(["Gateway", "HTTPRoute"].contains(&r["kind"].as_str().unwrap()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn envoy_accepts_the_rendered_filter_and_stats_config() {
+    let wasm = wasm_path();
+    let (code, out, err) = render(&[
+        "--target",
+        "envoy",
+        "--wasm-file",
+        wasm.to_str().unwrap(),
+        "config/examples/canary.yaml",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let fragment = docs(&out).remove(0);
+    let bootstrap = serde_json::json!({
+        "stats_config": fragment["stats_config"],
+        "static_resources": {
+            "listeners": [{
+                "name": "main",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "main",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                            {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                        "http_filters": fragment["http_filters"]
+                    }
+                }]}]
+            }]
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rendered.json");
+    std::fs::write(&path, serde_json::to_vec(&bootstrap).unwrap()).unwrap();
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("meshguard: configuration loaded: 1 route(s)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_invalid_config_renders_nothing_and_prints_the_validate_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "schemaVersion: 1\nroutes:\n  - name: web\n    match: { pathPrefix: web }\n",
+    )
+    .unwrap();
+    for target in ["envoy", "istio", "envoy-gateway"] {
+        let (code, out, _) = render(&["--target", target, bad.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert_eq!(
+            out,
+            format!(
+                "{}: routes[0].match.pathPrefix: must start with '/'\n",
+                bad.display()
+            )
+        );
+    }
+    let (code, _, err) = render(&[
+        "--target",
+        "istio",
+        "--sha256",
+        "xyz",
+        "config/examples/canary.yaml",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--sha256 must be 64 lowercase hex digits"),
+        "{err}"
+    );
+    let (code, _, err) = render(&["--target", "nginx", "config/examples/canary.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown target"), "{err}");
+}
