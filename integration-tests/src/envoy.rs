@@ -141,6 +141,39 @@ impl Envoy {
         }
     }
 
+    /// Starts a config shipped in the repo (`envoy/NAME.yaml`) with its fixed ports
+    /// replaced: each `(from, to)` pair rewrites `port_value: from`; every other
+    /// `port_value` in `ports` gets a free port. Returns Envoy and the port map.
+    pub fn start_repo_config(
+        name: &str,
+        upstreams: &[(u16, u16)],
+        ports: &[u16],
+        concurrency: u32,
+    ) -> Envoy {
+        let mut yaml = std::fs::read_to_string(crate::repo_root().join("envoy").join(name))
+            .unwrap_or_else(|e| panic!("envoy/{name}: {e}"));
+        let mut map: Vec<(u16, u16)> = upstreams.to_vec();
+        for p in ports {
+            let free = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            map.push((*p, free));
+        }
+        for (from, to) in &map {
+            let before = yaml.clone();
+            yaml = yaml.replace(
+                &format!("port_value: {from} "),
+                &format!("port_value: {to} "),
+            );
+            assert_ne!(before, yaml, "envoy/{name} has no port_value: {from}");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write config");
+        Self::start_file(&path, dir, concurrency)
+    }
+
     /// Runs Envoy with `bootstrap` expecting it to refuse the config and exit.
     /// Returns the exit status and the log. Panics if it is still running after `timeout`.
     pub fn run_expecting_exit(bootstrap: &Bootstrap, timeout: Duration) -> (ExitStatus, String) {
