@@ -134,10 +134,14 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
                 "pluginConfig": config
             });
             if let Some(s) = &sha {
-                spec["sha256"] = json!(s);
+                if let Some(obj) = spec.as_object_mut() {
+                obj.insert("sha256".into(), json!(s));
+            }
             }
             if let Some((k, v)) = &o.selector {
-                spec["selector"] = json!({"matchLabels": {k: v}});
+                if let Some(obj) = spec.as_object_mut() {
+                obj.insert("selector".into(), json!({"matchLabels": {k: v}}));
+            }
             }
             vec![
                 (
@@ -170,7 +174,9 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
         Target::EnvoyGateway => {
             let mut image = json!({"url": o.image});
             if let Some(s) = &sha {
-                image["sha256"] = json!(s);
+                if let Some(obj) = image.as_object_mut() {
+                obj.insert("sha256".into(), json!(s));
+            }
             }
             vec![(
                 "meshguard at an Envoy Gateway edge. failOpen: false (Envoy Gateway offers no reload policy).\n\
