@@ -13,15 +13,16 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci
+APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build build-trap package manifests run test test-native test-wasm lint clean
+.PHONY: help setup build build-trap package manifests bench run test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
 	@echo "make test   every test: native, wasm32 under Node, real Envoy"
 	@echo "make build  $(WASM) and $(CLI)"
+	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
 	@echo "make setup  install what the above need (idempotent)"
 
@@ -39,10 +40,16 @@ setup:
 	  cargo install -q wasm-bindgen-cli --version "$(WASM_BINDGEN_VERSION)"; \
 	fi
 	@command -v cargo-nextest >/dev/null || cargo install -q cargo-nextest --locked
+	@command -v oha >/dev/null || { echo "setup: installing oha (load generator for make bench, a few minutes once)"; cargo install -q oha --locked; }
 
 build:
-	cargo build --release --target wasm32-wasip1 -p meshguard-filter
+	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough
 	cargo build --release -p meshguard-config --bin meshguard
+
+# Speed and memory: real Envoy configurations under wrk (max throughput) and oha
+# (fixed-rate latency); prints a table, writes results/bench-*.json and .md.
+bench: setup build
+	python3 bench/bench.py $(BENCH_ARGS)
 
 VERSION := $(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
 

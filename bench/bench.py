@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""make bench: what meshguard costs per request, side by side with Envoy alone, a
+pass-through Rust proxy-wasm filter and Envoy's native filters.
+
+Each scenario is a real Envoy 1.40 (V8) serving `direct_response` routes (no
+upstream cost). At --concurrency 1, Envoy is pinned to core 0 and the load
+generator to core 1. Figures:
+
+  cpu_us      Envoy CPU time (utime + stime from /proc) per request, under wrk at saturation
+  rps         requests per second at saturation (wrk, closed loop)
+  p50/p99/p999 latency at a fixed rate (oha, open loop, latency-corrected)
+  rss_mb      Envoy resident memory after the load
+  ready_ms    from process start to /ready (includes compiling the wasm)
+
+Ratios are taken against "router" of the same run. Standard library only.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
+MESHGUARD = os.path.join(ROOT, "target/wasm32-wasip1/release/meshguard.wasm")
+PASSTHROUGH = os.path.join(ROOT, "target/wasm32-wasip1/release/passthrough.wasm")
+CLI = os.path.join(ROOT, "target/release/meshguard")
+TICK = os.sysconf("SC_CLK_TCK")
+
+ROUTE_ALL = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]
+
+SCENARIOS = {
+    "router": {"about": "Envoy router only"},
+    "passthrough": {"about": "+ a Rust proxy-wasm filter that returns Continue", "wasm": PASSTHROUGH},
+    "metrics": {"about": "meshguard: one route, RED metrics", "config": {"routes": [{"name": "web"}]}},
+    "canary": {"about": "meshguard: sticky canary split (+ metrics)", "config": {"routes": [{"name": "web", "canary": {
+        "variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}],
+        "sticky": {"header": "x-user-id"}}}]}},
+    "ratelimit": {"about": "meshguard: one per-client rate limit (+ metrics)", "config": {"routes": [{"name": "web"}],
+        "rateLimits": [{"name": "per-client", "key": [{"clientAddress": {}}],
+                        "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}},
+    "breaker": {"about": "meshguard: one breaker (+ metrics)", "config": {"routes": [{"name": "web",
+        "breaker": {"consecutiveFailures": 1000}}]}},
+    "all": {"about": "meshguard: 10 routes, sticky canary, 2 rate limits, a breaker per route, metrics"},
+    "native": {"about": "Envoy native: header-matched route, local_ratelimit, response header"},
+}
+
+
+def all_config():
+    routes = []
+    for i in range(10):
+        r = {"name": f"r{i}", "match": {"pathPrefix": "/" if i == 9 else f"/r{i}"},
+             "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}],
+                        "sticky": {"header": "x-user-id"}},
+             "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}
+        routes.append(r)
+    return {"routes": routes, "rateLimits": [
+        {"name": "per-client", "key": [{"clientAddress": {}}],
+         "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}},
+        {"name": "per-route", "key": [{"route": True}],
+         "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}
+
+
+SCENARIOS["all"]["config"] = all_config()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stats_config():
+    """meshguard's stats_config, from `meshguard render` (the one source of truth)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"schemaVersion": 1}, f)
+    out = subprocess.run([CLI, "render", "--target", "envoy", f.name], capture_output=True, text=True, check=True)
+    os.unlink(f.name)
+    m = re.search(r"^stats_config:\n((?:  .*\n)+)", out.stdout, re.M)
+    return "stats_config:\n" + m.group(1)
+
+
+def wasm_filter(path, config):
+    cfg = {"name": "bench", "root_id": "meshguard", "failure_policy": "FAIL_RELOAD",
+           "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": path}}}}
+    if config is not None:
+        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                "value": json.dumps(dict(schemaVersion=1, **config))}
+    return {"name": "wasm", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                             "config": cfg}}
+
+
+def bootstrap(name, port, admin):
+    sc = SCENARIOS[name]
+    filters = []
+    routes = ROUTE_ALL
+    if "wasm" in sc:
+        filters.append(wasm_filter(sc["wasm"], None))
+    elif "config" in sc:
+        filters.append(wasm_filter(MESHGUARD, sc["config"]))
+    elif name == "native":
+        filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "bench",
+            "token_bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000000, "fill_interval": "1s"},
+            "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}}})
+        routes = [{"match": {"prefix": "/", "headers": [{"name": "x-user-id", "present_match": True}]},
+                   "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+                   "response_headers_to_add": [{"header": {"key": "x-variant", "value": "stable"}}]}] + ROUTE_ALL
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": "bench", "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+           "http_filters": filters}
+    doc = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+           "static_resources": {"listeners": [{"name": "main", "address": {"socket_address": {
+               "address": "127.0.0.1", "port_value": port}},
+               "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                               "typed_config": hcm}]}]}]}}
+    # Top-level keys as `key: <json>` lines: JSON values are YAML flow nodes, so
+    # this joins the rendered (block YAML) stats_config in one document.
+    return "".join(f"{k}: {json.dumps(v)}\n" for k, v in doc.items())
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pin(cores):
+    return ["taskset", "-c", cores] if os.cpu_count() and os.cpu_count() >= 2 else []
+
+
+def run_wrk(port, seconds, conc):
+    cmd = (pin("1") if conc == 1 else []) + ["wrk", "-t1", "-c32", f"-d{seconds}s", "-H", "x-user-id: bench-user",
+                                              f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"wrk saw {non2xx.group(1)} non-2xx responses:\n{out}")
+    return reqs, rps
+
+
+def run_oha(port, seconds, rate, smoke, conc):
+    args = ["-n", "200"] if smoke else ["-z", f"{seconds}s"]
+    cmd = (pin("1") if conc == 1 else []) + ["oha", *args, "-q", str(rate), "-c", "16", "--latency-correction",
+                                              "--no-tui", "--output-format", "json", "-H", "x-user-id: bench-user",
+                                              f"http://127.0.0.1:{port}/"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    p = out["latencyPercentiles"]
+    return p["p50"] * 1000, p["p99"] * 1000, p["p99.9"] * 1000
+
+
+def measure(name, conc, a):
+    port, admin = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "envoy.yaml")
+        with open(path, "w") as f:
+            f.write(stats_config() + bootstrap(name, port, admin))
+        log = open(os.path.join(d, "envoy.log"), "w")
+        cmd = (pin("0") if conc == 1 else []) + [ENVOY, "-c", path, "--concurrency", str(conc),
+                                                   "--disable-hot-restart", "--log-level", "warn"]
+        t0 = time.monotonic()
+        env = subprocess.Popen(cmd, stdout=log, stderr=log)
+        try:
+            while True:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1).read().strip() == b"LIVE":
+                        break
+                except OSError:
+                    pass
+                if env.poll() is not None or time.monotonic() - t0 > 60:
+                    raise RuntimeError(f"{name}: Envoy did not start:\n" + open(log.name).read())
+                time.sleep(0.02)
+            ready_ms = (time.monotonic() - t0) * 1000
+            if not a.smoke:
+                run_wrk(port, 1, conc)
+            c0 = cpu_ticks(env.pid)
+            reqs, rps = run_wrk(port, a.seconds, conc)
+            c1 = cpu_ticks(env.pid)
+            p50, p99, p999 = run_oha(port, a.seconds, a.rate, a.smoke, conc)
+            return {"scenario": name, "concurrency": conc, "about": SCENARIOS[name]["about"],
+                    "requests": reqs, "rps": rps, "cpu_us": (c1 - c0) / TICK * 1e6 / reqs,
+                    "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "rss_mb": rss_mb(env.pid), "ready_ms": ready_ms}
+        finally:
+            env.terminate()
+            env.wait()
+
+
+def table(results):
+    base = {r["concurrency"]: r for r in results if r["scenario"] == "router"}
+    floor = {r["concurrency"]: r for r in results if r["scenario"] == "passthrough"}
+    lines = ["| scenario | conc | CPU µs/req | +µs vs router | +µs vs pass-through | req/s | req/s vs router | p50 ms | p99 ms | p99.9 ms | RSS MB | ready ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        b, f = base.get(r["concurrency"]), floor.get(r["concurrency"])
+        lines.append("| {} | {} | {:.1f} | {:+.1f} | {} | {:.0f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.0f} |".format(
+            r["scenario"], r["concurrency"], r["cpu_us"], r["cpu_us"] - b["cpu_us"] if b else 0,
+            "{:+.1f}".format(r["cpu_us"] - f["cpu_us"]) if f else "-", r["rps"], r["rps"] / b["rps"] if b else 0,
+            r["p50_ms"], r["p99_ms"], r["p999_ms"], r["rss_mb"], r["ready_ms"]))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="a few hundred requests per scenario (CI)")
+    ap.add_argument("--seconds", type=int, default=8, help="duration of each load phase")
+    ap.add_argument("--rate", type=int, default=2000, help="fixed rate for latency percentiles")
+    ap.add_argument("--out", default=os.path.join(ROOT, "results"), help="where JSON and Markdown go")
+    ap.add_argument("--only", help="comma-separated scenarios")
+    a = ap.parse_args()
+    if a.smoke:
+        a.seconds, a.rate = 1, 200
+    for path in (ENVOY, MESHGUARD, PASSTHROUGH, CLI):
+        if not os.path.exists(path):
+            sys.exit(f"bench: {path} missing (make build, make setup)")
+    names = a.only.split(",") if a.only else list(SCENARIOS)
+    results = []
+    for conc in (1, 2):
+        for name in names:
+            r = measure(name, conc, a)
+            print(f"bench: {name:12} conc {conc}: {r['cpu_us']:6.1f} µs/req {r['rps']:9.0f} req/s "
+                  f"p99 {r['p99_ms']:.3f} ms", flush=True)
+            results.append(r)
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    meta = {"date": stamp.isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
+            "wasm_bytes": os.path.getsize(MESHGUARD), "passthrough_bytes": os.path.getsize(PASSTHROUGH),
+            "seconds": a.seconds, "rate": a.rate, "smoke": a.smoke}
+    md = table(results)
+    os.makedirs(a.out, exist_ok=True)
+    base = os.path.join(a.out, "bench-" + stamp.strftime("%Y%m%d-%H%M%S"))
+    with open(base + ".json", "w") as f:
+        json.dump({"meta": meta, "results": results}, f, indent=2)
+    with open(base + ".md", "w") as f:
+        f.write(f"{meta['date']} — {meta['machine']}\n\n{md}\n\nmeshguard.wasm {meta['wasm_bytes']} bytes\n")
+    print("\n" + md)
+    print(f"\nmeshguard.wasm: {meta['wasm_bytes']} bytes; results in {base}.json / .md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+//! `make bench` cannot rot: its harness runs in smoke mode (a few hundred requests
+//! per scenario) and every scenario must produce numbers. No speed is asserted
+//! here; speed goals live in `make bench`.
+
+use std::process::Command;
+
+use meshguard_integration_tests::repo_root;
+
+#[test]
+fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new("python3")
+        .args(["bench/bench.py", "--smoke", "--out"])
+        .arg(out.path())
+        .current_dir(repo_root())
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "bench failed:\n{text}");
+    let json = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a results JSON file");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    let scenarios = [
+        "router",
+        "passthrough",
+        "metrics",
+        "canary",
+        "ratelimit",
+        "breaker",
+        "all",
+        "native",
+    ];
+    assert_eq!(results.len(), scenarios.len() * 2, "{text}");
+    for conc in [1, 2] {
+        for s in scenarios {
+            let r = results
+                .iter()
+                .find(|r| r["scenario"] == s && r["concurrency"] == conc)
+                .unwrap_or_else(|| panic!("{s} at concurrency {conc} missing"));
+            for k in [
+                "requests", "rps", "cpu_us", "p50_ms", "p99_ms", "p999_ms", "rss_mb", "ready_ms",
+            ] {
+                let v = r[k].as_f64().unwrap_or(f64::NAN);
+                assert!(v.is_finite() && v > 0.0, "{s}/{conc}: {k} = {v}");
+            }
+        }
+    }
+    assert!(doc["meta"]["wasm_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        text.contains("| scenario | conc | CPU µs/req"),
+        "the table is printed"
+    );
+}
