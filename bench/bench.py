@@ -29,7 +29,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
-MESHGUARD = os.path.join(ROOT, "target/wasm32-wasip1/release/meshguard.wasm")
+MESHGUARD = os.environ.get("MESHGUARD_WASM", os.path.join(ROOT, "target/wasm32-wasip1/release/meshguard.wasm"))
 PASSTHROUGH = os.path.join(ROOT, "target/wasm32-wasip1/release/passthrough.wasm")
 CLI = os.path.join(ROOT, "target/release/meshguard")
 TICK = os.sysconf("SC_CLK_TCK")
