@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use crate::cidr::Cidr;
 use crate::compiled::HeaderCondition;
 use crate::names::{check_header_name, check_name};
-use crate::problem::{index, join, Problems};
+use crate::problem::{exactly_one, index, join, Problems};
 use crate::raw::{Canary, CanaryRule, HeaderMatch, Sticky};
 use crate::validate::header_condition;
 
@@ -248,36 +248,23 @@ fn compile_rule(
             format!("unknown variant {:?}", r.variant),
         );
     }
-    let given: Vec<(&str, &HeaderMatch)> = [
+    let choices = [
         ("header", &r.header),
         ("cookie", &r.cookie),
         ("query", &r.query),
-    ]
-    .into_iter()
-    .filter_map(|(n, m)| m.as_ref().map(|m| (n, m)))
-    .collect();
-    let [(kind, m)] = given.as_slice() else {
-        let names: Vec<&str> = given.iter().map(|(n, _)| *n).collect();
-        p.push(
-            path,
-            format!(
-                "give exactly one of header, cookie, query; got {}",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            ),
-        );
-        return None;
-    };
+    ];
+    let kind = exactly_one(path, &choices.map(|(n, m)| (n, m.is_some())), p)?;
+    let m = choices
+        .iter()
+        .find(|(n, _)| *n == kind)
+        .and_then(|(_, m)| m.as_ref())?;
     let at = join(path, kind);
-    let source = match *kind {
+    let source = match kind {
         "header" => RuleSource::Header(m.name.clone()),
         "cookie" => RuleSource::Cookie(m.name.clone()),
         _ => RuleSource::Query(m.name.clone()),
     };
-    let condition = if *kind == "header" {
+    let condition = if kind == "header" {
         header_condition(m, &at, p).map(|(_, c)| c)
     } else {
         // Cookie and query names are not header names: check them as tokens, then
@@ -308,29 +295,12 @@ fn compile_sticky(
     path: &str,
     p: &mut Problems,
 ) -> Option<CompiledSticky> {
-    let given: Vec<&str> = [
+    let choices = [
         ("header", s.header.is_some()),
         ("cookie", s.cookie.is_some()),
         ("clientAddress", s.client_address),
-    ]
-    .into_iter()
-    .filter(|(_, set)| *set)
-    .map(|(n, _)| n)
-    .collect();
-    if given.len() != 1 {
-        p.push(
-            path,
-            format!(
-                "give exactly one key source: header, cookie or clientAddress; got {}",
-                if given.is_empty() {
-                    "none".to_string()
-                } else {
-                    given.join(", ")
-                }
-            ),
-        );
-        return None;
-    }
+    ];
+    exactly_one(path, &choices, p)?;
     let key = if let Some(h) = &s.header {
         if let Err(e) = check_header_name(h, false) {
             p.push(join(path, "header"), e);

@@ -60,3 +60,31 @@ pub fn join(parent: &str, field: &str) -> String {
 pub fn index(parent: &str, i: usize) -> String {
     format!("{parent}[{i}]")
 }
+
+/// Checks that exactly one of `choices` (`(field, given)`) is given and returns it;
+/// otherwise records `give exactly one of a, b, c; got none` (or the ones given).
+pub fn exactly_one<'a>(
+    path: &str,
+    choices: &[(&'a str, bool)],
+    p: &mut Problems,
+) -> Option<&'a str> {
+    let given: Vec<&'a str> = choices
+        .iter()
+        .filter(|(_, g)| *g)
+        .map(|(n, _)| *n)
+        .collect();
+    if let [one] = given.as_slice() {
+        return Some(one);
+    }
+    let all: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let got = if given.is_empty() {
+        "none".to_string()
+    } else {
+        given.join(", ")
+    };
+    p.push(
+        path,
+        format!("give exactly one of {}; got {got}", all.join(", ")),
+    );
+    None
+}

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::names::{check_header_name, check_name};
-use crate::problem::{index, join, Problems};
+use crate::problem::{exactly_one, index, join, Problems};
 use crate::raw::{Descriptor, FailureMode, RateLimit};
 
 /// Default `maxKeys`.
@@ -183,32 +183,15 @@ pub fn compile_rate_limit(
 }
 
 fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
-    let given: Vec<&str> = [
+    let choices = [
         ("clientAddress", d.client_address.is_some()),
         ("header", d.header.is_some()),
         ("path", d.path),
         ("method", d.method),
         ("route", d.route),
         ("constant", d.constant.is_some()),
-    ]
-    .into_iter()
-    .filter(|(_, set)| *set)
-    .map(|(n, _)| n)
-    .collect();
-    if given.len() != 1 {
-        p.push(
-            path,
-            format!(
-                "give exactly one of clientAddress, header, path, method, route, constant; got {}",
-                if given.is_empty() {
-                    "none".to_string()
-                } else {
-                    given.join(", ")
-                }
-            ),
-        );
-        return None;
-    }
+    ];
+    exactly_one(path, &choices, p)?;
     if let Some(ca) = &d.client_address {
         let v4 = ca.ipv4_prefix.unwrap_or(32);
         let v6 = ca.ipv6_prefix.unwrap_or(64);

@@ -12,7 +12,7 @@ use crate::breaker::compile_breaker;
 use crate::canary::compile_canary;
 use crate::compiled::{CompiledConfig, CompiledRoute, HeaderCondition, HostPattern, StringMatcher};
 use crate::names::{check_header_name, check_name, is_tchar, UNMATCHED_ROUTE};
-use crate::problem::{index, join, Problem, Problems};
+use crate::problem::{exactly_one, index, join, Problem, Problems};
 use crate::ratelimit::compile_rate_limit;
 use crate::raw::{Config, HeaderMatch, RateLimit, Route, RouteMatch, SCHEMA_VERSION};
 
@@ -324,31 +324,14 @@ pub fn header_condition(
         p.push(join(path, "name"), e);
         ok = false;
     }
-    let given: Vec<&str> = [
+    let choices = [
         ("exact", h.exact.is_some()),
         ("prefix", h.prefix.is_some()),
         ("suffix", h.suffix.is_some()),
         ("regex", h.regex.is_some()),
         ("present", h.present.is_some()),
-    ]
-    .iter()
-    .filter(|(_, set)| *set)
-    .map(|(n, _)| *n)
-    .collect();
-    if given.len() != 1 {
-        p.push(
-            path,
-            if given.is_empty() {
-                "give exactly one of exact, prefix, suffix, regex, present; got none".to_string()
-            } else {
-                format!(
-                    "give exactly one of exact, prefix, suffix, regex, present; got {}",
-                    given.join(", ")
-                )
-            },
-        );
-        return None;
-    }
+    ];
+    exactly_one(path, &choices, p)?;
     let cond = if let Some(v) = &h.exact {
         HeaderCondition::Value(StringMatcher::Exact(v.as_bytes().to_vec()))
     } else if let Some(v) = &h.prefix {

@@ -124,21 +124,7 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (_, body) = self
-            .admin_get("/listeners?format=json")
-            .expect("list listeners");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("listeners JSON");
-        for l in v["listener_statuses"].as_array().into_iter().flatten() {
-            let sa = &l["local_address"]["socket_address"];
-            let addr = format!(
-                "{}:{}",
-                sa["address"].as_str().unwrap_or(""),
-                sa["port_value"]
-            );
-            if let (Some(name), Ok(addr)) = (l["name"].as_str(), addr.parse()) {
-                self.listeners.push((name.to_string(), addr));
-            }
-        }
+        self.read_listeners();
     }
 
     /// Starts a config shipped in the repo (`envoy/NAME.yaml`) with its fixed ports
@@ -223,6 +209,12 @@ impl Envoy {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.read_listeners();
+        true
+    }
+
+    /// Reads the listeners' real addresses (they bind port 0) from the admin API.
+    fn read_listeners(&mut self) {
         self.listeners.clear();
         let (_, body) = self
             .admin_get("/listeners?format=json")
@@ -239,7 +231,6 @@ impl Envoy {
                 self.listeners.push((name.to_string(), addr));
             }
         }
-        true
     }
 
     /// Address of listener `name`.

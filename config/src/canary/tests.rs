@@ -86,7 +86,9 @@ fn an_empty_sticky_key_is_refused() {
     );
     assert_eq!(
         problems(&format!(r#"{{{TWO},"sticky":{{}}}}"#)),
-        vec!["routes[0].canary.sticky: give exactly one key source: header, cookie or clientAddress; got none"]
+        vec![
+            "routes[0].canary.sticky: give exactly one of header, cookie, clientAddress; got none"
+        ]
     );
     assert_eq!(
         problems(&format!(
