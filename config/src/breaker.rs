@@ -251,10 +251,7 @@ pub fn compile_breaker(
             }
         },
     };
-    let ok = local.is_empty();
-    for prob in local.into_vec() {
-        p.push(prob.path, prob.reason);
-    }
+    let ok = local.merge_into(p);
     let window_code = match window {
         WindowKind::Calls(n) => u64::from(n),
         WindowKind::Seconds(n) => 1 << 32 | u64::from(n),

@@ -204,10 +204,7 @@ pub fn compile_canary(
             );
         }
     }
-    let ok = local.is_empty();
-    for prob in local.into_vec() {
-        p.push(prob.path, prob.reason);
-    }
+    let ok = local.merge_into(p);
     ok.then(|| CompiledCanary {
         slices: slices(c.variants.iter().map(|v| v.weight)),
         variants,

@@ -41,6 +41,14 @@ impl Problems {
         self.list.is_empty()
     }
 
+    /// Moves these problems into `into`; true when there were none (the part they
+    /// were collected for is valid).
+    pub fn merge_into(self, into: &mut Problems) -> bool {
+        let clean = self.list.is_empty();
+        into.list.extend(self.list);
+        clean
+    }
+
     /// The recorded problems, in the order they were found.
     pub fn into_vec(self) -> Vec<Problem> {
         self.list

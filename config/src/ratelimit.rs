@@ -153,10 +153,7 @@ pub fn compile_rate_limit(
         local.push(join(path, "response.body"), "must be at most 4096 bytes");
     }
     let headers = r.headers.clone().unwrap_or_default();
-    let ok = local.is_empty();
-    for prob in local.into_vec() {
-        p.push(prob.path, prob.reason);
-    }
+    let ok = local.merge_into(p);
     let refill_ns = u128::from(interval_ns) * u128::from(r.limit.burst);
     let window_s = u64::try_from(refill_ns.div_ceil(1_000_000_000))
         .unwrap_or(u64::MAX)

@@ -306,10 +306,7 @@ fn compile_match(m: &RouteMatch, path: &str, p: &mut Problems) -> Option<Compile
         .filter_map(|(i, h)| header_condition(h, &index(&at, i), &mut problems_here))
         .collect();
 
-    let clean = problems_here.is_empty();
-    for prob in problems_here.into_vec() {
-        p.push(prob.path, prob.reason);
-    }
+    let clean = problems_here.merge_into(p);
     clean.then_some((authority, path_m, methods, headers))
 }
 

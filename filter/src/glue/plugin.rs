@@ -27,6 +27,8 @@ pub struct Plugin {
     breakers: Vec<Vec<(String, String)>>,
     /// Per route: the concurrency-slot key, when the route has a limit.
     slots: Vec<Option<String>>,
+    /// Per rate-limit policy: the shared-data prefix of its buckets.
+    ratelimit_prefixes: Vec<String>,
 }
 
 /// Metric ids of one breaker instance.
@@ -207,7 +209,13 @@ impl Plugin {
                     .map(|_| format!("{store_prefix}.cc.{}", r.name))
             })
             .collect();
+        let ratelimit_prefixes = config
+            .rate_limits
+            .iter()
+            .map(|p| format!("{store_prefix}.rl.{}", p.store_id))
+            .collect();
         Ok(Plugin {
+            ratelimit_prefixes,
             metrics: Metrics::define(host, &config)?,
             store_prefix,
             breakers,
@@ -227,6 +235,11 @@ impl Plugin {
     /// Shared-data key of a breaker instance.
     pub fn breaker_key(&self, route: usize, inst: usize) -> Option<&str> {
         self.breakers.get(route)?.get(inst).map(|(_, k)| k.as_str())
+    }
+
+    /// Shared-data prefix of a rate-limit policy's buckets.
+    pub fn ratelimit_prefix(&self, policy: usize) -> Option<&str> {
+        self.ratelimit_prefixes.get(policy).map(String::as_str)
     }
 
     /// Shared-data key of a route's in-flight count.

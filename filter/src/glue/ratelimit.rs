@@ -93,19 +93,14 @@ pub fn apply(
         let Some(key) = build_key(&p.key, &route.name, view) else {
             continue;
         };
-        let prefix = format!("{}.rl.{}", plugin.store_prefix, p.store_id);
+        let Some(prefix) = plugin.ratelimit_prefix(i) else {
+            continue;
+        };
         let bucket = Bucket {
             burst: p.burst,
             interval_ns: p.interval_ns,
         };
-        match charge(
-            &mut HostStore(host),
-            &prefix,
-            &bucket,
-            p.max_keys,
-            &key,
-            now,
-        ) {
+        match charge(&mut HostStore(host), prefix, &bucket, p.max_keys, &key, now) {
             Charge::Decided { verdict, .. } if verdict.allowed => {
                 count(host, plugin, i, RateLimitOutcome::Allowed);
                 if !p.shadow {
