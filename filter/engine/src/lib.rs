@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod canary;
 pub mod hash;
+pub mod le;
 pub mod metrics;
 pub mod params;
 pub mod ratelimit;

@@ -3,6 +3,7 @@
 use meshguard_config::breaker::WindowKind;
 
 use super::window::Window;
+use crate::le::{u32_at, u64_at};
 
 const VERSION: u8 = 1;
 
@@ -92,11 +93,6 @@ impl State {
         if *b.first()? != VERSION {
             return None;
         }
-        let u32_at = |i: usize| {
-            b.get(i..i + 4)
-                .and_then(|x| x.try_into().ok())
-                .map(u32::from_le_bytes)
-        };
         let phase = match *b.get(1)? {
             0 => Phase::Closed,
             1 => Phase::HalfOpen,
@@ -105,11 +101,11 @@ impl State {
         };
         Some(State {
             phase,
-            trips: u32_at(2)?,
-            open_until: u64::from_le_bytes(b.get(6..14)?.try_into().ok()?),
-            probes_admitted: u32_at(14)?,
-            probes_ok: u32_at(18)?,
-            consecutive_failures: u32_at(22)?,
+            trips: u32_at(b, 2)?,
+            open_until: u64_at(b, 6)?,
+            probes_admitted: u32_at(b, 14)?,
+            probes_ok: u32_at(b, 18)?,
+            consecutive_failures: u32_at(b, 22)?,
             window: Window::decode(kind, b.get(26..)?)?,
         })
     }

@@ -2,6 +2,8 @@
 
 use meshguard_config::breaker::{WindowKind, TIME_BUCKETS};
 
+use crate::le::{u16_at, u32_at, u64_at};
+
 /// Outcome flags of one call.
 pub const FAILED: u8 = 1;
 /// The call was slow.
@@ -165,8 +167,8 @@ impl Window {
                 if bytes.len() != 4 + entries.len() {
                     return None;
                 }
-                *head = u16::from_le_bytes(bytes.get(0..2)?.try_into().ok()?);
-                *filled = u16::from_le_bytes(bytes.get(2..4)?.try_into().ok()?);
+                *head = u16_at(bytes, 0)?;
+                *filled = u16_at(bytes, 2)?;
                 let len = entries.len() as u16;
                 if *head >= len || *filled > len {
                     return None;
@@ -178,17 +180,11 @@ impl Window {
                     return None;
                 }
                 for (b, chunk) in buckets.iter_mut().zip(bytes.chunks_exact(20)) {
-                    let u32_at = |i: usize| {
-                        chunk
-                            .get(i..i + 4)
-                            .and_then(|x| x.try_into().ok())
-                            .map(u32::from_le_bytes)
-                    };
                     *b = (
-                        u64::from_le_bytes(chunk.get(0..8)?.try_into().ok()?),
-                        u32_at(8)?,
-                        u32_at(12)?,
-                        u32_at(16)?,
+                        u64_at(chunk, 0)?,
+                        u32_at(chunk, 8)?,
+                        u32_at(chunk, 12)?,
+                        u32_at(chunk, 16)?,
                     );
                 }
             }

@@ -16,6 +16,7 @@
 
 use super::gcra::{Bucket, Verdict};
 use crate::hash::{mix64, sticky_hash};
+use crate::le::u64_at;
 
 pub use crate::store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
 
@@ -55,11 +56,7 @@ pub fn decode(value: &[u8]) -> Option<(u64, u64)> {
     if *version != VERSION || rest.len() != 16 {
         return None;
     }
-    let (fp, tat) = rest.split_at(8);
-    Some((
-        u64::from_le_bytes(fp.try_into().ok()?),
-        u64::from_le_bytes(tat.try_into().ok()?),
-    ))
+    Some((u64_at(rest, 0)?, u64_at(rest, 8)?))
 }
 
 /// The fingerprint of a key (never 0: 0 marks the overflow bucket).
