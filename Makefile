@@ -43,7 +43,7 @@ setup:
 	@command -v oha >/dev/null || { echo "setup: installing oha (load generator for make bench, a few minutes once)"; cargo install -q oha --locked; }
 
 build:
-	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough
+	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough -p meshguard-bench-probe
 	cargo build --release -p meshguard-config --bin meshguard
 
 # Speed and memory: real Envoy configurations under wrk (max throughput) and oha

@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
 MESHGUARD = os.environ.get("MESHGUARD_WASM", os.path.join(ROOT, "target/wasm32-wasip1/release/meshguard.wasm"))
 PASSTHROUGH = os.path.join(ROOT, "target/wasm32-wasip1/release/passthrough.wasm")
+PROBE = os.path.join(ROOT, "target/wasm32-wasip1/release/probe.wasm")
 CLI = os.path.join(ROOT, "target/release/meshguard")
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -70,6 +72,16 @@ def all_config():
 
 SCENARIOS["all"]["config"] = all_config()
 
+# --prices: the pass-through filter plus PROBE_N copies of one host call per request
+# (bench/probe); price = (CPU µs/req - pass-through's) / PROBE_N.
+PROBE_N = 20
+PRICES = ["request_header_present", "request_header_absent", "request_header_pairs", "set_request_header",
+          "clear_route_cache", "property_source_address", "property_response_code", "response_status_header",
+          "set_response_header", "shared_get", "shared_get_cas_set", "current_time", "counter", "histogram"]
+for call in PRICES:
+    SCENARIOS["price:" + call] = {"about": f"pass-through + {PROBE_N} x {call}", "wasm": PROBE,
+                                  "probe": f"{call}*{PROBE_N}"}
+
 
 def free_port():
     with socket.socket() as s:
@@ -91,20 +103,20 @@ def wasm_filter(path, config):
     cfg = {"name": "bench", "root_id": "meshguard", "failure_policy": "FAIL_RELOAD",
            "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": path}}}}
     if config is not None:
-        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                "value": json.dumps(dict(schemaVersion=1, **config))}
+        value = config if isinstance(config, str) else json.dumps(dict(schemaVersion=1, **config))
+        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}
     return {"name": "wasm", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                                              "config": cfg}}
 
 
-def bootstrap(name, port, admin):
+def bootstrap(name, port, admin, wasm):
     sc = SCENARIOS[name]
     filters = []
     routes = ROUTE_ALL
     if "wasm" in sc:
-        filters.append(wasm_filter(sc["wasm"], None))
+        filters.append(wasm_filter(sc["wasm"], sc.get("probe")))
     elif "config" in sc:
-        filters.append(wasm_filter(MESHGUARD, sc["config"]))
+        filters.append(wasm_filter(wasm, sc["config"]))
     elif name == "native":
         filters.append({"name": "envoy.filters.http.local_ratelimit", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
@@ -170,12 +182,12 @@ def run_oha(port, seconds, rate, smoke, conc):
     return p["p50"] * 1000, p["p99"] * 1000, p["p99.9"] * 1000
 
 
-def measure(name, conc, a):
+def measure(name, conc, a, wasm=MESHGUARD):
     port, admin = free_port(), free_port()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "envoy.yaml")
         with open(path, "w") as f:
-            f.write(stats_config() + bootstrap(name, port, admin))
+            f.write(stats_config() + bootstrap(name, port, admin, wasm))
         log = open(os.path.join(d, "envoy.log"), "w")
         cmd = (pin("0") if conc == 1 else []) + [ENVOY, "-c", path, "--concurrency", str(conc),
                                                    "--disable-hot-restart", "--log-level", "warn"]
@@ -206,6 +218,16 @@ def measure(name, conc, a):
             env.wait()
 
 
+def median_of(samples):
+    """One row: each figure's median over the rounds (all rounds kept under "samples")."""
+    row = dict(samples[0])
+    for k in ("requests", "rps", "cpu_us", "p50_ms", "p99_ms", "p999_ms", "rss_mb", "ready_ms"):
+        row[k] = statistics.median(s[k] for s in samples)
+    if len(samples) > 1:
+        row["samples"] = [{k: s[k] for k in ("cpu_us", "rps", "p99_ms")} for s in samples]
+    return row
+
+
 def table(results):
     base = {r["concurrency"]: r for r in results if r["scenario"] == "router"}
     floor = {r["concurrency"]: r for r in results if r["scenario"] == "passthrough"}
@@ -220,6 +242,15 @@ def table(results):
     return "\n".join(lines)
 
 
+def prices_table(results):
+    floor = next(r for r in results if r["scenario"] == "passthrough")
+    lines = ["| host call (in the callback that makes it) | µs per call |", "|---|---|"]
+    for r in results:
+        if r["scenario"].startswith("price:"):
+            lines.append("| {} | {:.2f} |".format(r["scenario"][6:], (r["cpu_us"] - floor["cpu_us"]) / PROBE_N))
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a few hundred requests per scenario (CI)")
@@ -227,26 +258,52 @@ def main():
     ap.add_argument("--rate", type=int, default=2000, help="fixed rate for latency percentiles")
     ap.add_argument("--out", default=os.path.join(ROOT, "results"), help="where JSON and Markdown go")
     ap.add_argument("--only", help="comma-separated scenarios")
+    ap.add_argument("--conc", default="1,2", help="comma-separated Envoy --concurrency values")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds over all scenarios; the table shows each figure's median")
+    ap.add_argument("--prices", action="store_true",
+                    help=f"price single host calls instead (bench/probe, {PROBE_N} calls per request, --concurrency 1)")
+    ap.add_argument("--baseline", metavar="WASM",
+                    help="another meshguard.wasm: every meshguard scenario also runs on it, as NAME@base")
     a = ap.parse_args()
     if a.smoke:
         a.seconds, a.rate = 1, 200
-    for path in (ENVOY, MESHGUARD, PASSTHROUGH, CLI):
+    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI):
         if not os.path.exists(path):
             sys.exit(f"bench: {path} missing (make build, make setup)")
-    names = a.only.split(",") if a.only else list(SCENARIOS)
+    if a.prices:
+        a.conc = "1"
+        names = ["router", "passthrough"] + ["price:" + c for c in PRICES]
+    elif a.only:
+        names = a.only.split(",")
+    else:
+        names = [n for n in SCENARIOS if not n.startswith("price:")]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        sys.exit(f"bench: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    runs = [(n, MESHGUARD, n) for n in names]
+    if a.baseline:
+        runs += [(n + "@base", a.baseline, n) for n in names if "config" in SCENARIOS[n]]
     results = []
-    for conc in (1, 2):
-        for name in names:
-            r = measure(name, conc, a)
-            print(f"bench: {name:12} conc {conc}: {r['cpu_us']:6.1f} µs/req {r['rps']:9.0f} req/s "
-                  f"p99 {r['p99_ms']:.3f} ms", flush=True)
-            results.append(r)
+    for conc in [int(c) for c in a.conc.split(",")]:
+        samples = {label: [] for label, _, _ in runs}
+        for _ in range(a.repeat):
+            for label, wasm, name in runs:
+                r = measure(name, conc, a, wasm)
+                r["scenario"] = label
+                print(f"bench: {label:16} conc {conc}: {r['cpu_us']:6.1f} µs/req {r['rps']:9.0f} req/s "
+                      f"p99 {r['p99_ms']:.3f} ms", flush=True)
+                samples[label].append(r)
+        for label, _, _ in runs:
+            results.append(median_of(samples[label]))
     stamp = datetime.datetime.now(datetime.timezone.utc)
     meta = {"date": stamp.isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
             "wasm_bytes": os.path.getsize(MESHGUARD), "passthrough_bytes": os.path.getsize(PASSTHROUGH),
-            "seconds": a.seconds, "rate": a.rate, "smoke": a.smoke}
+            "seconds": a.seconds, "rate": a.rate, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline}
     md = table(results)
+    if a.prices:
+        md += "\n\n" + prices_table(results)
     os.makedirs(a.out, exist_ok=True)
     base = os.path.join(a.out, "bench-" + stamp.strftime("%Y%m%d-%H%M%S"))
     with open(base + ".json", "w") as f:
