@@ -76,6 +76,9 @@ impl Window {
                 let epoch = now / *width_ns;
                 let n = buckets.len().max(1) as u64;
                 if let Some(b) = buckets.get_mut((epoch % n) as usize) {
+                    if b.0 > epoch {
+                        return; // older than the window (a late write): already gone
+                    }
                     if b.0 != epoch {
                         *b = (epoch, 0, 0, 0);
                     }
