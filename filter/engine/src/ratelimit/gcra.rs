@@ -29,6 +29,15 @@ pub struct Verdict {
     pub full_in_ns: u64,
     /// Nanoseconds until one token is available (0 when allowed).
     pub retry_in_ns: u64,
+    /// Tokens taken: 1 for this request plus any leased to the worker (0: rejected).
+    pub granted: u64,
+}
+
+/// Tokens a worker takes at once when `available` are left: one 64th of them, so a
+/// lease never matters to a bucket near empty (below 128 tokens every request is
+/// charged to the shared bucket alone), at most `max_lease`.
+pub fn lease_size(available: u64, max_lease: u64) -> u64 {
+    (available / 64).clamp(1, max_lease.max(1))
 }
 
 impl Bucket {
@@ -43,30 +52,44 @@ impl Bucket {
     /// on a rejection: a clock step never costs a client more than one burst's worth
     /// of waiting, and never grants extra tokens.
     pub fn take(&self, tat: Option<u64>, now: u64) -> Verdict {
+        self.take_up_to(tat, now, 0, 1)
+    }
+
+    /// Like [`Bucket::take`], but first gives back `refund` unused tokens (never past
+    /// full), and takes up to `max_lease` tokens at once when the bucket is far from
+    /// empty: [`lease_size`] of the tokens available. `granted` in the verdict says
+    /// how many were taken (0 when rejected).
+    pub fn take_up_to(&self, tat: Option<u64>, now: u64, refund: u64, max_lease: u64) -> Verdict {
         let t = u128::from(self.interval_ns.max(1));
         let tol = self.tolerance();
         let now_w = u128::from(now);
         let stored = u128::from(tat.unwrap_or(now));
         let repaired = stored > now_w + tol;
         let tat = stored.max(now_w).min(now_w + tol);
-        let new_tat = tat + t;
+        let tat = tat.saturating_sub(u128::from(refund) * t).max(now_w);
+        let changed = repaired || (refund > 0 && tat != stored);
         let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
-        if new_tat - now_w > tol {
-            Verdict {
+        // Whole tokens available now: `tat + k*t - now <= tol`.
+        let available = (tol - (tat - now_w)) / t;
+        if available == 0 {
+            return Verdict {
                 allowed: false,
-                new_tat: repaired.then(|| clamp(tat)),
+                new_tat: changed.then(|| clamp(tat)),
                 remaining: 0,
                 full_in_ns: clamp(tat - now_w),
-                retry_in_ns: clamp(new_tat - now_w - tol),
-            }
-        } else {
-            Verdict {
-                allowed: true,
-                new_tat: Some(clamp(new_tat)),
-                remaining: clamp((tol - (new_tat - now_w)) / t),
-                full_in_ns: clamp(new_tat - now_w),
-                retry_in_ns: 0,
-            }
+                retry_in_ns: clamp(tat + t - now_w - tol),
+                granted: 0,
+            };
+        }
+        let granted = u128::from(lease_size(clamp(available), max_lease));
+        let new_tat = tat + granted * t;
+        Verdict {
+            allowed: true,
+            new_tat: Some(clamp(new_tat)),
+            remaining: clamp(available - granted),
+            full_in_ns: clamp(new_tat - now_w),
+            retry_in_ns: 0,
+            granted: clamp(granted),
         }
     }
 

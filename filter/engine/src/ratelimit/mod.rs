@@ -8,4 +8,5 @@
 pub mod gcra;
 pub mod headers;
 pub mod key;
+pub mod lease;
 pub mod table;

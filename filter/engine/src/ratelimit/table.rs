@@ -143,6 +143,23 @@ pub fn charge(
     key: &[u8],
     now: u64,
 ) -> Charge {
+    charge_lease(store, prefix, bucket, max_keys, key, now, 0, 1)
+}
+
+/// Like [`charge`], first giving back `refund` tokens the worker leased earlier and
+/// did not use, and taking up to `max_lease` tokens (see
+/// [`super::gcra::lease_size`]); the overflow bucket is never leased from.
+#[allow(clippy::too_many_arguments)] // one call site per mode; a struct would only rename them
+pub fn charge_lease(
+    store: &mut impl SharedStore,
+    prefix: &str,
+    bucket: &Bucket,
+    max_keys: u32,
+    key: &[u8],
+    now: u64,
+    refund: u64,
+    max_lease: u64,
+) -> Charge {
     let fp = fingerprint(key);
     let mut retries = 0;
     let mut last = StoreError::CasMismatch;
@@ -151,7 +168,12 @@ pub fn charge(
             Ok(t) => t,
             Err(e) => return Charge::StoreFailed(e),
         };
-        let verdict = bucket.take(target.tat, now);
+        let (refund, max_lease) = match (target.overflow, target.tat) {
+            (true, _) => (0, 1),
+            (false, None) => (0, max_lease), // a fresh slot: nothing of ours to give back
+            (false, Some(_)) => (refund, max_lease),
+        };
+        let verdict = bucket.take_up_to(target.tat, now, refund, max_lease);
         let Some(new_tat) = verdict.new_tat else {
             return Charge::Decided {
                 verdict,

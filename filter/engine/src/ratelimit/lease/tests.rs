@@ -1,0 +1,155 @@
+use super::*;
+use crate::ratelimit::table::charge;
+use crate::store::fake::FakeStore;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const US: u64 = 1_000;
+const MS: u64 = 1_000 * US;
+const SEC: u64 = 1_000 * MS;
+const T0: u64 = 1_700_000_000 * SEC;
+
+fn allowed(c: &Charge) -> bool {
+    matches!(c, Charge::Decided { verdict, .. } if verdict.allowed)
+}
+
+fn remaining(c: &Charge) -> u64 {
+    match c {
+        Charge::Decided { verdict, .. } => verdict.remaining,
+        Charge::StoreFailed(_) => u64::MAX,
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_bucket_near_empty_is_charged_exactly_without_leases() {
+    let b = Bucket {
+        burst: 100,
+        interval_ns: SEC,
+    };
+    let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    let ok = (0..150)
+        .filter(|_| {
+            allowed(&charge_leased(
+                &mut leases,
+                &mut store,
+                "p",
+                &b,
+                16,
+                b"k",
+                T0,
+            ))
+        })
+        .count();
+    assert_eq!(ok, 100);
+    assert_eq!(store.sets, 100, "every admission wrote the shared bucket");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
+    let b = Bucket {
+        burst: 1_000_000,
+        interval_ns: US,
+    };
+    let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    let first = charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0);
+    assert_eq!(
+        remaining(&first),
+        999_999,
+        "the leased tokens still count as the client's"
+    );
+    assert_eq!(leases.held(fingerprint(b"k")), MAX_LEASE - 1);
+    let (gets, sets) = (store.gets, store.sets);
+    for i in 0..MAX_LEASE - 1 {
+        let c = charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + i);
+        assert!(allowed(&c));
+        assert_eq!(remaining(&c), 999_999 - i - 1);
+    }
+    assert_eq!(
+        (store.gets, store.sets),
+        (gets, sets),
+        "no shared data touched"
+    );
+    charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + 20);
+    assert_eq!(store.sets, sets + 1);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn tokens_left_in_an_ended_lease_are_given_back() {
+    let b = Bucket {
+        burst: 10_000,
+        interval_ns: SEC, // no refill during the test
+    };
+    let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    for i in 0..5 {
+        charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + i);
+    }
+    // 5 requests used 5 of the 16 taken; 11 go back with the next charge.
+    charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + 2 * MS);
+    let mut exact = FakeStore::default();
+    for _ in 0..6 {
+        charge(&mut exact, "p", &b, 16, b"k", T0);
+    }
+    // One more exact charge shows what each shared bucket holds.
+    let shared =
+        |s: &mut FakeStore| remaining(&charge_lease(s, "p", &b, 16, b"k", T0 + 2 * MS, 0, 1));
+    let held = leases.held(fingerprint(b"k"));
+    assert_eq!(held, MAX_LEASE - 1, "a new lease");
+    assert_eq!(shared(&mut store) + held, shared(&mut exact));
+}
+
+/// Admitted requests over `duration` from `workers` workers taking turns, one
+/// request every `gap` ns: (with leases, exact).
+fn admitted(b: &Bucket, workers: usize, gap: u64, duration: u64) -> (usize, usize, u32) {
+    let mut store = FakeStore::default();
+    let mut exact = FakeStore::default();
+    let mut leases = vec![Leases::default(); workers];
+    let (mut with, mut without) = (0, 0);
+    let mut t = 0;
+    let mut i = 0;
+    while t < duration {
+        let w = &mut leases[i % workers];
+        with += usize::from(allowed(&charge_leased(
+            w,
+            &mut store,
+            "p",
+            b,
+            16,
+            b"k",
+            T0 + t,
+        )));
+        without += usize::from(allowed(&charge(&mut exact, "p", b, 16, b"k", T0 + t)));
+        t += gap;
+        i += 1;
+    }
+    (with, without, store.sets)
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn leases_stay_within_their_documented_bounds_under_load_from_two_workers() {
+    // 1000/s, burst 1000, offered at 10,000/s for 2 s by two workers.
+    let b = Bucket {
+        burst: 1_000,
+        interval_ns: MS,
+    };
+    let (with, without, _) = admitted(&b, 2, 100 * US, 2 * SEC);
+    assert_eq!(
+        without,
+        1_000 + 1_999,
+        "the burst, then one token per ms before 2 s"
+    );
+    let slack = 2 * (MAX_LEASE as usize - 1);
+    assert!(
+        with.abs_diff(without) <= slack,
+        "leased {with}, exact {without}"
+    );
+    // Far below the limit, a busy key touches shared data about once per lease.
+    let b = Bucket {
+        burst: 1_000_000_000,
+        interval_ns: 1,
+    };
+    let (with, without, sets) = admitted(&b, 2, 10 * US, SEC);
+    assert_eq!(with, without);
+    assert!(
+        u64::from(sets) <= 2 * with as u64 / (MAX_LEASE - 1),
+        "{sets} writes for {with} requests"
+    );
+}
