@@ -8,6 +8,7 @@ use meshguard_engine::breaker::machine::{Admission, Outcome, Transition};
 use meshguard_engine::breaker::shared;
 use meshguard_engine::breaker::state::Phase;
 use meshguard_engine::ratelimit::headers::ceil_seconds;
+use meshguard_engine::store::StoreError;
 
 use super::plugin::Plugin;
 use super::ratelimit::HostStore;
@@ -89,10 +90,12 @@ fn admit(
 ) -> Option<Admission> {
     let b = plugin.config.routes.get(route)?.breaker.as_ref()?;
     let key = plugin.breaker_key(route, inst)?;
-    match shared::admit(&mut HostStore(host), key, b, now) {
-        Ok((a, t)) => {
-            if let Some(t) = t {
-                on_transition(host, plugin, route, inst, &t);
+    let local = plugin.breaker_local(route, inst)?;
+    let result = local.borrow_mut().admit(&mut HostStore(host), key, b, now);
+    match result {
+        Ok((a, transitions)) => {
+            for t in &transitions {
+                on_transition(host, plugin, route, inst, t);
             }
             Some(a)
         }
@@ -198,8 +201,8 @@ pub fn gate(
 }
 
 /// `on_log`: give the concurrency slot back and record the outcome once, given the
-/// final status (0: none sent) and the time now.
-pub fn on_log(host: &impl Host, plugin: &Plugin, t: &Ticket, code: u64, now: u64) {
+/// final status (0: none sent), whether the response reached its end, and the time now.
+pub fn on_log(host: &impl Host, plugin: &Plugin, t: &Ticket, code: u64, complete: bool, now: u64) {
     if t.slot {
         if let Some(key) = plugin.slot_key(t.route) {
             if let Err(e) = shared::release(&mut HostStore(host), key) {
@@ -218,27 +221,75 @@ pub fn on_log(host: &impl Host, plugin: &Plugin, t: &Ticket, code: u64, now: u64
     else {
         return;
     };
-    let Some(key) = plugin.breaker_key(t.route, t.instance) else {
+    let (Some(key), Some(local)) = (
+        plugin.breaker_key(t.route, t.instance),
+        plugin.breaker_local(t.route, t.instance),
+    ) else {
         return;
     };
-    let flags = host
-        .property_u64(&["response", "flags"])
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    // Envoy's failure flags come with a local 4xx/5xx reply or with a response cut
+    // short; a response that completed with a status below 400 cannot carry them,
+    // so that (common) case skips the property read.
+    let flags = if complete && (100..400).contains(&code) {
+        0
+    } else {
+        host.property_u64(&["response", "flags"])
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
     let outcome = Outcome {
         failed: (code != 0 && b.is_failure_status(code as u16)) || flags & FAILURE_FLAGS != 0,
         slow: b
             .slow
             .is_some_and(|(ns, _)| now.saturating_sub(t.start_ns) > ns),
     };
-    match shared::record(&mut HostStore(host), key, b, outcome, t.probe, now) {
-        Ok(Some(tr)) => on_transition(host, plugin, t.route, t.instance, &tr),
-        Ok(None) => {}
+    let result = local
+        .borrow_mut()
+        .record(&mut HostStore(host), key, b, outcome, t.probe, now);
+    report(host, plugin, t.route, t.instance, result);
+}
+
+fn report(
+    host: &impl Host,
+    plugin: &Plugin,
+    route: usize,
+    inst: usize,
+    result: Result<Vec<Transition>, StoreError>,
+) {
+    match result {
+        Ok(transitions) => {
+            for t in &transitions {
+                on_transition(host, plugin, route, inst, t);
+            }
+        }
         Err(e) => host.log(
             Level::Warn,
-            &format!("meshguard: breaker outcome not recorded ({e:?})"),
+            &format!("meshguard: breaker outcomes not recorded ({e:?})"),
         ),
+    }
+}
+
+/// The root context's tick: writes the outcomes an idle worker still holds once
+/// they are due.
+pub fn on_tick(host: &impl Host, plugin: &Plugin, now: u64) {
+    for (route, r) in plugin.config.routes.iter().enumerate() {
+        let Some(b) = &r.breaker else { continue };
+        for inst in 0.. {
+            let (Some(key), Some(local)) = (
+                plugin.breaker_key(route, inst),
+                plugin.breaker_local(route, inst),
+            ) else {
+                break;
+            };
+            if local.borrow().pending() == 0 {
+                continue;
+            }
+            let result = local
+                .borrow_mut()
+                .flush_due(&mut HostStore(host), key, b, now);
+            report(host, plugin, route, inst, result);
+        }
     }
 }
 

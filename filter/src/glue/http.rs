@@ -44,10 +44,20 @@ impl HttpContext for Http {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(plugin) = &self.plugin {
-            on_response_headers(&ProxyHost, plugin, &self.state);
+            on_response_headers(&ProxyHost, plugin, &mut self.state, end_of_stream);
         }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
+        self.state.response_complete |= end_of_stream;
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.state.response_complete = true;
         Action::Continue
     }
 

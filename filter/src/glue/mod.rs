@@ -4,6 +4,8 @@
 //! them with the fake host.
 
 pub mod breaker;
+#[cfg(test)]
+mod budget;
 pub mod configure;
 pub mod http;
 pub mod plugin;

@@ -2,12 +2,16 @@
 //! metric (defined once, here, never on the request path), and the shared-data
 //! prefix that keeps this plugin's buckets apart from any other's.
 
+use std::cell::RefCell;
+
 use meshguard_config::CompiledConfig;
+use meshguard_engine::breaker::local::Local;
 use meshguard_engine::metrics::{
     breaker_rejected, breaker_state, breaker_transitions, ratelimit_requests, request_duration,
     requests_in_flight, requests_total, CODE_CLASSES, NO_VARIANT, RATELIMIT_OUTCOMES,
     UNMATCHED_ROUTE,
 };
+use meshguard_engine::ratelimit::lease::Leases;
 
 use crate::host::{Host, HostError, MetricKind};
 
@@ -23,12 +27,25 @@ pub struct Plugin {
     pub metrics: Metrics,
     /// `mg1.<plugin name>`: prefix of every shared-data key.
     pub store_prefix: String,
-    /// Per route: per breaker instance, the breaker's label and store key.
-    breakers: Vec<Vec<(String, String)>>,
+    /// Per route: per breaker instance.
+    breakers: Vec<Vec<BreakerInstance>>,
     /// Per route: the concurrency-slot key, when the route has a limit.
     slots: Vec<Option<String>>,
     /// Per rate-limit policy: the shared-data prefix of its buckets.
     ratelimit_prefixes: Vec<String>,
+    /// Per rate-limit policy: the tokens this worker has leased.
+    leases: Vec<RefCell<Leases>>,
+}
+
+/// One breaker instance as this worker holds it.
+#[derive(Debug)]
+struct BreakerInstance {
+    /// `route/variant`, for logs.
+    name: String,
+    /// Shared-data key of its state.
+    key: String,
+    /// This worker's view: the phase it read, the outcomes it has not written.
+    local: RefCell<Local>,
 }
 
 /// Metric ids of one breaker instance.
@@ -190,11 +207,10 @@ impl Plugin {
                 let fp = r.breaker.as_ref().map_or(0, |b| b.fingerprint);
                 breaker_labels(r)
                     .into_iter()
-                    .map(|v| {
-                        (
-                            format!("{}/{v}", r.name),
-                            format!("{store_prefix}.cb.{}.{v}.{fp:016x}", r.name),
-                        )
+                    .map(|v| BreakerInstance {
+                        name: format!("{}/{v}", r.name),
+                        key: format!("{store_prefix}.cb.{}.{v}.{fp:016x}", r.name),
+                        local: RefCell::new(Local::default()),
                     })
                     .collect()
             })
@@ -209,12 +225,16 @@ impl Plugin {
                     .map(|_| format!("{store_prefix}.cc.{}", r.name))
             })
             .collect();
-        let ratelimit_prefixes = config
+        let ratelimit_prefixes: Vec<String> = config
             .rate_limits
             .iter()
             .map(|p| format!("{store_prefix}.rl.{}", p.store_id))
             .collect();
         Ok(Plugin {
+            leases: ratelimit_prefixes
+                .iter()
+                .map(|_| RefCell::new(Leases::default()))
+                .collect(),
             ratelimit_prefixes,
             metrics: Metrics::define(host, &config)?,
             store_prefix,
@@ -229,17 +249,33 @@ impl Plugin {
         self.breakers
             .get(route)
             .and_then(|b| b.get(inst))
-            .map_or("?", |(n, _)| n.as_str())
+            .map_or("?", |b| b.name.as_str())
     }
 
     /// Shared-data key of a breaker instance.
     pub fn breaker_key(&self, route: usize, inst: usize) -> Option<&str> {
-        self.breakers.get(route)?.get(inst).map(|(_, k)| k.as_str())
+        self.breakers.get(route)?.get(inst).map(|b| b.key.as_str())
+    }
+
+    /// This worker's view of a breaker instance.
+    pub fn breaker_local(&self, route: usize, inst: usize) -> Option<&RefCell<Local>> {
+        self.breakers.get(route)?.get(inst).map(|b| &b.local)
+    }
+
+    /// Whether any route has a breaker (the root context then ticks to write held
+    /// outcomes of an idle worker).
+    pub fn has_breakers(&self) -> bool {
+        self.breakers.iter().any(|b| !b.is_empty())
     }
 
     /// Shared-data prefix of a rate-limit policy's buckets.
     pub fn ratelimit_prefix(&self, policy: usize) -> Option<&str> {
         self.ratelimit_prefixes.get(policy).map(String::as_str)
+    }
+
+    /// This worker's leases of a rate-limit policy.
+    pub fn leases(&self, policy: usize) -> Option<&RefCell<Leases>> {
+        self.leases.get(policy)
     }
 
     /// Shared-data key of a route's in-flight count.

@@ -9,7 +9,8 @@ use meshguard_engine::ratelimit::headers::{
     ceil_seconds, legacy_fields, policy_field, ratelimit_field, PolicyState,
 };
 use meshguard_engine::ratelimit::key::build_key;
-use meshguard_engine::ratelimit::table::{charge, Charge, SharedStore, StoreError};
+use meshguard_engine::ratelimit::lease::charge_leased;
+use meshguard_engine::ratelimit::table::{Charge, SharedStore, StoreError};
 use meshguard_engine::RequestView;
 
 use super::plugin::Plugin;
@@ -93,14 +94,23 @@ pub fn apply(
         let Some(key) = build_key(&p.key, &route.name, view) else {
             continue;
         };
-        let Some(prefix) = plugin.ratelimit_prefix(i) else {
+        let (Some(prefix), Some(leases)) = (plugin.ratelimit_prefix(i), plugin.leases(i)) else {
             continue;
         };
         let bucket = Bucket {
             burst: p.burst,
             interval_ns: p.interval_ns,
         };
-        match charge(&mut HostStore(host), prefix, &bucket, p.max_keys, &key, now) {
+        let charged = charge_leased(
+            &mut leases.borrow_mut(),
+            &mut HostStore(host),
+            prefix,
+            &bucket,
+            p.max_keys,
+            &key,
+            now,
+        );
+        match charged {
             Charge::Decided { verdict, .. } if verdict.allowed => {
                 count(host, plugin, i, RateLimitOutcome::Allowed);
                 if !p.shadow {

@@ -33,6 +33,12 @@ pub struct RequestState {
     pub red: Option<usize>,
     /// When the request started, ns.
     pub start_ns: u64,
+    /// The response's status, read in `on_http_response_headers` when metrics or a
+    /// breaker need it (`None`: no response headers passed through this filter).
+    pub code: Option<u64>,
+    /// The response reached end of stream through this filter (headers, body or
+    /// trailers): it was not cut short by a reset.
+    pub response_complete: bool,
 }
 
 fn warn_on_err(host: &impl Host, r: Result<(), crate::host::HostError>) {
@@ -146,10 +152,11 @@ pub fn on_log(host: &impl Host, plugin: &Plugin, state: &RequestState) {
     if state.red.is_none() && state.ticket.is_none() {
         return;
     }
-    let code = host
-        .property_u64(&["response", "code"])
-        .ok()
-        .flatten()
+    // `:status` was read as the response passed; the property is the fallback for
+    // streams that ended without response headers (resets, abandoned requests).
+    let code = state
+        .code
+        .or_else(|| host.property_u64(&["response", "code"]).ok().flatten())
         .unwrap_or(0);
     let now = host.now_ns().unwrap_or(state.start_ns);
     if let Some(ids) = state.red.and_then(|i| plugin.metrics.red.get(i)) {
@@ -166,14 +173,23 @@ pub fn on_log(host: &impl Host, plugin: &Plugin, state: &RequestState) {
         }
     }
     if let Some(t) = &state.ticket {
-        breaker::on_log(host, plugin, t, code, now);
+        breaker::on_log(host, plugin, t, code, state.response_complete, now);
     }
 }
 
-/// `on_http_response_headers`: tag the response with the variant and issue the
-/// sticky cookie, when the policy asks for them.
-pub fn on_response_headers(host: &impl Host, plugin: &Plugin, state: &RequestState) {
+/// `on_http_response_headers`: note the status for `on_log`, tag the response with
+/// the variant and issue the sticky cookie, when the policy asks for them.
+pub fn on_response_headers(
+    host: &impl Host,
+    plugin: &Plugin,
+    state: &mut RequestState,
+    end_of_stream: bool,
+) {
     let config = &plugin.config;
+    state.response_complete |= end_of_stream;
+    if state.red.is_some() || state.ticket.is_some() {
+        state.code = host.response_status().ok().flatten();
+    }
     ratelimit::add_response_fields(host, plugin, &state.ratelimit_fields);
     let policy = state
         .route

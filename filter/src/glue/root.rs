@@ -2,16 +2,22 @@
 //! (Envoy runs one VM per worker thread).
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use super::breaker;
 use super::configure::configure;
 use super::http::Http;
 use super::plugin::Plugin;
 use super::rng::Rng;
 use crate::host::proxy::ProxyHost;
 use crate::host::{Host, Level};
+
+/// How often a worker writes breaker outcomes it still holds (see
+/// `meshguard_engine::breaker::local`).
+const TICK: Duration = Duration::from_millis(50);
 
 /// Root context of one plugin instance.
 pub struct Root {
@@ -43,7 +49,24 @@ impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         // Swap the compiled config whole; on error keep nothing and refuse.
         self.plugin = configure(&ProxyHost);
+        let tick = if self.plugin.as_ref().is_some_and(|p| p.has_breakers()) {
+            TICK
+        } else {
+            Duration::ZERO
+        };
+        if let Err(s) = proxy_wasm::hostcalls::set_tick_period(tick) {
+            ProxyHost.log(Level::Warn, &format!("meshguard: no tick ({s:?}): an idle worker's breaker outcomes wait for its next request"));
+        }
         self.plugin.is_some()
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            let host = ProxyHost;
+            if let Ok(now) = host.now_ns() {
+                breaker::on_tick(&host, plugin, now);
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -39,6 +39,9 @@ pub struct FakeHost {
     pub logs: RefCell<Vec<(Level, String)>>,
     /// Every header name read, in order.
     pub reads: RefCell<Vec<String>>,
+    /// Every request-path host call, in order, as `call(argument)`: what a request
+    /// costs (configure-time calls and logging are left out).
+    pub calls: RefCell<Vec<String>>,
 }
 
 impl FakeHost {
@@ -103,12 +106,19 @@ impl FakeHost {
     }
 }
 
+impl FakeHost {
+    fn call(&self, name: &str, arg: impl std::fmt::Display) {
+        self.calls.borrow_mut().push(format!("{name}({arg})"));
+    }
+}
+
 impl Host for FakeHost {
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
         Ok(self.config.clone())
     }
 
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.call("request_header", name);
         self.reads.borrow_mut().push(name.to_owned());
         if self.failing_reads.iter().any(|n| n == name) {
             return Err(HostError {
@@ -125,6 +135,7 @@ impl Host for FakeHost {
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
+        self.call("set_request_header", name);
         let mut h = self.headers.borrow_mut();
         h.retain(|(n, _)| n != name);
         if let Some(v) = value {
@@ -134,16 +145,29 @@ impl Host for FakeHost {
     }
 
     fn source_address(&self) -> Result<Option<Vec<u8>>, HostError> {
+        self.call("property", "source.address");
         Ok(self.source.clone())
     }
 
     fn clear_route_cache(&self) -> Result<(), HostError> {
+        self.call("clear_route_cache", "");
         self.route_cache_clears
             .set(self.route_cache_clears.get() + 1);
         Ok(())
     }
 
+    fn response_status(&self) -> Result<Option<u64>, HostError> {
+        self.call("response_header", ":status");
+        Ok(self
+            .response_headers
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| super::parse_status(v)))
+    }
+
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.call("set_response_header", name);
         let mut h = self.response_headers.borrow_mut();
         h.retain(|(n, _)| n != name);
         h.push((name.to_owned(), value.to_vec()));
@@ -151,6 +175,7 @@ impl Host for FakeHost {
     }
 
     fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.call("add_response_header", name);
         self.response_headers
             .borrow_mut()
             .push((name.to_owned(), value.to_vec()));
@@ -162,6 +187,7 @@ impl Host for FakeHost {
     }
 
     fn property_u64(&self, path: &[&str]) -> Result<Option<u64>, HostError> {
+        self.call("property", path.join("."));
         let key = path.join(".");
         Ok(self
             .properties
@@ -172,6 +198,7 @@ impl Host for FakeHost {
     }
 
     fn now_ns(&self) -> Result<u64, HostError> {
+        self.call("now", "");
         Ok(self.now.get())
     }
 
@@ -180,6 +207,7 @@ impl Host for FakeHost {
     }
 
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        self.call("shared_get", key);
         Ok(match self.shared.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
@@ -187,6 +215,7 @@ impl Host for FakeHost {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+        self.call("shared_set", key);
         if self.lose_every_cas.get() {
             return Ok(false);
         }
@@ -211,6 +240,7 @@ impl Host for FakeHost {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
+        self.call("send_local_reply", status);
         let headers = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -231,6 +261,7 @@ impl Host for FakeHost {
     }
 
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        self.call("increment_metric", id);
         if let Some(e) = self.metrics.borrow_mut().get_mut(id as usize) {
             e.2 += delta;
         }
@@ -238,6 +269,7 @@ impl Host for FakeHost {
     }
 
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        self.call("record_metric", id);
         self.recorded.borrow_mut().push((id, value));
         if let Some(e) = self.metrics.borrow_mut().get_mut(id as usize) {
             e.2 = value as i64;

@@ -49,6 +49,9 @@ pub trait Host {
     /// Makes Envoy pick the route again after a routing header changed (Envoy's
     /// `clear_route_cache` foreign function; header edits alone do not always do it).
     fn clear_route_cache(&self) -> Result<(), HostError>;
+    /// The response's `:status` (in `on_http_response_headers`); `None` when absent
+    /// or not a number.
+    fn response_status(&self) -> Result<Option<u64>, HostError>;
     /// Replaces a response header.
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// Adds a response header (keeps existing copies, as `set-cookie` needs).
@@ -82,6 +85,16 @@ pub trait Host {
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
     /// Writes one line to the proxy's log.
     fn log(&self, level: Level, message: &str);
+}
+
+/// A `:status` value as a number: one to three ASCII digits, nothing else.
+pub fn parse_status(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 3 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 /// Kinds of metric.

@@ -47,6 +47,12 @@ impl Host for ProxyHost {
             .map_err(|s| err("call_foreign_function", "clear_route_cache", s))
     }
 
+    fn response_status(&self) -> Result<Option<u64>, HostError> {
+        let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status")
+            .map_err(|s| err("get_map_value_bytes(response)", ":status", s))?;
+        Ok(value.as_deref().and_then(super::parse_status))
+    }
+
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value))
             .map_err(|s| err("set_map_value_bytes(response)", name, s))

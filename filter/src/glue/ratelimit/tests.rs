@@ -145,7 +145,8 @@ fn allowed_responses_carry_the_fields_when_asked() {
     let h = host(100 * SEC);
     let p = plugin(&ONE.replace(r#""legacy":true"#, r#""onAllowed":true"#), &h);
     let s = on_request_headers(&h, &p, &Rng::new(1));
-    on_response_headers(&h, &p, &s);
+    let mut s = s;
+    on_response_headers(&h, &p, &mut s, false);
     assert_eq!(
         h.response_values("ratelimit"),
         vec![br#""per-client";r=1;t=1"#.to_vec()]

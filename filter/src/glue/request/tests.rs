@@ -113,7 +113,8 @@ fn canary_choice_sets_variant_and_cluster_headers_and_clears_the_route_cache() {
         vec![b"web-v2".to_vec()]
     );
     assert_eq!(host.route_cache_clears.get(), 1);
-    on_response_headers(&host, &c, &state);
+    let mut state = state;
+    on_response_headers(&host, &c, &mut state, false);
     assert_eq!(
         host.response_values("x-meshguard-variant"),
         vec![b"canary".to_vec()]
@@ -166,7 +167,8 @@ fn a_fresh_sticky_cookie_is_issued_once_and_pins_the_next_request() {
         cookie.ends_with("; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax; Secure"),
         "{cookie}"
     );
-    on_response_headers(&host, &c, &state);
+    let mut state = state;
+    on_response_headers(&host, &c, &mut state, false);
     assert_eq!(
         host.response_values("set-cookie"),
         vec![cookie.clone().into_bytes()]

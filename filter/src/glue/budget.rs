@@ -1,0 +1,138 @@
+//! Host calls per request, for the configurations `make bench` measures (the same
+//! JSON as bench/bench.py). A call that hands bytes back costs about a microsecond
+//! (`make bench BENCH_ARGS=--prices` measures each kind), so these lists are the
+//! cost model: a change that adds a call to the request path fails here.
+
+use super::plugin::Plugin;
+use super::request::{on_log, on_request_headers, on_response_headers};
+use super::rng::Rng;
+use crate::host::fake::FakeHost;
+use meshguard_config::load_json;
+
+const METRICS: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web"}]}"#;
+const CANARY: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web", "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}}}]}"#;
+const RATELIMIT: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web"}], "rateLimits": [{"name": "per-client", "key": [{"clientAddress": {}}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}"#;
+const BREAKER: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web", "breaker": {"consecutiveFailures": 1000}}]}"#;
+const ALL: &str = r#"{"schemaVersion": 1, "routes": [{"name": "r0", "match": {"pathPrefix": "/r0"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r1", "match": {"pathPrefix": "/r1"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r2", "match": {"pathPrefix": "/r2"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r3", "match": {"pathPrefix": "/r3"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r4", "match": {"pathPrefix": "/r4"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r5", "match": {"pathPrefix": "/r5"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r6", "match": {"pathPrefix": "/r6"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r7", "match": {"pathPrefix": "/r7"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r8", "match": {"pathPrefix": "/r8"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r9", "match": {"pathPrefix": "/"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}], "rateLimits": [{"name": "per-client", "key": [{"clientAddress": {}}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}, {"name": "per-route", "key": [{"route": true}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}"#;
+
+/// Runs `requests` requests 20 µs apart (50,000/s, one worker) with bench's
+/// headers; returns the calls of each request, numeric arguments (metric ids)
+/// dropped and shared-data keys shortened to their kind.
+fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
+    let host = FakeHost::new()
+        .with_header(":path", b"/")
+        .with_header("x-user-id", b"bench-user")
+        .from_address("127.0.0.1:5000");
+    let plugin = Plugin::new(&host, load_json(config.as_bytes()).unwrap()).unwrap();
+    let rng = Rng::new(1);
+    (0..requests)
+        .map(|i| {
+            host.calls.borrow_mut().clear();
+            host.now.set(1_000_000_000 + i as u64 * 20_000);
+            let mut state = on_request_headers(&host, &plugin, &rng);
+            host.response_headers.borrow_mut().clear();
+            host.response_headers
+                .borrow_mut()
+                .push((":status".into(), b"200".to_vec()));
+            on_response_headers(&host, &plugin, &mut state, false);
+            state.response_complete = true; // the body's end of stream
+            on_log(&host, &plugin, &state);
+            host.calls
+                .take()
+                .into_iter()
+                .map(|c| {
+                    let name = c.split('(').next().unwrap_or_default().to_owned();
+                    match name.as_str() {
+                        "increment_metric" | "record_metric" | "now" => name,
+                        "shared_get" | "shared_set" if c.contains(".rl.") => {
+                            format!("{name}(bucket)")
+                        }
+                        "shared_get" | "shared_set" if c.contains(".cb.") => {
+                            format!("{name}(breaker)")
+                        }
+                        _ => c,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+const RED_START: [&str; 2] = ["now", "increment_metric"];
+const RED_END: [&str; 5] = [
+    "response_header(:status)",
+    "now",
+    "increment_metric",
+    "increment_metric",
+    "record_metric",
+];
+
+fn steady(config: &str) -> Vec<String> {
+    calls(config, 3).pop().unwrap()
+}
+
+fn list(parts: &[&[&str]]) -> Vec<String> {
+    parts
+        .iter()
+        .flat_map(|p| p.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+#[test]
+fn metrics_alone_cost_one_header_read_and_cheap_metric_calls() {
+    assert_eq!(steady(METRICS), list(&[&RED_START, &RED_END]));
+}
+
+#[test]
+fn a_sticky_canary_reads_its_key_and_sets_two_routing_headers() {
+    let canary = [
+        "request_header(x-user-id)",
+        "set_request_header(x-meshguard-variant)",
+        "set_request_header(x-meshguard-cluster)",
+        "clear_route_cache()",
+    ];
+    assert_eq!(steady(CANARY), list(&[&RED_START, &canary, &RED_END]));
+}
+
+#[test]
+fn a_per_client_rate_limit_reads_the_address_and_spends_a_lease() {
+    let rl = ["property(source.address)", "increment_metric"];
+    assert_eq!(steady(RATELIMIT), list(&[&RED_START, &rl, &RED_END]));
+}
+
+#[test]
+fn a_closed_breaker_touches_no_shared_data_between_batches() {
+    assert_eq!(steady(BREAKER), list(&[&RED_START, &RED_END]));
+}
+
+#[test]
+fn all_features_on_ten_routes() {
+    let all = [
+        "request_header(:path)",
+        "now",
+        "increment_metric",
+        "property(source.address)",
+        "increment_metric",
+        "increment_metric",
+        "request_header(x-user-id)",
+        "set_request_header(x-meshguard-variant)",
+        "set_request_header(x-meshguard-cluster)",
+        "clear_route_cache()",
+    ];
+    assert_eq!(steady(ALL), list(&[&all, &RED_END]));
+}
+
+#[test]
+fn shared_data_is_touched_once_per_lease_or_batch_not_per_request() {
+    let runs = calls(ALL, 1_000);
+    let count = |what: &str| runs.iter().flatten().filter(|c| *c == what).count();
+    // Two policies, a lease of 16 tokens each: one write per 16 requests, and one
+    // read (a new key's first charge looks at all 4 candidate slots).
+    let leases = 2 * 1_000_usize.div_ceil(16);
+    assert_eq!(count("shared_set(bucket)"), leases);
+    assert_eq!(count("shared_get(bucket)"), leases + 2 * 3);
+    // The breaker (a window of 100 calls): outcomes written 5 at a time, and the
+    // closed phase read again at most once a millisecond when no write refreshed it.
+    assert_eq!(count("shared_set(breaker)"), 1_000 / 5);
+    assert!(count("shared_get(breaker)") <= 1_000 / 5 + 20 + 1);
+}
