@@ -74,13 +74,12 @@ SCENARIOS["all"]["config"] = all_config()
 
 # --prices: the pass-through filter plus PROBE_N copies of one host call per request
 # (bench/probe); price = (CPU µs/req - pass-through's) / PROBE_N.
-PROBE_N = 20
+PROBE_N = 20  # --probe-calls
 PRICES = ["request_header_present", "request_header_absent", "request_header_pairs", "set_request_header",
           "clear_route_cache", "property_source_address", "property_response_code", "response_status_header",
           "set_response_header", "shared_get", "shared_get_cas_set", "current_time", "counter", "histogram"]
 for call in PRICES:
-    SCENARIOS["price:" + call] = {"about": f"pass-through + {PROBE_N} x {call}", "wasm": PROBE,
-                                  "probe": f"{call}*{PROBE_N}"}
+    SCENARIOS["price:" + call] = {"about": f"pass-through + N x {call}", "wasm": PROBE, "probe": call}
 
 
 def free_port():
@@ -114,7 +113,7 @@ def bootstrap(name, port, admin, wasm):
     filters = []
     routes = ROUTE_ALL
     if "wasm" in sc:
-        filters.append(wasm_filter(sc["wasm"], sc.get("probe")))
+        filters.append(wasm_filter(sc["wasm"], f"{sc['probe']}*{PROBE_N}" if "probe" in sc else None))
     elif "config" in sc:
         filters.append(wasm_filter(wasm, sc["config"]))
     elif name == "native":
@@ -262,10 +261,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds over all scenarios; the table shows each figure's median")
     ap.add_argument("--prices", action="store_true",
-                    help=f"price single host calls instead (bench/probe, {PROBE_N} calls per request, --concurrency 1)")
+                    help="price single host calls instead (bench/probe, --probe-calls per request, --concurrency 1)")
+    ap.add_argument("--probe-calls", type=int, default=20, help="calls per request for --prices (20)")
     ap.add_argument("--baseline", metavar="WASM",
                     help="another meshguard.wasm: every meshguard scenario also runs on it, as NAME@base")
     a = ap.parse_args()
+    global PROBE_N
+    PROBE_N = max(1, a.probe_calls)
     if a.smoke:
         a.seconds, a.rate = 1, 200
     for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI):
