@@ -82,6 +82,24 @@ for call in PRICES:
     SCENARIOS["price:" + call] = {"about": f"pass-through + N x {call}", "wasm": PROBE, "probe": call}
 
 
+# --replay: the host calls each meshguard scenario makes per request in steady state
+# (asserted in filter/src/glue/budget.rs), made by bench/probe without meshguard's
+# code; "meshguard - replay" is what meshguard's own code and memory cost.
+RED = ["current_time*1", "counter*1", "response_status_header*1", "log_current_time*1", "log_counter*2",
+       "histogram*1"]
+REPLAYS = {
+    "metrics": RED,
+    "canary": RED + ["request_header_present*1", "set_request_header*2", "clear_route_cache*1"],
+    "ratelimit": RED + ["property_source_address*1", "counter*1"],
+    "breaker": RED,
+    "all": RED + ["request_header_present*2", "property_source_address*1", "counter*2", "set_request_header*2",
+                  "clear_route_cache*1"],
+}
+for name, calls in REPLAYS.items():
+    SCENARIOS["replay:" + name] = {"about": f"bench/probe making {name}'s host calls", "wasm": PROBE,
+                                   "probe": ",".join(calls)}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +131,10 @@ def bootstrap(name, port, admin, wasm):
     filters = []
     routes = ROUTE_ALL
     if "wasm" in sc:
-        filters.append(wasm_filter(sc["wasm"], f"{sc['probe']}*{PROBE_N}" if "probe" in sc else None))
+        probe = sc.get("probe")
+        if probe and name.startswith("price:"):
+            probe = f"{probe}*{PROBE_N}"
+        filters.append(wasm_filter(sc["wasm"], probe))
     elif "config" in sc:
         filters.append(wasm_filter(wasm, sc["config"]))
     elif name == "native":
@@ -262,6 +283,8 @@ def main():
                     help="rounds over all scenarios; the table shows each figure's median")
     ap.add_argument("--prices", action="store_true",
                     help="price single host calls instead (bench/probe, --probe-calls per request, --concurrency 1)")
+    ap.add_argument("--replay", action="store_true",
+                    help="also run each meshguard scenario's host calls without meshguard (bench/probe)")
     ap.add_argument("--probe-calls", type=int, default=20, help="calls per request for --prices (20)")
     ap.add_argument("--baseline", metavar="WASM",
                     help="another meshguard.wasm: every meshguard scenario also runs on it, as NAME@base")
@@ -279,7 +302,9 @@ def main():
     elif a.only:
         names = a.only.split(",")
     else:
-        names = [n for n in SCENARIOS if not n.startswith("price:")]
+        names = [n for n in SCENARIOS if ":" not in n]
+    if a.replay and not a.prices:
+        names += ["replay:" + n for n in names if n in REPLAYS]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         sys.exit(f"bench: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")

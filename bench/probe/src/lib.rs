@@ -1,8 +1,9 @@
 //! `make bench BENCH_ARGS=--prices`: the price of one host call. The plugin
-//! configuration is `CALL*N` (such as `request_header_present*10`); every request
-//! makes that call N times in the callback where a filter would make it, and
-//! otherwise behaves like the pass-through filter. The bench divides the extra CPU
-//! per request by N.
+//! configuration is `CALL*N` (such as `request_header_present*10`), or several such
+//! items separated by commas; every request makes each call N times in the
+//! callback where a filter would make it, and otherwise behaves like the
+//! pass-through filter. The bench divides the extra CPU per request by N. A list
+//! replays a filter's calls without its code, to tell the two costs apart.
 
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)] // `proxy_wasm::main!` exports `_start` with `#[no_mangle]`.
@@ -31,6 +32,8 @@ mod entry {
         CurrentTime,
         Counter,
         Histogram,
+        LogCurrentTime,
+        LogCounter,
     }
 
     fn parse(s: &str) -> (Call, u32) {
@@ -50,14 +53,15 @@ mod entry {
             "current_time" => Call::CurrentTime,
             "counter" => Call::Counter,
             "histogram" => Call::Histogram,
+            "log_current_time" => Call::LogCurrentTime,
+            "log_counter" => Call::LogCounter,
             _ => Call::Nothing,
         };
         (call, n.trim().parse().unwrap_or(1))
     }
 
     struct Probe {
-        call: Call,
-        n: u32,
+        calls: Vec<(Call, u32)>,
         counter: u32,
         histogram: u32,
     }
@@ -70,13 +74,15 @@ mod entry {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            let (call, n) = parse(&String::from_utf8_lossy(&text));
+            let calls = String::from_utf8_lossy(&text)
+                .split(',')
+                .map(parse)
+                .collect();
             let counter = hostcalls::define_metric(MetricType::Counter, "probe_total").unwrap_or(0);
             let histogram =
                 hostcalls::define_metric(MetricType::Histogram, "probe_ms").unwrap_or(0);
             self.0 = Rc::new(Probe {
-                call,
-                n,
+                calls,
                 counter,
                 histogram,
             });
@@ -94,10 +100,12 @@ mod entry {
     impl Context for Http {}
 
     impl Http {
-        fn repeat(&self, calls: &[Call], f: impl Fn(&Probe)) {
-            if calls.contains(&self.0.call) {
-                for _ in 0..self.0.n {
-                    f(&self.0);
+        fn repeat(&self, here: &[Call], f: impl Fn(&Probe, Call)) {
+            for &(call, n) in &self.0.calls {
+                if here.contains(&call) {
+                    for _ in 0..n {
+                        f(&self.0, call);
+                    }
                 }
             }
         }
@@ -119,9 +127,9 @@ mod entry {
                     CurrentTime,
                     Counter,
                 ],
-                |p| {
+                |p, call| {
                     let req = MapType::HttpRequestHeaders;
-                    let _ = match p.call {
+                    let _ = match call {
                         RequestHeaderPresent => {
                             hostcalls::get_map_value_bytes(req, "x-user-id").map(drop)
                         }
@@ -154,9 +162,9 @@ mod entry {
 
         fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
             use Call::*;
-            self.repeat(&[ResponseStatusHeader, SetResponseHeader], |p| {
+            self.repeat(&[ResponseStatusHeader, SetResponseHeader], |_, call| {
                 let resp = MapType::HttpResponseHeaders;
-                let _ = match p.call {
+                let _ = match call {
                     ResponseStatusHeader => {
                         hostcalls::get_map_value_bytes(resp, ":status").map(drop)
                     }
@@ -171,21 +179,26 @@ mod entry {
 
         fn on_log(&mut self) {
             use Call::*;
-            self.repeat(&[PropertyResponseCode, Histogram], |p| {
-                let _ = match p.call {
-                    PropertyResponseCode => {
-                        hostcalls::get_property(vec!["response", "code"]).map(drop)
-                    }
-                    Histogram => hostcalls::record_metric(p.histogram, 3),
-                    _ => Ok(()),
-                };
-            });
+            self.repeat(
+                &[PropertyResponseCode, Histogram, LogCurrentTime, LogCounter],
+                |p, call| {
+                    let _ = match call {
+                        PropertyResponseCode => {
+                            hostcalls::get_property(vec!["response", "code"]).map(drop)
+                        }
+                        Histogram => hostcalls::record_metric(p.histogram, 3),
+                        LogCurrentTime => hostcalls::get_current_time().map(drop),
+                        LogCounter => hostcalls::increment_metric(p.counter, 1),
+                        _ => Ok(()),
+                    };
+                },
+            );
         }
     }
 
     proxy_wasm::main! {{
         proxy_wasm::set_root_context(|_| Box::new(Root(Rc::new(Probe {
-            call: Call::Nothing, n: 0, counter: 0, histogram: 0,
+            calls: Vec::new(), counter: 0, histogram: 0,
         }))));
     }}
 }
