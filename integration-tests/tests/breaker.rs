@@ -262,6 +262,43 @@ async fn upstream_timeouts_count_as_failures() {
     assert_eq!(gauge(&envoy2, "flaky", "all"), Some(0));
 }
 
+/// `n` requests, `failing` of every 10 answered 503 by the upstream, sent from 8
+/// connections over both workers; returns how many the breaker rejected.
+async fn mixed(envoy: &Envoy, n: usize, failing: usize) -> usize {
+    let reqs = (0..n)
+        .map(|i| {
+            if i % 10 < failing {
+                fail()
+            } else {
+                Req::get("/")
+            }
+        })
+        .collect();
+    send_all(&envoy.url(""), reqs, 8)
+        .await
+        .iter()
+        .filter(|r| r.header("x-meshguard-breaker").is_some())
+        .count()
+}
+
+/// Successes are written to the shared window in batches (5 per worker for a
+/// window of 100), failures at once: a failure rate well under the threshold must
+/// not trip, one well over it must, with traffic on both workers.
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_outcomes_trip_on_the_real_failure_rate_only() {
+    let policy = r#"{"failureRateThreshold":50,"minimumCalls":20,"openDurationMs":60000}"#;
+    let (_up, envoy) = start(policy);
+    assert_eq!(mixed(&envoy, 2_000, 3).await, 0, "30% failures must not trip");
+    assert_eq!(gauge(&envoy, "flaky", "all"), Some(0));
+    for w in 0..2 {
+        assert!(envoy.worker_connections(w) >= 1, "worker {w} served no connection");
+    }
+    let (_up, envoy) = start(policy);
+    let rejected = mixed(&envoy, 2_000, 8).await;
+    assert!(rejected > 1_000, "80% failures must trip ({rejected} rejected)");
+    assert_eq!(gauge(&envoy, "flaky", "all"), Some(2), "open");
+}
+
 #[test]
 fn envoy_refuses_bad_breaker_policies_with_their_paths() {
     let bad = r#"{"schemaVersion":1,"routes":[{"name":"web",

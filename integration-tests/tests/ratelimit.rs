@@ -132,6 +132,80 @@ async fn admits_burst_plus_rate_times_duration_across_both_workers() {
     }
 }
 
+/// Floods `/` from `connections` connections for `seconds`; returns (admitted,
+/// limited, seconds from the first send to the last).
+async fn flood(envoy: &Envoy, connections: usize, seconds: f64) -> (u64, u64, f64) {
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let base = envoy.url("");
+        tasks.push(tokio::spawn(async move {
+            let client = meshguard_integration_tests::load::client(1);
+            let start = Instant::now();
+            let (mut ok, mut limited, mut last) = (0u64, 0u64, start);
+            while start.elapsed().as_secs_f64() < seconds {
+                last = Instant::now();
+                match send(&client, &base, &Req::get("/")).await.status {
+                    200 => ok += 1,
+                    429 => limited += 1,
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+            (ok, limited, start, last)
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
+    for t in tasks {
+        let (o, l, f, e) = t.await.unwrap();
+        ok += o;
+        limited += l;
+        first = Some(first.map_or(f, |x| x.min(f)));
+        last = Some(last.map_or(e, |x| x.max(e)));
+    }
+    let span = (last.unwrap() - first.unwrap()).as_secs_f64();
+    (ok, limited, span)
+}
+
+/// Far from empty, workers lease up to 16 tokens at a time (no shared data per
+/// request); leased tokens are charged when taken, so a bucket that does not refill
+/// still admits exactly its burst at most, minus tokens still leased at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn leased_tokens_never_admit_more_than_the_bucket_holds() {
+    let (up, envoy) = start(
+        r#"{"name":"big","key":[{"route":true}],"limit":{"burst":1500,"rate":1,"per":"hour"}}"#,
+    );
+    let (admitted, limited, _) = flood(&envoy, 8, 2.5).await;
+    assert!(limited > 0, "the flood must exhaust the bucket ({admitted} admitted)");
+    // Leases end after 1 ms and go back with the key's next charge on that worker,
+    // so by the end of a flood nothing is held: the whole burst was spent.
+    assert!(
+        (1_500 - 2 * 15..=1_500).contains(&admitted),
+        "admitted {admitted} of a burst of 1500"
+    );
+    assert_eq!(up.requests(), admitted);
+    assert_eq!(counter(&envoy, "big", "allowed"), admitted);
+    for w in 0..2 {
+        assert!(envoy.worker_connections(w) >= 1, "worker {w} served no connection");
+    }
+}
+
+/// With refill, a flood from both workers gets burst + rate x duration, within the
+/// lease bound (15 tokens per worker, plus rate x 1 ms) and 3% for timing.
+#[tokio::test(flavor = "multi_thread")]
+async fn leases_keep_burst_plus_rate_times_duration_under_a_flood() {
+    let (_up, envoy) = start(
+        r#"{"name":"big","key":[{"route":true}],"limit":{"burst":1000,"rate":300,"per":"second"}}"#,
+    );
+    let (admitted, limited, span) = flood(&envoy, 8, 3.0).await;
+    assert!(limited > 0);
+    let expected = 1_000.0 + 300.0 * span;
+    let slack = 0.03 * expected + 2.0 * 15.0 + 1.0;
+    assert!(
+        (admitted as f64 - expected).abs() <= slack,
+        "admitted {admitted}, expected {expected:.0} +- {slack:.0} over {span:.2} s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_clients_have_independent_budgets() {
     let (_up, envoy) = start(
