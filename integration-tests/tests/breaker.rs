@@ -288,14 +288,24 @@ async fn mixed(envoy: &Envoy, n: usize, failing: usize) -> usize {
 async fn batched_outcomes_trip_on_the_real_failure_rate_only() {
     let policy = r#"{"failureRateThreshold":50,"minimumCalls":20,"openDurationMs":60000}"#;
     let (_up, envoy) = start(policy);
-    assert_eq!(mixed(&envoy, 2_000, 3).await, 0, "30% failures must not trip");
+    assert_eq!(
+        mixed(&envoy, 2_000, 3).await,
+        0,
+        "30% failures must not trip"
+    );
     assert_eq!(gauge(&envoy, "flaky", "all"), Some(0));
     for w in 0..2 {
-        assert!(envoy.worker_connections(w) >= 1, "worker {w} served no connection");
+        assert!(
+            envoy.worker_connections(w) >= 1,
+            "worker {w} served no connection"
+        );
     }
     let (_up, envoy) = start(policy);
     let rejected = mixed(&envoy, 2_000, 8).await;
-    assert!(rejected > 1_000, "80% failures must trip ({rejected} rejected)");
+    assert!(
+        rejected > 1_000,
+        "80% failures must trip ({rejected} rejected)"
+    );
     assert_eq!(gauge(&envoy, "flaky", "all"), Some(2), "open");
 }
 

@@ -175,7 +175,10 @@ async fn leased_tokens_never_admit_more_than_the_bucket_holds() {
         r#"{"name":"big","key":[{"route":true}],"limit":{"burst":1500,"rate":1,"per":"hour"}}"#,
     );
     let (admitted, limited, _) = flood(&envoy, 8, 2.5).await;
-    assert!(limited > 0, "the flood must exhaust the bucket ({admitted} admitted)");
+    assert!(
+        limited > 0,
+        "the flood must exhaust the bucket ({admitted} admitted)"
+    );
     // Leases end after 1 ms and go back with the key's next charge on that worker,
     // so by the end of a flood nothing is held: the whole burst was spent.
     assert!(
@@ -185,7 +188,10 @@ async fn leased_tokens_never_admit_more_than_the_bucket_holds() {
     assert_eq!(up.requests(), admitted);
     assert_eq!(counter(&envoy, "big", "allowed"), admitted);
     for w in 0..2 {
-        assert!(envoy.worker_connections(w) >= 1, "worker {w} served no connection");
+        assert!(
+            envoy.worker_connections(w) >= 1,
+            "worker {w} served no connection"
+        );
     }
 }
 

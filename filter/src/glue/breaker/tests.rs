@@ -199,3 +199,31 @@ fn resets_and_timeouts_count_as_failures_whatever_the_status_set() {
         2
     );
 }
+
+#[test]
+fn the_tick_writes_what_an_idle_worker_still_holds() {
+    let world = FakeHost::new();
+    let p = plugin(
+        r#"{"schemaVersion":1,"routes":[{"name":"r","breaker":{}}]}"#,
+        &world,
+    );
+    // Two successes: held (a batch of 5 for the default window of 100 calls).
+    for i in 0..2 {
+        request(&p, &world, 10 * SEC + i, &[], 200);
+    }
+    let key = p.breaker_key(0, 0).unwrap().to_owned();
+    let calls_in_window = |h: &FakeHost| {
+        let bytes = h.shared.borrow().get(&key).map(|(v, _)| v.clone());
+        let b = p.config.routes[0].breaker.as_ref().unwrap();
+        meshguard_engine::breaker::state::State::decode(b.window, bytes.as_deref())
+            .window
+            .totals(10 * SEC)
+            .calls
+    };
+    assert_eq!(calls_in_window(&world), 0, "held, not written");
+    // A tick before they are due writes nothing; one after writes both.
+    super::on_tick(&world, &p, 10 * SEC + 1_000_000);
+    assert_eq!(calls_in_window(&world), 0);
+    super::on_tick(&world, &p, 10 * SEC + 50_000_000);
+    assert_eq!(calls_in_window(&world), 2);
+}
