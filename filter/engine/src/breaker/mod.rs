@@ -19,4 +19,6 @@ pub mod local;
 pub mod machine;
 pub mod shared;
 pub mod state;
+#[cfg(test)]
+pub mod testing;
 pub mod window;

@@ -1,30 +1,11 @@
 use super::*;
 use crate::breaker::state::State;
+use crate::breaker::testing::{policy, FAIL, MS, OK, T0};
 use crate::store::fake::FakeStore;
-use meshguard_config::load_json;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 const US: u64 = 1_000;
-const MS: u64 = 1_000 * US;
-const T0: u64 = 1_700_000_000_000_000_000;
 const KEY: &str = "cb";
-
-fn policy(json: &str) -> CompiledBreaker {
-    let c = load_json(
-        format!(r#"{{"schemaVersion":1,"routes":[{{"name":"r","breaker":{json}}}]}}"#).as_bytes(),
-    )
-    .unwrap();
-    c.routes[0].breaker.clone().unwrap()
-}
-
-const OK: Outcome = Outcome {
-    failed: false,
-    slow: false,
-};
-const FAIL: Outcome = Outcome {
-    failed: true,
-    slow: false,
-};
 
 fn stored(store: &FakeStore, p: &CompiledBreaker) -> State {
     State::decode(p.window, store.data.get(KEY).map(|(v, _)| v.as_slice()))

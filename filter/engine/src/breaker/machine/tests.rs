@@ -1,34 +1,9 @@
 use super::*;
 use crate::breaker::shared;
+use crate::breaker::testing::{policy, FAIL, MS, OK, SEC, SLOW_OK, T0};
 use crate::store::fake::FakeStore;
 use meshguard_config::breaker::CompiledBreaker;
-use meshguard_config::load_json;
 use wasm_bindgen_test::wasm_bindgen_test;
-
-const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000 * MS;
-const T0: u64 = 1_700_000_000 * SEC;
-
-fn policy(json: &str) -> CompiledBreaker {
-    let c = load_json(
-        format!(r#"{{"schemaVersion":1,"routes":[{{"name":"r","breaker":{json}}}]}}"#).as_bytes(),
-    )
-    .unwrap();
-    c.routes[0].breaker.clone().unwrap()
-}
-
-const OK: Outcome = Outcome {
-    failed: false,
-    slow: false,
-};
-const FAIL: Outcome = Outcome {
-    failed: true,
-    slow: false,
-};
-const SLOW_OK: Outcome = Outcome {
-    failed: false,
-    slow: true,
-};
 
 /// Records outcomes at `now`; returns the transitions that happened.
 fn feed(s: &mut State, p: &CompiledBreaker, outcomes: &[Outcome], now: u64) -> Vec<Transition> {
