@@ -12,8 +12,9 @@
 //! - [`window`]: the sliding window of recent outcomes (last N calls, or N seconds);
 //! - [`state`]: the whole breaker state and its byte encoding;
 //! - [`machine`]: admission and outcome recording, pure functions of state and time;
-//! - [`shared`]: the same over the CAS store, plus the concurrency limit;
-//! - [`local`]: one worker's view, which batches writes and reuses what it read.
+//! - [`local`]: the machine over the CAS store as one worker sees it (it batches
+//!   writes and reuses what it read);
+//! - [`shared`]: the concurrency limit's in-flight count.
 
 pub mod local;
 pub mod machine;

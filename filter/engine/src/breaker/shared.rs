@@ -1,42 +1,7 @@
-//! The breaker over the CAS store, and the in-flight counter of the concurrency
-//! limit. Every worker reads and writes the same entries, so all see the same
-//! transitions.
+//! The in-flight counter of the concurrency limit, in the CAS store. (The breaker
+//! state itself goes through each worker's [`super::local::Local`].)
 
-use meshguard_config::breaker::CompiledBreaker;
-
-use super::machine::{self, Admission, Outcome, Transition};
-use super::state::State;
 use crate::store::{update, SharedStore, StoreError};
-
-/// Admission at `now` for the breaker stored at `key`.
-pub fn admit(
-    store: &mut impl SharedStore,
-    key: &str,
-    policy: &CompiledBreaker,
-    now: u64,
-) -> Result<(Admission, Option<Transition>), StoreError> {
-    update(store, key, |bytes| {
-        let mut s = State::decode(policy.window, bytes);
-        let (admission, changed, t) = machine::admit(&mut s, policy, now);
-        (changed.then(|| s.encode()), (admission, t))
-    })
-}
-
-/// Records a finished call for the breaker stored at `key`.
-pub fn record(
-    store: &mut impl SharedStore,
-    key: &str,
-    policy: &CompiledBreaker,
-    outcome: Outcome,
-    probe: bool,
-    now: u64,
-) -> Result<Option<Transition>, StoreError> {
-    update(store, key, |bytes| {
-        let mut s = State::decode(policy.window, bytes);
-        let (changed, t) = machine::record(&mut s, policy, outcome, probe, now);
-        (changed.then(|| s.encode()), t)
-    })
-}
 
 fn count(bytes: Option<&[u8]>) -> u32 {
     bytes

@@ -78,7 +78,7 @@ pub fn charge_leased(
 ) -> Charge {
     let fp = fingerprint(key);
     let Some(slot) = leases.slot(fp) else {
-        return charge_lease(store, prefix, bucket, max_keys, key, now, 0, 1);
+        return charge_lease(store, prefix, bucket, max_keys, fp, now, 0, 1);
     };
     let mut refund = 0;
     let mut may_lease = true;
@@ -107,7 +107,7 @@ pub fn charge_leased(
         None => {}
     }
     let max_lease = if may_lease { MAX_LEASE } else { 1 };
-    let charge = charge_lease(store, prefix, bucket, max_keys, key, now, refund, max_lease);
+    let charge = charge_lease(store, prefix, bucket, max_keys, fp, now, refund, max_lease);
     if let Charge::Decided {
         verdict,
         overflow: false,

@@ -143,10 +143,10 @@ pub fn charge(
     key: &[u8],
     now: u64,
 ) -> Charge {
-    charge_lease(store, prefix, bucket, max_keys, key, now, 0, 1)
+    charge_lease(store, prefix, bucket, max_keys, fingerprint(key), now, 0, 1)
 }
 
-/// Like [`charge`], first giving back `refund` tokens the worker leased earlier and
+/// Like [`charge`] for the key with fingerprint `fp`, first giving back `refund` tokens the worker leased earlier and
 /// did not use, and taking up to `max_lease` tokens (see
 /// [`super::gcra::lease_size`]); the overflow bucket is never leased from.
 #[allow(clippy::too_many_arguments)] // one call site per mode; a struct would only rename them
@@ -155,12 +155,11 @@ pub fn charge_lease(
     prefix: &str,
     bucket: &Bucket,
     max_keys: u32,
-    key: &[u8],
+    fp: u64,
     now: u64,
     refund: u64,
     max_lease: u64,
 ) -> Charge {
-    let fp = fingerprint(key);
     let mut retries = 0;
     let mut last = StoreError::CasMismatch;
     for _ in 0..MAX_CAS_ATTEMPTS {

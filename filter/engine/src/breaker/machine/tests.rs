@@ -1,4 +1,5 @@
 use super::*;
+use crate::breaker::local::Local;
 use crate::breaker::shared;
 use crate::breaker::testing::{policy, FAIL, MS, OK, SEC, SLOW_OK, T0};
 use crate::store::fake::FakeStore;
@@ -177,27 +178,36 @@ fn old_failures_expire_from_a_time_window() {
 fn workers_sharing_the_store_see_the_same_transitions() {
     let p = policy(r#"{"consecutiveFailures":4,"openDurationMs":1000,"halfOpenProbes":2}"#);
     let mut store = FakeStore::default();
-    // Two "workers" alternate; failures from both count towards one breaker.
-    for _ in 0..3 {
+    // Two workers alternate; failures from both count towards one breaker.
+    let mut workers = [Local::default(), Local::default()];
+    for i in 0..3 {
         assert_eq!(
-            shared::record(&mut store, "b", &p, FAIL, false, T0).unwrap(),
-            None
+            workers[i % 2]
+                .record(&mut store, "b", &p, FAIL, false, T0)
+                .unwrap(),
+            vec![]
         );
     }
-    let t = shared::record(&mut store, "b", &p, FAIL, false, T0)
-        .unwrap()
+    let t = workers[1]
+        .record(&mut store, "b", &p, FAIL, false, T0)
         .unwrap();
-    assert_eq!(t.to, Phase::Open);
+    assert_eq!(t[0].to, Phase::Open);
+    // The worker that tripped it rejects at once; the other once the closed phase
+    // it read is older than `STALE_NS` (1 ms).
     assert!(matches!(
-        shared::admit(&mut store, "b", &p, T0).unwrap().0,
+        workers[1].admit(&mut store, "b", &p, T0).unwrap().0,
+        Admission::Reject { .. }
+    ));
+    assert!(matches!(
+        workers[0].admit(&mut store, "b", &p, T0 + MS).unwrap().0,
         Admission::Reject { .. }
     ));
     // After the open period, exactly two probes across all workers.
     let later = T0 + SEC;
     let admitted = (0..10)
-        .filter(|_| {
+        .filter(|i| {
             matches!(
-                shared::admit(&mut store, "b", &p, later).unwrap().0,
+                workers[i % 2].admit(&mut store, "b", &p, later).unwrap().0,
                 Admission::Allow { probe: true }
             )
         })
@@ -212,15 +222,16 @@ fn cas_conflicts_are_retried_and_exhaustion_is_reported() {
         conflicts: 3,
         ..FakeStore::default()
     };
-    assert!(shared::record(&mut store, "b", &p, FAIL, false, T0)
+    assert!(!Local::default()
+        .record(&mut store, "b", &p, FAIL, false, T0)
         .unwrap()
-        .is_some());
+        .is_empty());
     let mut store = FakeStore {
         conflicts: 100,
         ..FakeStore::default()
     };
     assert_eq!(
-        shared::record(&mut store, "b", &p, FAIL, false, T0),
+        Local::default().record(&mut store, "b", &p, FAIL, false, T0),
         Err(crate::store::StoreError::CasMismatch)
     );
 }

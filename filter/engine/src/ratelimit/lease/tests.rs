@@ -89,8 +89,18 @@ fn tokens_left_in_an_ended_lease_are_given_back() {
         charge(&mut exact, "p", &b, 16, b"k", T0);
     }
     // One more exact charge shows what each shared bucket holds.
-    let shared =
-        |s: &mut FakeStore| remaining(&charge_lease(s, "p", &b, 16, b"k", T0 + 2 * MS, 0, 1));
+    let shared = |s: &mut FakeStore| {
+        remaining(&charge_lease(
+            s,
+            "p",
+            &b,
+            16,
+            fingerprint(b"k"),
+            T0 + 2 * MS,
+            0,
+            1,
+        ))
+    };
     let held = leases.held(fingerprint(b"k"));
     assert_eq!(held, MAX_LEASE - 1, "a new lease");
     assert_eq!(shared(&mut store) + held, shared(&mut exact));
