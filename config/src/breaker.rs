@@ -1,8 +1,9 @@
 //! Circuit-breaker policies: the compiled form and its validation.
 
-use crate::canary::CompiledCanary;
-use crate::problem::{join, Problems};
+use crate::fingerprint::fingerprint;
+use crate::problem::{in_range, join, percentage, Problems};
 use crate::raw::Breaker;
+use crate::status::{default_failure_statuses, failure_statuses, FailureStatuses};
 
 /// Default failure-rate threshold, percent.
 pub const DEFAULT_FAILURE_RATE: u32 = 50;
@@ -48,21 +49,28 @@ pub enum OpenAction {
     Fallback(usize),
 }
 
+/// The slow-call trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowTrip {
+    /// A call longer than this is slow, ns.
+    pub threshold_ns: u64,
+    /// Percentage of slow calls in the window that opens the breaker.
+    pub rate_pct: u32,
+}
+
 /// A compiled breaker policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledBreaker {
     /// One breaker per variant (true) or per route.
     pub per_variant: bool,
-    /// Failure statuses: a bit per code 100..=599 would be overkill; classes and codes.
-    pub failure_classes: Vec<u16>,
-    /// Exact failure codes.
-    pub failure_codes: Vec<u16>,
+    /// Statuses that count as failures.
+    pub failures: FailureStatuses,
     /// Failure-rate threshold, percent.
     pub failure_rate: u32,
     /// Consecutive-failure trip, if any.
     pub consecutive: Option<u32>,
-    /// Slow-call duration (ns) and rate threshold (percent), if any.
-    pub slow: Option<(u64, u32)>,
+    /// Slow-call trip, if any.
+    pub slow: Option<SlowTrip>,
     /// Window.
     pub window: WindowKind,
     /// Minimum calls before rates count.
@@ -86,56 +94,23 @@ pub struct CompiledBreaker {
     pub fingerprint: u64,
 }
 
-impl CompiledBreaker {
-    /// Whether a final status counts as a failure.
-    pub fn is_failure_status(&self, status: u16) -> bool {
-        self.failure_codes.contains(&status) || self.failure_classes.contains(&(status / 100))
-    }
-}
-
-fn pct(v: Option<u32>, default: u32, path: &str, p: &mut Problems) -> u32 {
-    let v = v.unwrap_or(default);
-    if v == 0 || v > 100 {
-        p.push(path, format!("must be a percentage from 1 to 100, got {v}"));
-    }
-    v
-}
-
-/// Validates and compiles `routes[i].breaker` (`path` is that field's path).
+/// Validates and compiles `routes[i].breaker` (`path` is that field's path);
+/// `variants` are the names of the route's canary variants, if it has a policy.
 pub fn compile_breaker(
     b: &Breaker,
-    canary: Option<&CompiledCanary>,
+    variants: Option<&[&str]>,
     path: &str,
     p: &mut Problems,
 ) -> Option<CompiledBreaker> {
     let mut local = Problems::default();
-    let mut classes = Vec::new();
-    let mut codes = Vec::new();
-    for (i, s) in b
-        .failure_statuses
-        .clone()
-        .unwrap_or_else(|| vec!["5xx".into()])
-        .iter()
-        .enumerate()
-    {
-        let at = crate::problem::index(&join(path, "failureStatuses"), i);
-        match (
-            s.strip_suffix("xx").and_then(|c| c.parse::<u16>().ok()),
-            s.parse::<u16>(),
-        ) {
-            (Some(c), _) if (1..=5).contains(&c) => classes.push(c),
-            (_, Ok(code)) if (100..=599).contains(&code) => codes.push(code),
-            _ => local.push(
-                at,
-                format!("{s:?} is neither a status class (1xx-5xx) nor a code (100-599)"),
-            ),
-        }
-    }
-    let failure_rate = pct(
-        b.failure_rate_threshold,
-        DEFAULT_FAILURE_RATE,
-        &join(path, "failureRateThreshold"),
+    let failures = match &b.failure_statuses {
+        Some(list) => failure_statuses(list, &join(path, "failureStatuses"), &mut local),
+        None => default_failure_statuses(),
+    };
+    let failure_rate = percentage(
         &mut local,
+        &join(path, "failureRateThreshold"),
+        b.failure_rate_threshold.unwrap_or(DEFAULT_FAILURE_RATE),
     );
     if b.consecutive_failures == Some(0) {
         local.push(
@@ -147,32 +122,25 @@ pub fn compile_breaker(
         if s.duration_ms == 0 {
             local.push(join(path, "slowCall.durationMs"), "must be at least 1");
         }
-        let rate = pct(
-            Some(s.rate_threshold),
-            0,
-            &join(path, "slowCall.rateThreshold"),
-            &mut local,
-        );
-        (s.duration_ms.saturating_mul(1_000_000), rate)
+        SlowTrip {
+            threshold_ns: s.duration_ms.saturating_mul(1_000_000),
+            rate_pct: percentage(
+                &mut local,
+                &join(path, "slowCall.rateThreshold"),
+                s.rate_threshold,
+            ),
+        }
     });
     let window = match b.window.as_ref().map(|w| (w.calls, w.seconds)) {
         None => WindowKind::Calls(DEFAULT_WINDOW_CALLS),
         Some((Some(n), None)) => {
-            if n == 0 || n > MAX_WINDOW_CALLS {
-                local.push(
-                    join(path, "window.calls"),
-                    format!("must be 1 to {MAX_WINDOW_CALLS}, got {n}"),
-                );
-            }
+            let at = join(path, "window.calls");
+            in_range(&mut local, &at, n, (1, MAX_WINDOW_CALLS), "");
             WindowKind::Calls(n)
         }
         Some((None, Some(n))) => {
-            if n == 0 || n > MAX_WINDOW_SECONDS {
-                local.push(
-                    join(path, "window.seconds"),
-                    format!("must be 1 to {MAX_WINDOW_SECONDS}, got {n}"),
-                );
-            }
+            let at = join(path, "window.seconds");
+            in_range(&mut local, &at, n, (1, MAX_WINDOW_SECONDS), "");
             WindowKind::Seconds(n)
         }
         Some(_) => {
@@ -193,12 +161,8 @@ pub fn compile_breaker(
         }
     }
     let open_ms = b.open_duration_ms.unwrap_or(DEFAULT_OPEN_MS);
-    if open_ms == 0 || open_ms > MAX_OPEN_MS {
-        local.push(
-            join(path, "openDurationMs"),
-            format!("must be 1 to {MAX_OPEN_MS}, got {open_ms}"),
-        );
-    }
+    let at = join(path, "openDurationMs");
+    in_range(&mut local, &at, open_ms, (1, MAX_OPEN_MS), "");
     let max_open_ms = b.max_open_duration_ms.unwrap_or(open_ms);
     if max_open_ms < open_ms || max_open_ms > MAX_OPEN_MS {
         local.push(
@@ -207,12 +171,8 @@ pub fn compile_breaker(
         );
     }
     let probes = b.half_open_probes.unwrap_or(DEFAULT_PROBES);
-    if probes == 0 || probes > MAX_PROBES {
-        local.push(
-            join(path, "halfOpenProbes"),
-            format!("must be 1 to {MAX_PROBES}, got {probes}"),
-        );
-    }
+    let at = join(path, "halfOpenProbes");
+    in_range(&mut local, &at, probes, (1, MAX_PROBES), "");
     if b.max_concurrent == Some(0) {
         local.push(
             join(path, "maxConcurrent"),
@@ -222,26 +182,27 @@ pub fn compile_breaker(
     let per_variant = b.per_variant.unwrap_or(true);
     let wo = b.when_open.clone().unwrap_or_default();
     let status = wo.status.unwrap_or(503);
-    if !(400..=599).contains(&status) {
-        local.push(
-            join(path, "whenOpen.status"),
-            format!("must be 400 to 599, got {status}"),
-        );
-    }
+    in_range(
+        &mut local,
+        &join(path, "whenOpen.status"),
+        status,
+        (400, 599),
+        "",
+    );
     let body = wo.body.unwrap_or_else(|| "circuit open\n".into());
     let when_open = match &wo.fallback_variant {
         None => OpenAction::Respond {
             status,
             body: body.clone(),
         },
-        Some(v) => match canary.and_then(|c| c.variants.iter().position(|x| &x.name == v)) {
+        Some(v) => match variants.and_then(|names| names.iter().position(|x| x == v)) {
             Some(i) if per_variant => OpenAction::Fallback(i),
             Some(_) => {
                 local.push(join(path, "whenOpen.fallbackVariant"), "needs perVariant: true (one breaker for all variants cannot fall back to one of them)");
                 OpenAction::Fallback(0)
             }
             None => {
-                let why = if canary.is_some() {
+                let why = if variants.is_some() {
                     format!("unknown variant {v:?}")
                 } else {
                     "the route has no canary policy to fall back within".to_string()
@@ -258,8 +219,7 @@ pub fn compile_breaker(
     };
     ok.then(|| CompiledBreaker {
         per_variant,
-        failure_classes: classes,
-        failure_codes: codes,
+        failures,
         failure_rate,
         consecutive: b.consecutive_failures,
         slow,
@@ -272,18 +232,13 @@ pub fn compile_breaker(
         when_open,
         status,
         body,
-        fingerprint: [
+        fingerprint: fingerprint(&[
             window_code,
             u64::from(probes),
             open_ms,
             max_open_ms,
             u64::from(per_variant),
-        ]
-        .iter()
-        .flat_map(|n| n.to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        }),
+        ]),
     })
 }
 

@@ -9,15 +9,14 @@
 use std::collections::HashSet;
 
 use crate::cidr::Cidr;
-use crate::compiled::HeaderCondition;
-use crate::names::{check_header_name, check_name};
-use crate::problem::{exactly_one, index, join, Problems};
-use crate::raw::{Canary, CanaryRule, HeaderMatch, Sticky};
-use crate::validate::header_condition;
+use crate::matcher::{value_condition, ValueCondition};
+use crate::names::{check_header_name, check_name, check_param_name, ALL_VARIANTS, NO_VARIANT};
+use crate::problem::{bounded_list, exactly_one, in_range, index, join, Problems};
+use crate::raw::{Canary, CanaryRule, Sticky};
 
 /// Variant labels meshguard uses itself: `none` (no canary policy) and `all` (one
 /// breaker for every variant).
-pub const RESERVED_VARIANTS: [&str; 2] = ["none", "all"];
+pub const RESERVED_VARIANTS: [&str; 2] = [NO_VARIANT, ALL_VARIANTS];
 
 /// Buckets in the split: weights are basis points.
 pub const BUCKETS: u32 = 10_000;
@@ -75,7 +74,7 @@ pub struct CompiledRule {
     /// What it looks at.
     pub source: RuleSource,
     /// The condition on the value found there (`None` when absent).
-    pub condition: HeaderCondition,
+    pub condition: ValueCondition,
     /// Only for trusted callers.
     pub trusted_only: bool,
 }
@@ -139,12 +138,13 @@ pub fn compile_canary(
         } else if !names.insert(v.name.as_str()) {
             local.push(join(&at, "name"), format!("duplicate variant {:?}", v.name));
         }
-        if v.weight > BUCKETS {
-            local.push(
-                join(&at, "weight"),
-                format!("must be 0 to {BUCKETS} basis points, got {}", v.weight),
-            );
-        }
+        in_range(
+            &mut local,
+            &join(&at, "weight"),
+            v.weight,
+            (0, BUCKETS),
+            " basis points",
+        );
         sum += u64::from(v.weight);
         let cluster = v.cluster.clone().unwrap_or_else(|| v.name.clone());
         if cluster.is_empty()
@@ -170,18 +170,13 @@ pub fn compile_canary(
         );
     }
     let find = |name: &str| c.variants.iter().position(|v| v.name == name);
-    if c.rules.len() > MAX_RULES {
-        local.push(
-            join(path, "rules"),
-            format!("at most {MAX_RULES} rules, got {}", c.rules.len()),
-        );
-    }
-    let rules: Vec<CompiledRule> = c
-        .rules
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| compile_rule(r, &index(&join(path, "rules"), i), &find, &mut local))
-        .collect();
+    let rules = bounded_list(
+        &mut local,
+        &join(path, "rules"),
+        &c.rules,
+        (MAX_RULES, "rules"),
+        |r, at, p| compile_rule(r, at, &find, p),
+    );
     let sticky = c
         .sticky
         .as_ref()
@@ -261,23 +256,12 @@ fn compile_rule(
         "cookie" => RuleSource::Cookie(m.name.clone()),
         _ => RuleSource::Query(m.name.clone()),
     };
-    let condition = if kind == "header" {
-        header_condition(m, &at, p).map(|(_, c)| c)
-    } else {
-        // Cookie and query names are not header names: check them as tokens, then
-        // reuse the value-condition compiler with a placeholder header name.
-        if m.name.is_empty() || m.name.contains(['=', ';', '&', ' ']) {
-            p.push(
-                join(&at, "name"),
-                format!("{:?} is not a usable {kind} name", m.name),
-            );
-        }
-        let probe = HeaderMatch {
-            name: "x".into(),
-            ..(*m).clone()
-        };
-        header_condition(&probe, &at, p).map(|(_, c)| c)
-    };
+    let name_ok = match kind {
+        "header" => check_header_name(&m.name, true).map_err(|e| p.push(join(&at, "name"), e)),
+        _ => check_param_name(&m.name, kind).map_err(|e| p.push(join(&at, "name"), e)),
+    }
+    .is_ok();
+    let condition = value_condition(m, &at, p).filter(|_| name_ok);
     Some(CompiledRule {
         variant: variant?,
         source,
@@ -326,12 +310,13 @@ fn compile_sticky(
         (None, _) => None,
         (Some(ic), StickyKey::Cookie(_)) => {
             let max_age = ic.max_age_seconds.unwrap_or(DEFAULT_COOKIE_MAX_AGE);
-            if max_age == 0 || max_age > MAX_COOKIE_MAX_AGE {
-                p.push(
-                    join(path, "issueCookie.maxAgeSeconds"),
-                    format!("must be 1 to {MAX_COOKIE_MAX_AGE} (400 days), got {max_age}"),
-                );
-            }
+            in_range(
+                p,
+                &join(path, "issueCookie.maxAgeSeconds"),
+                max_age,
+                (1, MAX_COOKIE_MAX_AGE),
+                " (400 days)",
+            );
             let cookie_path = ic.path.clone().unwrap_or_else(|| "/".into());
             if !cookie_path.starts_with('/')
                 || cookie_path.contains([';', ' ', ','])

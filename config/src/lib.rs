@@ -1,21 +1,34 @@
 //! meshguard's plugin configuration.
 //!
-//! Three stages, each its own module: [`raw`] (serde types that reject unknown
-//! fields), [`validate`] (every problem with its field path), [`compiled`] (what
-//! the request path uses: matchers prepared, regexes compiled once). The filter
-//! runs [`load_json`] in `on_configure`; the `meshguard` CLI runs the same code
-//! natively, so a config that passes `meshguard validate` is one Envoy accepts.
+//! Three stages:
+//!
+//! 1. **parse**: [`parse_json`] / [`parse_yaml`] into the [`raw`] serde types, which
+//!    reject unknown fields (a syntax or shape error stops here, with its path);
+//! 2. **validate and compile**, one walk: [`validate`] checks the document and hands
+//!    each part to the module that owns it ([`route`], [`ratelimit`], and per route
+//!    [`canary`] and [`breaker`]; request conditions through [`matcher`]). Each
+//!    records every problem with its field path ([`problem`]) and builds its
+//!    compiled form when the part is valid;
+//! 3. the result, [`compiled::CompiledConfig`]: what the request path uses.
+//!
+//! The filter runs [`load_json`] in `on_configure`; the `meshguard` CLI runs the
+//! same code natively, so a config that passes `meshguard validate` is one Envoy
+//! accepts. [`telemetry`] and [`render`] (CLI) describe what deployments need.
 
 pub mod breaker;
 pub mod canary;
 pub mod cidr;
 pub mod compiled;
+pub mod fingerprint;
+pub mod matcher;
 pub mod names;
 pub mod problem;
 pub mod ratelimit;
 pub mod raw;
 #[cfg(feature = "cli")]
 pub mod render;
+pub mod route;
+pub mod status;
 pub mod telemetry;
 pub mod validate;
 

@@ -5,6 +5,11 @@ pub const MAX_NAME_LEN: usize = 63;
 
 /// The route label under which requests that match no route are counted.
 pub const UNMATCHED_ROUTE: &str = "other";
+/// The variant label of requests on routes without a canary policy (or decided
+/// before a variant was chosen).
+pub const NO_VARIANT: &str = "none";
+/// The variant label of a breaker kept for the whole route.
+pub const ALL_VARIANTS: &str = "all";
 
 /// Checks a route-style name: 1–63 of `A-Z a-z 0-9 _ -`, starting with a letter or digit.
 /// These survive Envoy stat-tag extraction and are valid Prometheus label values.
@@ -35,6 +40,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// RFC 9110 `tchar`: the characters of header names and methods.
 pub fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Checks a cookie or query-parameter name (`kind` says which, for the message):
+/// not empty, and none of the characters that separate pairs.
+pub fn check_param_name(name: &str, kind: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['=', ';', '&', ' ']) {
+        return Err(format!("{name:?} is not a usable {kind} name"));
+    }
+    Ok(())
 }
 
 /// Pseudo-headers a matcher may name.

@@ -69,6 +69,62 @@ pub fn index(parent: &str, i: usize) -> String {
     format!("{parent}[{i}]")
 }
 
+/// Checks that `value` lies in `lo..=hi`; otherwise records
+/// `must be LO to HI<unit>, got VALUE` (`unit` such as `" basis points"`, or empty).
+/// Returns whether it does.
+pub fn in_range<T: PartialOrd + fmt::Display>(
+    p: &mut Problems,
+    path: &str,
+    value: T,
+    (lo, hi): (T, T),
+    unit: &str,
+) -> bool {
+    let ok = lo <= value && value <= hi;
+    if !ok {
+        p.push(path, format!("must be {lo} to {hi}{unit}, got {value}"));
+    }
+    ok
+}
+
+/// Checks a percentage (1 to 100); otherwise records
+/// `must be a percentage from 1 to 100, got VALUE`.
+pub fn percentage(p: &mut Problems, path: &str, value: u32) -> u32 {
+    if value == 0 || value > 100 {
+        p.push(
+            path,
+            format!("must be a percentage from 1 to 100, got {value}"),
+        );
+    }
+    value
+}
+
+/// Checks that a list of `len` items holds at most `max`; otherwise records
+/// `at most MAX WHAT, got LEN` (`what` such as `"routes"`). Returns whether it does.
+pub fn at_most(p: &mut Problems, path: &str, len: usize, max: usize, what: &str) -> bool {
+    let ok = len <= max;
+    if !ok {
+        p.push(path, format!("at most {max} {what}, got {len}"));
+    }
+    ok
+}
+
+/// Checks that `list` holds at most `max` items (`what` names them in the
+/// message), then compiles each with `f` at its path `path[i]`, keeping those that
+/// compile (the others have recorded their problems).
+pub fn bounded_list<T, U>(
+    p: &mut Problems,
+    path: &str,
+    list: &[T],
+    (max, what): (usize, &str),
+    mut f: impl FnMut(&T, &str, &mut Problems) -> Option<U>,
+) -> Vec<U> {
+    at_most(p, path, list.len(), max, what);
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, item)| f(item, &index(path, i), p))
+        .collect()
+}
+
 /// Checks that exactly one of `choices` (`(field, given)`) is given and returns it;
 /// otherwise records `give exactly one of a, b, c; got none` (or the ones given).
 pub fn exactly_one<'a>(

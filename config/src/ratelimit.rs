@@ -8,8 +8,9 @@
 
 use std::collections::HashSet;
 
+use crate::fingerprint::fingerprint;
 use crate::names::{check_header_name, check_name};
-use crate::problem::{exactly_one, index, join, Problems};
+use crate::problem::{bounded_list, exactly_one, in_range, join, Problems};
 use crate::raw::{Descriptor, FailureMode, RateLimit};
 
 /// Default `maxKeys`.
@@ -94,26 +95,17 @@ pub fn compile_rate_limit(
             format!("duplicate rate-limit policy name {:?}", r.name),
         );
     }
-    if r.key.len() > MAX_KEY_PARTS {
-        local.push(
-            join(path, "key"),
-            format!("at most {MAX_KEY_PARTS} parts, got {}", r.key.len()),
-        );
-    }
-    let key: Vec<KeyPart> = r
-        .key
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| key_part(d, &index(&join(path, "key"), i), &mut local))
-        .collect();
+    let key = bounded_list(
+        &mut local,
+        &join(path, "key"),
+        &r.key,
+        (MAX_KEY_PARTS, "parts"),
+        key_part,
+    );
 
     let lim = join(path, "limit");
-    if r.limit.burst == 0 || r.limit.burst > MAX_AMOUNT {
-        local.push(
-            join(&lim, "burst"),
-            format!("must be 1 to {MAX_AMOUNT}, got {}", r.limit.burst),
-        );
-    }
+    let amount = (1, MAX_AMOUNT);
+    in_range(&mut local, &join(&lim, "burst"), r.limit.burst, amount, "");
     let period_ns: u64 = match r.limit.per.as_str() {
         "second" => 1_000_000_000,
         "minute" => 60_000_000_000,
@@ -126,28 +118,20 @@ pub fn compile_rate_limit(
             1_000_000_000
         }
     };
-    if r.limit.rate == 0 || r.limit.rate > MAX_AMOUNT {
-        local.push(
-            join(&lim, "rate"),
-            format!("must be 1 to {MAX_AMOUNT}, got {}", r.limit.rate),
-        );
-    }
+    in_range(&mut local, &join(&lim, "rate"), r.limit.rate, amount, "");
     let interval_ns = period_ns / r.limit.rate.max(1);
     let max_keys = r.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-    if max_keys == 0 || max_keys > MAX_MAX_KEYS {
-        local.push(
-            join(path, "maxKeys"),
-            format!("must be 1 to {MAX_MAX_KEYS}, got {max_keys}"),
-        );
-    }
+    let at = join(path, "maxKeys");
+    in_range(&mut local, &at, max_keys, (1, MAX_MAX_KEYS), "");
     let resp = r.response.clone().unwrap_or_default();
     let status = resp.status.unwrap_or(DEFAULT_STATUS);
-    if !(400..=599).contains(&status) {
-        local.push(
-            join(path, "response.status"),
-            format!("must be 400 to 599, got {status}"),
-        );
-    }
+    in_range(
+        &mut local,
+        &join(path, "response.status"),
+        status,
+        (400, 599),
+        "",
+    );
     let body = resp.body.unwrap_or_else(|| DEFAULT_BODY.to_string());
     if body.len() > 4096 {
         local.push(join(path, "response.body"), "must be at most 4096 bytes");
@@ -162,7 +146,7 @@ pub fn compile_rate_limit(
         store_id: format!(
             "{}.{:016x}",
             r.name,
-            limit_fingerprint(r.limit.burst, interval_ns, max_keys)
+            fingerprint(&[r.limit.burst, interval_ns, u64::from(max_keys)])
         ),
         name: r.name.clone(),
         key,
@@ -192,22 +176,9 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
     if let Some(ca) = &d.client_address {
         let v4 = ca.ipv4_prefix.unwrap_or(32);
         let v6 = ca.ipv6_prefix.unwrap_or(64);
-        let mut ok = true;
-        if !(1..=32).contains(&v4) {
-            p.push(
-                join(path, "clientAddress.ipv4Prefix"),
-                format!("must be 1 to 32, got {v4}"),
-            );
-            ok = false;
-        }
-        if !(1..=128).contains(&v6) {
-            p.push(
-                join(path, "clientAddress.ipv6Prefix"),
-                format!("must be 1 to 128, got {v6}"),
-            );
-            ok = false;
-        }
-        return ok.then_some(KeyPart::ClientAddress { v4, v6 });
+        let ok4 = in_range(p, &join(path, "clientAddress.ipv4Prefix"), v4, (1, 32), "");
+        let ok6 = in_range(p, &join(path, "clientAddress.ipv6Prefix"), v6, (1, 128), "");
+        return (ok4 && ok6).then_some(KeyPart::ClientAddress { v4, v6 });
     }
     if let Some(h) = &d.header {
         return match check_header_name(h, false) {
@@ -232,16 +203,6 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
     } else {
         KeyPart::Route
     })
-}
-
-/// FNV-1a over the numbers that define a bucket's meaning and its slot layout.
-fn limit_fingerprint(burst: u64, interval_ns: u64, max_keys: u32) -> u64 {
-    [burst, interval_ns, u64::from(max_keys)]
-        .iter()
-        .flat_map(|n| n.to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
 }
 
 #[cfg(test)]

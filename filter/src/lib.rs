@@ -1,9 +1,21 @@
 //! meshguard, the Proxy-Wasm filter.
 //!
-//! Three zones (see DESIGN.md): the pure `meshguard-engine` crate decides;
-//! [`host`] is the only place that talks to the proxy (traits, the proxy-wasm
-//! adapter, a fake host for tests); [`glue`] holds the root and HTTP contexts,
-//! each callback a few lines: read a view, ask the engine, apply the decision.
+//! Three zones:
+//!
+//! - the `meshguard-engine` crate **decides** (a crate of its own, so it cannot name
+//!   proxy-wasm): route, rate limits, variant, breaker; it returns each decision
+//!   as a value;
+//! - [`glue`] **applies**: `glue::request` holds one function per callback, each
+//!   reading a view of the request, asking the engine once and applying the answer
+//!   (header edits, route re-pick, local reply, metrics, logs) in one place;
+//! - [`host`] is the only code that **talks to the proxy**: the `Host` trait, its
+//!   proxy-wasm adapter, the request view and shared-data store the engine reads
+//!   through, and a fake host for tests.
+//!
+//! A request: `on_http_request_headers` → `glue::request::on_request_headers` →
+//! `Runtime::decide` (route, rate limits, variant, breaker gate) →
+//! `apply_request`; `on_http_response_headers` → `Runtime::respond` →
+//! `apply_response`; `on_log` → `Runtime::finish` → `apply_log`.
 
 pub mod glue;
 pub mod host;

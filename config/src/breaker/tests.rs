@@ -1,4 +1,4 @@
-use crate::breaker::{OpenAction, WindowKind};
+use crate::breaker::{OpenAction, SlowTrip, WindowKind};
 use crate::{load_json, Problem};
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -19,7 +19,7 @@ fn defaults_and_a_full_policy_compile() {
     let b = c.routes[0].breaker.as_ref().unwrap();
     assert_eq!((b.failure_rate, b.minimum_calls, b.probes), (50, 10, 3));
     assert_eq!(b.window, WindowKind::Calls(100));
-    assert!(b.is_failure_status(503) && !b.is_failure_status(404));
+    assert!(b.failures.contains(503) && !b.failures.contains(404));
     let json = format!(
         r#"{{"schemaVersion":1,"routes":[{{"name":"web",{CANARY},"breaker":{{"failureStatuses":["5xx","429"],"failureRateThreshold":40,
             "consecutiveFailures":5,"slowCall":{{"durationMs":250,"rateThreshold":80}},"window":{{"seconds":30}},"minimumCalls":20,
@@ -28,9 +28,15 @@ fn defaults_and_a_full_policy_compile() {
     );
     let c = load_json(json.as_bytes()).unwrap();
     let b = c.routes[0].breaker.as_ref().unwrap();
-    assert!(b.is_failure_status(429) && b.is_failure_status(500) && !b.is_failure_status(428));
+    assert!(b.failures.contains(429) && b.failures.contains(500) && !b.failures.contains(428));
     assert_eq!(b.window, WindowKind::Seconds(30));
-    assert_eq!(b.slow, Some((250_000_000, 80)));
+    assert_eq!(
+        b.slow,
+        Some(SlowTrip {
+            threshold_ns: 250_000_000,
+            rate_pct: 80
+        })
+    );
     assert_eq!(b.when_open, OpenAction::Fallback(0));
 }
 
@@ -95,6 +101,21 @@ fn other_bad_values_name_their_fields() {
             "routes[0].breaker.maxOpenDurationMs: must be 1000 (openDurationMs) to 86400000, got 500",
             "routes[0].breaker.maxConcurrent: must be at least 1 (omit it for no limit)",
             "routes[0].breaker.whenOpen.status: must be 400 to 599, got 200",
+        ]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_invalid_canary_policy_does_not_hide_the_breakers_problems() {
+    assert_eq!(
+        problems(
+            r#""canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":500}]},
+                "breaker":{"halfOpenProbes":0,"whenOpen":{"fallbackVariant":"blue"}}"#
+        ),
+        vec![
+            "routes[0].canary.variants: weights must sum to 10000 basis points, got 9500",
+            "routes[0].breaker.halfOpenProbes: must be 1 to 1000, got 0",
+            "routes[0].breaker.whenOpen.fallbackVariant: unknown variant \"blue\"",
         ]
     );
 }

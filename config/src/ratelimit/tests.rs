@@ -26,7 +26,7 @@ fn a_complete_policy_compiles_with_derived_numbers() {
                                                     "limit":{"burst":100,"rate":3,"per":"hour"},"maxKeys":50,"shadow":true,"onStoreError":"deny"}]}]}"#,
     )
     .unwrap();
-    assert_eq!(c.global_rate_limits, vec![0]);
+    assert_eq!(c.top_level_rate_limits, vec![0]);
     assert_eq!(c.routes[0].rate_limits, vec![1]);
     let g = &c.rate_limits[0];
     assert_eq!(

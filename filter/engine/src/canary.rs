@@ -12,7 +12,8 @@ use meshguard_config::canary::{CompiledCanary, RuleSource, StickyKey, BUCKETS};
 
 use crate::hash::sticky_bucket;
 use crate::params::{cookie, query};
-use crate::RequestView;
+use crate::rng::Rng;
+use crate::view::RequestView;
 
 /// Why a variant was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +134,39 @@ pub fn choose_variant(
         },
         (None, None) => random(policy, draw.roll),
     }
+}
+
+/// The variant of a request on a route with `policy`, drawing from `rng` what the
+/// choice may need, and the `Set-Cookie` value to answer with when a fresh sticky
+/// key was issued.
+pub fn decide(
+    policy: &CompiledCanary,
+    variant_header: &str,
+    req: &mut impl RequestView,
+    rng: &Rng,
+) -> (Choice, Option<String>) {
+    let trusted = is_trusted(policy, req);
+    let issue = policy
+        .sticky
+        .as_ref()
+        .and_then(|s| match (&s.key, &s.issue_cookie) {
+            (StickyKey::Cookie(name), Some(attrs)) => Some((name, attrs)),
+            _ => None,
+        });
+    let fresh = issue.map(|_| rng.fresh_key());
+    let draw = Draw {
+        trusted,
+        roll: rng.next_u64(),
+        fresh_key: fresh.as_ref().map(|k| &k[..]),
+    };
+    let choice = choose_variant(policy, variant_header, req, draw);
+    let cookie = match (choice.reason, issue, &fresh) {
+        (Reason::StickyIssued, Some((name, attrs)), Some(key)) => {
+            Some(format!("{name}={}; {attrs}", String::from_utf8_lossy(key)))
+        }
+        _ => None,
+    };
+    (choice, cookie)
 }
 
 fn random(policy: &CompiledCanary, roll: u64) -> Choice {

@@ -1,18 +1,51 @@
 //! meshguard's decision logic, free of the proxy.
 //!
-//! Nothing here names `proxy_wasm`, reads a clock or draws a random number: the
-//! glue passes in what the host knows (headers through [`RequestView`], and, as
-//! features arrive, time and random rolls as plain numbers). That keeps every
-//! decision unit-testable, natively and on wasm32 under `wasm-bindgen-test`.
+//! Nothing here names `proxy_wasm`, reads a clock or draws an unseeded random
+//! number: the glue passes in what the host knows (the request through a
+//! [`RequestView`], shared data through a [`SharedStore`], the time, a seeded
+//! [`Rng`]) and gets back a decision as a value ([`decision`]), which it applies.
+//! That keeps every decision unit-testable, natively and on wasm32 under
+//! `wasm-bindgen-test`.
+//!
+//! The request path is four calls on a [`Runtime`] (see `request.rs`): `decide`,
+//! `respond`, `finish` and `tick`. Under them, one module per concern: route
+//! selection, canary choice, rate limiting (`ratelimit`: GCRA buckets in a bounded
+//! table, leases, headers), circuit breaking (`breaker`: window, state machine, a
+//! worker's local view, the gate), failure classification and metric names.
 
-pub mod breaker;
-pub mod canary;
-pub mod hash;
-pub mod le;
+mod breaker;
+mod canary;
+pub mod decision;
+mod hash;
+mod le;
 pub mod metrics;
-pub mod params;
-pub mod ratelimit;
-pub mod route;
-pub mod store;
+mod outcome;
+mod params;
+mod ratelimit;
+mod request;
+mod rng;
+mod route;
+mod runtime;
+mod store;
+mod time;
+mod view;
 
-pub use route::{select_route, RequestView};
+pub use breaker::local::{Local, MAX_DELAY_NS, STALE_NS};
+pub use breaker::machine::Transition;
+pub use breaker::state::{snapshot as breaker_snapshot, Phase, Snapshot as BreakerSnapshot};
+pub use breaker::window::Totals;
+pub use breaker::Ticket;
+pub use canary::Reason;
+pub use decision::{
+    Advertised, Completion, Event, LocalReply, LogRecord, RedSample, RedSlot, ReplyReason,
+    RequestEffects, ResponseEdits, StreamState,
+};
+pub use metrics::{ByLabel, CodeClass, Label, RateLimitOutcome, RejectKind};
+pub use outcome::{flags_matter, is_failure, FAILURE_FLAGS};
+pub use rng::Rng;
+pub use runtime::{
+    breaker_labels, red_labels, BreakerInstance, DefineIds, HeaderNames, Ids, PolicyRuntime,
+    RouteRuntime, Runtime, STORE_VERSION,
+};
+pub use store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
+pub use view::RequestView;

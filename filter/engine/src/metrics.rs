@@ -1,4 +1,5 @@
-//! Metric names and the Envoy `stats_tags` that turn them into Prometheus labels.
+//! Metric names, their label values, and the Envoy `stats_tags` that turn them
+//! into Prometheus labels.
 //!
 //! Proxy-Wasm metrics have no labels, so labels are encoded in the name as
 //! `.label.value` pairs after the metric's own name:
@@ -7,66 +8,146 @@
 //! start of that full name and stepping over earlier pairs two segments at a
 //! time, removes `.label.value` and keeps the value as the tag. Prometheus then
 //! sees `meshguard_ratelimit_requests_total{policy="api",outcome="limited"}`.
-//! Label values come only from config names (`A-Z a-z 0-9 _ -`) and fixed enums,
-//! so the series count is fixed at configure time.
+//! Label values come only from config names (`A-Z a-z 0-9 _ -`) and the fixed
+//! enums here ([`Label`]), so the series count is fixed at configure time.
 
+use std::marker::PhantomData;
+
+pub use meshguard_config::names::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
 pub use meshguard_config::telemetry::{
     stats_tags, tag_regex, DURATION_BUCKETS_MS, DURATION_STORED_PREFIX, LABELS,
 };
 
-/// Rate-limit outcomes, the `outcome` label of `meshguard_ratelimit_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateLimitOutcome {
-    /// The bucket had a token.
-    Allowed = 0,
-    /// Rejected.
-    Limited = 1,
-    /// Would have been rejected; shadow mode let it through.
-    ShadowLimited = 2,
-    /// The store failed; the policy's failure mode allowed the request.
-    ErrorAllowed = 3,
-    /// The store failed; the policy's failure mode rejected the request.
-    ErrorDenied = 4,
+/// A fixed set of label values (an enum whose every value is a series).
+pub trait Label: Copy + 'static {
+    /// Every value, in index order.
+    const ALL: &'static [Self];
+    /// The label value.
+    fn label(self) -> &'static str;
+    /// Position in [`Label::ALL`].
+    fn index(self) -> usize;
 }
 
-/// Label values of [`RateLimitOutcome`], by discriminant.
-pub const RATELIMIT_OUTCOMES: [&str; 5] = [
-    "allowed",
-    "limited",
-    "shadow_limited",
-    "error_allowed",
-    "error_denied",
-];
-
-/// `meshguard.ratelimit_requests_total.policy.<policy>.outcome.<outcome>`.
-pub fn ratelimit_requests(policy: &str, outcome: &str) -> String {
-    format!("meshguard.ratelimit_requests_total.policy.{policy}.outcome.{outcome}")
+/// One `T` (a metric id, say) per value of label `L`, looked up by value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByLabel<L: Label, T> {
+    items: Vec<T>,
+    label: PhantomData<L>,
 }
 
-/// Status classes, the `code_class` label; `none` when no response was sent
-/// (the client went away first).
-pub const CODE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+impl<L: Label, T> ByLabel<L, T> {
+    /// Builds one `T` per label value, stopping at the first error.
+    pub fn try_new<E>(mut make: impl FnMut(L) -> Result<T, E>) -> Result<Self, E> {
+        Ok(ByLabel {
+            items: L::ALL.iter().map(|l| make(*l)).collect::<Result<_, E>>()?,
+            label: PhantomData,
+        })
+    }
 
-/// Index into [`CODE_CLASSES`] of a final status (0: no response).
-pub fn code_class(status: u64) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        500..=599 => 4,
-        _ => 5,
+    /// The `T` of `label`.
+    pub fn get(&self, label: L) -> Option<&T> {
+        self.items.get(label.index())
     }
 }
 
-/// The route label of requests that match no route.
-pub const UNMATCHED_ROUTE: &str = "other";
-/// The variant label of requests on routes without a canary policy.
-pub const NO_VARIANT: &str = "none";
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl Label for $name {
+            const ALL: &'static [Self] = &[$($name::$variant),+];
+            fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// Rate-limit outcomes, the `outcome` label of `meshguard_ratelimit_requests_total`.
+    RateLimitOutcome {
+        /// The bucket had a token.
+        Allowed = "allowed",
+        /// Rejected.
+        Limited = "limited",
+        /// Would have been rejected; shadow mode let it through.
+        ShadowLimited = "shadow_limited",
+        /// The store failed; the policy's failure mode allowed the request.
+        ErrorAllowed = "error_allowed",
+        /// The store failed; the policy's failure mode rejected the request.
+        ErrorDenied = "error_denied",
+    }
+}
+
+label_enum! {
+    /// Status classes, the `code_class` label; `none` when no response was sent
+    /// (the client went away first).
+    CodeClass {
+        /// 100–199.
+        Informational = "1xx",
+        /// 200–299.
+        Success = "2xx",
+        /// 300–399.
+        Redirection = "3xx",
+        /// 400–499.
+        ClientError = "4xx",
+        /// 500–599.
+        ServerError = "5xx",
+        /// No (valid) status.
+        None = "none",
+    }
+}
+
+label_enum! {
+    /// Why a breaker rejected a request, the `outcome` label of
+    /// `meshguard_breaker_rejected_total`.
+    RejectKind {
+        /// The breaker is open.
+        Open = "open",
+        /// Half-open, every probe already out.
+        HalfOpen = "half_open",
+        /// The route's concurrency limit is reached.
+        Concurrency = "concurrency",
+    }
+}
+
+impl CodeClass {
+    /// The class of a final status (0: no response).
+    pub fn of(status: u64) -> CodeClass {
+        match status {
+            100..=199 => CodeClass::Informational,
+            200..=299 => CodeClass::Success,
+            300..=399 => CodeClass::Redirection,
+            400..=499 => CodeClass::ClientError,
+            500..=599 => CodeClass::ServerError,
+            _ => CodeClass::None,
+        }
+    }
+}
+
+/// `meshguard.ratelimit_requests_total.policy.<policy>.outcome.<outcome>`.
+pub fn ratelimit_requests(policy: &str, outcome: RateLimitOutcome) -> String {
+    format!(
+        "meshguard.ratelimit_requests_total.policy.{policy}.outcome.{}",
+        outcome.label()
+    )
+}
 
 /// `meshguard.requests_total.route.<r>.variant.<v>.code_class.<c>`.
-pub fn requests_total(route: &str, variant: &str, class: &str) -> String {
-    format!("meshguard.requests_total.route.{route}.variant.{variant}.code_class.{class}")
+pub fn requests_total(route: &str, variant: &str, class: CodeClass) -> String {
+    format!(
+        "meshguard.requests_total.route.{route}.variant.{variant}.code_class.{}",
+        class.label()
+    )
 }
 
 /// `meshguard.request_duration_milliseconds.route.<r>.variant.<v>`.
@@ -85,13 +166,19 @@ pub fn breaker_state(route: &str, variant: &str) -> String {
 }
 
 /// `meshguard.breaker_transitions_total.route.<r>.variant.<v>.state.<target>`.
-pub fn breaker_transitions(route: &str, variant: &str, target: &str) -> String {
-    format!("meshguard.breaker_transitions_total.route.{route}.variant.{variant}.state.{target}")
+pub fn breaker_transitions(route: &str, variant: &str, target: crate::Phase) -> String {
+    format!(
+        "meshguard.breaker_transitions_total.route.{route}.variant.{variant}.state.{}",
+        target.label()
+    )
 }
 
 /// `meshguard.breaker_rejected_total.route.<r>.variant.<v>.outcome.<why>`.
-pub fn breaker_rejected(route: &str, variant: &str, why: &str) -> String {
-    format!("meshguard.breaker_rejected_total.route.{route}.variant.{variant}.outcome.{why}")
+pub fn breaker_rejected(route: &str, variant: &str, why: RejectKind) -> String {
+    format!(
+        "meshguard.breaker_rejected_total.route.{route}.variant.{variant}.outcome.{}",
+        why.label()
+    )
 }
 
 #[cfg(test)]
@@ -102,17 +189,18 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn names_put_labels_after_the_metric_name() {
         assert_eq!(
-            ratelimit_requests(
-                "per-client",
-                RATELIMIT_OUTCOMES[RateLimitOutcome::ShadowLimited as usize]
-            ),
+            ratelimit_requests("per-client", RateLimitOutcome::ShadowLimited),
             "meshguard.ratelimit_requests_total.policy.per-client.outcome.shadow_limited"
+        );
+        assert_eq!(
+            breaker_rejected("web", "all", RejectKind::HalfOpen),
+            "meshguard.breaker_rejected_total.route.web.variant.all.outcome.half_open"
         );
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn status_codes_map_to_classes() {
-        let class = |s| CODE_CLASSES[code_class(s)];
+        let class = |s| CodeClass::of(s).label();
         assert_eq!(
             [
                 class(101),
@@ -124,6 +212,21 @@ mod tests {
                 class(999)
             ],
             ["1xx", "2xx", "3xx", "4xx", "5xx", "none", "none"]
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn label_maps_are_looked_up_by_value() {
+        let ids = ByLabel::<RejectKind, usize>::try_new(|k| Ok::<_, ()>(10 + k.index())).unwrap();
+        assert_eq!(ids.get(RejectKind::Concurrency), Some(&12));
+        assert_eq!(RejectKind::ALL.len(), 3);
+        assert!(
+            ByLabel::<CodeClass, u8>::try_new(|c| if c == CodeClass::None {
+                Err("no")
+            } else {
+                Ok(1)
+            })
+            .is_err()
         );
     }
 

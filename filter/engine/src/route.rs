@@ -1,24 +1,18 @@
-//! Route selection: the first configured route whose conditions all hold.
-//!
-//! Header reads are the expensive part on the real host (about 1 µs each), so
-//! the view is asked lazily, only for what a condition needs; the host adapter
-//! caches answers so a header is read at most once per request.
+//! Route selection: the first configured route whose conditions all hold. The
+//! view is asked only for what a condition needs, in order, so a route whose path
+//! does not match costs no header read.
 
-use meshguard_config::compiled::{path_only, CompiledRoute};
-use meshguard_config::CompiledConfig;
+use meshguard_config::compiled::CompiledRoute;
+use meshguard_config::matcher::path_only;
 
-/// What the engine may ask about the request being decided.
-pub trait RequestView {
-    /// The value of request header `name` (lowercase; pseudo-headers such as
-    /// `:path` included), or `None` when absent or unreadable.
-    fn header(&mut self, name: &str) -> Option<&[u8]>;
-    /// Envoy's `source.address` property (`ip:port`), or `None` when unavailable.
-    fn source_address(&mut self) -> Option<&[u8]>;
-}
+use crate::view::RequestView;
 
-/// Index of the first route in `config` that the request matches, if any.
-pub fn select_route(config: &CompiledConfig, req: &mut impl RequestView) -> Option<usize> {
-    config.routes.iter().position(|r| route_matches(r, req))
+/// Index of the first of `routes` that the request matches, if any.
+pub fn select_route<'a>(
+    routes: impl IntoIterator<Item = &'a CompiledRoute>,
+    req: &mut impl RequestView,
+) -> Option<usize> {
+    routes.into_iter().position(|r| route_matches(r, req))
 }
 
 fn route_matches(route: &CompiledRoute, req: &mut impl RequestView) -> bool {
@@ -43,13 +37,13 @@ fn route_matches(route: &CompiledRoute, req: &mut impl RequestView) -> bool {
     route
         .headers
         .iter()
-        .all(|(name, cond)| cond.matches(req.header(name)))
+        .all(|h| h.condition.matches(req.header(&h.name)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshguard_config::load_json;
+    use meshguard_config::{load_json, CompiledConfig};
     use wasm_bindgen_test::wasm_bindgen_test;
 
     /// A request as a list of headers, counting how often each is asked for.
@@ -86,7 +80,7 @@ mod tests {
     }
 
     fn pick(c: &CompiledConfig, headers: &[(&'static str, &[u8])]) -> Option<String> {
-        select_route(c, &mut Req::new(headers)).map(|i| c.routes[i].name.clone())
+        select_route(&c.routes, &mut Req::new(headers)).map(|i| c.routes[i].name.clone())
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -164,7 +158,7 @@ mod tests {
                 {"name":"b","match":{"pathPrefix":"/b"}}]"#,
         );
         let mut req = Req::new(&[(":path", b"/b")]);
-        assert_eq!(select_route(&c, &mut req), Some(1));
+        assert_eq!(select_route(&c.routes, &mut req), Some(1));
         // The failing path check short-circuits route "a" before its header is read.
         assert_eq!(req.asked, vec![":path", ":path"]);
     }

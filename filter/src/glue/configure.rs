@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use meshguard_config::{load_json, Problem};
 
-use super::plugin::Plugin;
+use super::plugin::{build, Plugin};
 
 use crate::host::{Host, Level};
 
@@ -26,7 +26,7 @@ pub fn configure(host: &impl Host) -> Option<Rc<Plugin>> {
     match load_json(&bytes) {
         Ok(c) => {
             let routes = c.routes.len();
-            match Plugin::new(host, c) {
+            match build(host, c) {
                 Ok(plugin) => {
                     host.log(
                         Level::Info,
@@ -72,7 +72,7 @@ mod tests {
     fn valid_config_compiles() {
         let host = FakeHost::new().with_config(r#"{"schemaVersion":1,"routes":[{"name":"web"}]}"#);
         let c = configure(&host).unwrap();
-        assert_eq!(c.config.routes[0].name, "web");
+        assert_eq!(c.routes[0].route.name, "web");
         assert_eq!(c.store_prefix, "mg1.meshguard");
     }
 

@@ -5,16 +5,17 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
+use meshguard_engine::{Rng, StreamState};
+
 use super::plugin::Plugin;
-use super::request::{on_log, on_request_headers, on_response_headers, RequestState};
-use super::rng::Rng;
+use super::request::{on_log, on_request_headers, on_response_headers};
 use crate::host::proxy::ProxyHost;
 
 /// One HTTP stream.
 pub struct Http {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
-    state: RequestState,
+    state: StreamState,
 }
 
 impl Http {
@@ -23,7 +24,7 @@ impl Http {
         Http {
             plugin,
             rng,
-            state: RequestState::default(),
+            state: StreamState::default(),
         }
     }
 }

@@ -2,22 +2,21 @@
 //! (Envoy runs one VM per worker thread).
 
 use std::rc::Rc;
-use std::time::Duration;
 
+use meshguard_engine::{Rng, MAX_DELAY_NS};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use super::breaker;
 use super::configure::configure;
 use super::http::Http;
 use super::plugin::Plugin;
-use super::rng::Rng;
+use super::request::on_tick;
 use crate::host::proxy::ProxyHost;
 use crate::host::{Host, Level};
 
-/// How often a worker writes breaker outcomes it still holds (see
-/// `meshguard_engine::breaker::local`).
-const TICK: Duration = Duration::from_millis(50);
+/// How often a worker writes breaker outcomes it still holds: the longest a held
+/// outcome may wait (see `meshguard_engine::Local`).
+pub const TICK_MS: u64 = MAX_DELAY_NS / 1_000_000;
 
 /// Root context of one plugin instance.
 pub struct Root {
@@ -31,10 +30,7 @@ impl Default for Root {
         let seed = host.random_seed().unwrap_or_else(|e| {
             // Still random enough across VMs for splitting; logged so it is seen.
             host.log(Level::Warn, &format!("{e}; seeding from the clock"));
-            proxy_wasm::hostcalls::get_current_time()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as u64)
+            host.now_ns().unwrap_or(0)
         });
         Root {
             plugin: None,
@@ -48,24 +44,22 @@ impl Context for Root {}
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         // Swap the compiled config whole; on error keep nothing and refuse.
-        self.plugin = configure(&ProxyHost);
+        let host = ProxyHost;
+        self.plugin = configure(&host);
         let tick = if self.plugin.as_ref().is_some_and(|p| p.has_breakers()) {
-            TICK
+            TICK_MS
         } else {
-            Duration::ZERO
+            0
         };
-        if let Err(s) = proxy_wasm::hostcalls::set_tick_period(tick) {
-            ProxyHost.log(Level::Warn, &format!("meshguard: no tick ({s:?}): an idle worker's breaker outcomes wait for its next request"));
+        if let Err(e) = host.set_tick_period(tick) {
+            host.log(Level::Warn, &format!("meshguard: no tick ({e}): an idle worker's breaker outcomes wait for its next request"));
         }
         self.plugin.is_some()
     }
 
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
-            let host = ProxyHost;
-            if let Ok(now) = host.now_ns() {
-                breaker::on_tick(&host, plugin, now);
-            }
+            on_tick(&ProxyHost, plugin);
         }
     }
 

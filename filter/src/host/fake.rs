@@ -1,18 +1,40 @@
 //! An in-memory [`Host`] for unit tests of the glue: builder-style setup,
 //! recorded effects, and injectable host failures.
+//!
+//! What every worker of one Envoy shares (shared data, metrics) lives in a
+//! [`World`] behind an `Rc`; a [`FakeHost`] is one stream's view of it, with its
+//! own headers, clock, replies and logs. [`FakeHost::stream`] makes another stream
+//! of the same world, so tests of several requests or workers share state without
+//! copying it around.
 
-use std::cell::RefCell;
-
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use super::{Host, HostError, Level, MetricKind};
 
 /// A local reply: status, headers, body.
 pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// A fake proxy: request headers in a list, logs and header reads recorded.
+/// What every worker shares: shared data and Envoy's (process-wide) metrics.
+#[derive(Debug, Default)]
+pub struct World {
+    /// Shared data: value and CAS token.
+    pub data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    /// Every shared-data write loses its compare-and-swap (another worker always wins).
+    pub lose_every_cas: Cell<bool>,
+    /// Every shared-data call fails as a broken host would.
+    pub fail_shared_data: Cell<bool>,
+    /// Metrics by name: kind and value (counters and gauges summed, histograms' last value).
+    pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
+    /// Values recorded into histograms, by metric id.
+    pub recorded: RefCell<Vec<(u32, u64)>>,
+}
+
+/// A fake proxy stream: request headers in a list, effects and reads recorded.
 #[derive(Debug, Default)]
 pub struct FakeHost {
+    world: Rc<World>,
     config: Option<Vec<u8>>,
     headers: RefCell<Vec<(String, Vec<u8>)>>,
     failing_reads: Vec<String>,
@@ -20,21 +42,15 @@ pub struct FakeHost {
     /// Response headers written.
     pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
     /// How often the route cache was cleared.
-    pub route_cache_clears: std::cell::Cell<u32>,
+    pub route_cache_clears: Cell<u32>,
     /// The clock, in nanoseconds.
-    pub now: std::cell::Cell<u64>,
-    /// Shared data: value and CAS token.
-    pub shared: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    /// Every shared-data write loses its compare-and-swap (another worker always wins).
-    pub lose_every_cas: std::cell::Cell<bool>,
+    pub now: Cell<u64>,
+    /// The clock fails.
+    pub clock_fails: Cell<bool>,
     /// Local replies sent: status, headers, body.
     pub replies: RefCell<Vec<Reply>>,
-    /// Metrics by name: kind and value (counters and gauges summed, histograms' last value).
-    pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
     /// Integer properties by dotted path (`response.code`).
     pub properties: RefCell<Vec<(String, u64)>>,
-    /// Values recorded into histograms, by metric id.
-    pub recorded: RefCell<Vec<(u32, u64)>>,
     /// Every log line written, with its level.
     pub logs: RefCell<Vec<(Level, String)>>,
     /// Every header name read, in order.
@@ -42,12 +58,30 @@ pub struct FakeHost {
     /// Every request-path host call, in order, as `call(argument)`: what a request
     /// costs (configure-time calls and logging are left out).
     pub calls: RefCell<Vec<String>>,
+    /// The tick period asked for, ms.
+    pub tick_period_ms: Cell<Option<u64>>,
 }
 
 impl FakeHost {
-    /// An empty fake host.
+    /// An empty fake host in a world of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Another stream (or worker) of the same world: shared data and metrics are
+    /// the same, everything else is fresh; the clock starts where this one is.
+    pub fn stream(&self) -> FakeHost {
+        FakeHost {
+            world: Rc::clone(&self.world),
+            config: self.config.clone(),
+            now: Cell::new(self.now.get()),
+            ..FakeHost::default()
+        }
+    }
+
+    /// What every stream of this world shares.
+    pub fn world(&self) -> &World {
+        &self.world
     }
 
     /// Sets the plugin configuration.
@@ -61,6 +95,12 @@ impl FakeHost {
         self.headers
             .borrow_mut()
             .push((name.to_owned(), value.to_vec()));
+        self
+    }
+
+    /// Sets the clock.
+    pub fn at(self, now: u64) -> Self {
+        self.now.set(now);
         self
     }
 
@@ -82,7 +122,8 @@ impl FakeHost {
 
     /// The value of metric `name` (0 when undefined).
     pub fn metric(&self, name: &str) -> i64 {
-        self.metrics
+        self.world
+            .metrics
             .borrow()
             .iter()
             .find(|(n, _, _)| n == name)
@@ -104,11 +145,19 @@ impl FakeHost {
             .map(|(_, v)| v.clone())
             .collect()
     }
-}
 
-impl FakeHost {
     fn call(&self, name: &str, arg: impl std::fmt::Display) {
         self.calls.borrow_mut().push(format!("{name}({arg})"));
+    }
+
+    fn broken(&self, call: &str) -> Result<(), HostError> {
+        if self.world.fail_shared_data.get() {
+            return Err(HostError {
+                call: call.into(),
+                status: "InternalFailure".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -199,6 +248,12 @@ impl Host for FakeHost {
 
     fn now_ns(&self) -> Result<u64, HostError> {
         self.call("now", "");
+        if self.clock_fails.get() {
+            return Err(HostError {
+                call: "get_current_time".into(),
+                status: "InternalFailure".into(),
+            });
+        }
         Ok(self.now.get())
     }
 
@@ -208,7 +263,8 @@ impl Host for FakeHost {
 
     fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
         self.call("shared_get", key);
-        Ok(match self.shared.borrow().get(key) {
+        self.broken("get_shared_data")?;
+        Ok(match self.world.data.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
@@ -216,10 +272,11 @@ impl Host for FakeHost {
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
         self.call("shared_set", key);
-        if self.lose_every_cas.get() {
+        self.broken("set_shared_data")?;
+        if self.world.lose_every_cas.get() {
             return Ok(false);
         }
-        let mut map = self.shared.borrow_mut();
+        let mut map = self.world.data.borrow_mut();
         match (map.get_mut(key), cas) {
             (Some(e), Some(c)) if e.1 != c => Ok(false),
             (Some(e), _) => {
@@ -252,7 +309,7 @@ impl Host for FakeHost {
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
-        let mut m = self.metrics.borrow_mut();
+        let mut m = self.world.metrics.borrow_mut();
         if let Some(i) = m.iter().position(|(n, _, _)| n == name) {
             return Ok(i as u32);
         }
@@ -262,7 +319,7 @@ impl Host for FakeHost {
 
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
         self.call("increment_metric", id);
-        if let Some(e) = self.metrics.borrow_mut().get_mut(id as usize) {
+        if let Some(e) = self.world.metrics.borrow_mut().get_mut(id as usize) {
             e.2 += delta;
         }
         Ok(())
@@ -270,10 +327,15 @@ impl Host for FakeHost {
 
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
         self.call("record_metric", id);
-        self.recorded.borrow_mut().push((id, value));
-        if let Some(e) = self.metrics.borrow_mut().get_mut(id as usize) {
+        self.world.recorded.borrow_mut().push((id, value));
+        if let Some(e) = self.world.metrics.borrow_mut().get_mut(id as usize) {
             e.2 = value as i64;
         }
+        Ok(())
+    }
+
+    fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
+        self.tick_period_ms.set(Some(period_ms));
         Ok(())
     }
 

@@ -1,11 +1,16 @@
-//! What the filter needs from the proxy, as traits returning `Result`.
+//! What the filter needs from the proxy, as traits returning `Result`: the only
+//! code that names proxy-wasm is [`proxy`].
 //!
 //! The glue is written against [`Host`]; [`proxy::ProxyHost`] implements it with
 //! `proxy_wasm::hostcalls` (bytes variants only, `Status` mapped to [`HostError`]),
-//! and [`fake::FakeHost`] implements it in memory for unit tests.
+//! and `fake::FakeHost` (tests only) implements it in memory. [`view`] and
+//! [`store`] adapt a `Host` to what the engine asks for: the request, and shared
+//! data with compare-and-swap.
 
+#[cfg(test)]
 pub mod fake;
 pub mod proxy;
+pub mod store;
 pub mod view;
 
 use std::fmt;
@@ -83,6 +88,8 @@ pub trait Host {
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError>;
     /// Records a histogram value (or sets a gauge).
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
+    /// Asks for the root context's tick every `period_ms` (0: no tick).
+    fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError>;
     /// Writes one line to the proxy's log.
     fn log(&self, level: Level, message: &str);
 }

@@ -131,6 +131,11 @@ impl Host for ProxyHost {
         hostcalls::record_metric(id, value).map_err(|s| err("record_metric", &id.to_string(), s))
     }
 
+    fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
+        hostcalls::set_tick_period(std::time::Duration::from_millis(period_ms))
+            .map_err(|s| err("set_tick_period", &period_ms.to_string(), s))
+    }
+
     fn log(&self, level: Level, message: &str) {
         let level = match level {
             Level::Error => LogLevel::Error,

@@ -196,8 +196,8 @@ fn trip_reason(state: &State, policy: &CompiledBreaker, now: u64) -> Option<Stri
             t.calls
         ));
     }
-    if let Some((_, rate)) = policy.slow {
-        if u64::from(t.slow) * 100 >= u64::from(rate) * u64::from(t.calls) {
+    if let Some(slow) = policy.slow {
+        if u64::from(t.slow) * 100 >= u64::from(slow.rate_pct) * u64::from(t.calls) {
             return Some(format!(
                 "slow-call rate {}% over {} calls",
                 u64::from(t.slow) * 100 / u64::from(t.calls),

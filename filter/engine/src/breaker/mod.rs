@@ -14,8 +14,11 @@
 //! - [`machine`]: admission and outcome recording, pure functions of state and time;
 //! - [`local`]: the machine over the CAS store as one worker sees it (it batches
 //!   writes and reuses what it read);
-//! - [`shared`]: the concurrency limit's in-flight count.
+//! - [`shared`]: the concurrency limit's in-flight count;
+//! - `gate`: one request's admission (slot, breaker, fallback) and its outcome at
+//!   stream end, as decisions and events.
 
+mod gate;
 pub mod local;
 pub mod machine;
 pub mod shared;
@@ -23,3 +26,5 @@ pub mod state;
 #[cfg(test)]
 pub mod testing;
 pub mod window;
+
+pub use gate::{flush, gate, settle, Gate, Ticket};

@@ -2,8 +2,9 @@
 
 use meshguard_config::breaker::WindowKind;
 
-use super::window::Window;
+use super::window::{Totals, Window};
 use crate::le::{u32_at, u64_at};
+use crate::metrics::Label;
 
 const VERSION: u8 = 1;
 
@@ -23,14 +24,22 @@ impl Phase {
     pub fn gauge(self) -> u64 {
         self as u64
     }
+}
+
+impl Label for Phase {
+    const ALL: &'static [Phase] = &[Phase::Closed, Phase::HalfOpen, Phase::Open];
 
     /// Name used in logs and the `state` label.
-    pub fn name(self) -> &'static str {
+    fn label(self) -> &'static str {
         match self {
             Phase::Closed => "closed",
             Phase::HalfOpen => "half_open",
             Phase::Open => "open",
         }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -108,6 +117,32 @@ impl State {
             consecutive_failures: u32_at(b, 22)?,
             window: Window::decode(kind, b.get(26..)?)?,
         })
+    }
+}
+
+/// What a breaker's stored state says at some instant, for status and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Phase.
+    pub phase: Phase,
+    /// End of the open period, ns (meaningful when open).
+    pub open_until: u64,
+    /// What the window holds.
+    pub totals: Totals,
+}
+
+/// The snapshot of stored breaker state `bytes` of `policy` at `now` (absent or
+/// corrupt state reads as a fresh closed breaker, as everywhere).
+pub fn snapshot(
+    policy: &meshguard_config::breaker::CompiledBreaker,
+    bytes: Option<&[u8]>,
+    now: u64,
+) -> Snapshot {
+    let s = State::decode(policy.window, bytes);
+    Snapshot {
+        phase: s.phase,
+        open_until: s.open_until,
+        totals: s.window.totals(now),
     }
 }
 

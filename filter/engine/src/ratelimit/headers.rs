@@ -6,6 +6,8 @@
 //! bucket is full again. Seconds are rounded up, so a client that waits `t` (or
 //! `retry-after`) is never early.
 
+use crate::time::ceil_seconds;
+
 /// One policy's numbers for the headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyState<'a> {
@@ -19,11 +21,6 @@ pub struct PolicyState<'a> {
     pub remaining: u64,
     /// Nanoseconds until full.
     pub full_in_ns: u64,
-}
-
-/// Whole seconds, rounded up.
-pub fn ceil_seconds(ns: u64) -> u64 {
-    ns.div_ceil(1_000_000_000)
 }
 
 /// The `RateLimit-Policy` value: `"a";q=10;w=1, "b";q=5;w=60`.
@@ -95,14 +92,5 @@ mod tests {
         let legacy = legacy_fields(&states).unwrap();
         assert_eq!(legacy[1], ("x-ratelimit-remaining", "0".to_string()));
         assert_eq!(legacy_fields(&[]), None);
-    }
-
-    #[wasm_bindgen_test(unsupported = test)]
-    fn seconds_round_up() {
-        assert_eq!(ceil_seconds(0), 0);
-        assert_eq!(ceil_seconds(1), 1);
-        assert_eq!(ceil_seconds(1_000_000_000), 1);
-        assert_eq!(ceil_seconds(1_000_000_001), 2);
-        assert_eq!(ceil_seconds(u64::MAX), 18_446_744_074);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use meshguard_config::compiled::path_only;
+use meshguard_config::matcher::path_only;
 use meshguard_config::ratelimit::KeyPart;
 
 use crate::canary::parse_source_address;

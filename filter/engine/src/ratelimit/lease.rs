@@ -19,8 +19,9 @@
 //!   one. A slot reused after its lease ended forgets that lease's unused tokens (at
 //!   most `MAX_LEASE - 1`, refilled at the policy's rate).
 
-use super::gcra::{Bucket, Verdict};
-use super::table::{charge_lease, fingerprint, Charge, SharedStore};
+use super::gcra::Verdict;
+use super::table::{charge_lease, fingerprint, Charge, LeaseRequest, Table};
+use crate::store::SharedStore;
 
 /// Leases a worker keeps per policy.
 pub const LEASE_SLOTS: usize = 64;
@@ -66,19 +67,17 @@ impl Leases {
 /// Charges one request with key `key`: from this worker's lease when it holds a live
 /// one, else from the shared bucket (giving back what an ended lease left, and
 /// leasing more when the bucket is far from empty).
-#[allow(clippy::too_many_arguments)] // the table's parameters plus the leases
 pub fn charge_leased(
     leases: &mut Leases,
     store: &mut impl SharedStore,
-    prefix: &str,
-    bucket: &Bucket,
-    max_keys: u32,
+    table: &Table,
     key: &[u8],
     now: u64,
 ) -> Charge {
     let fp = fingerprint(key);
     let Some(slot) = leases.slot(fp) else {
-        return charge_lease(store, prefix, bucket, max_keys, fp, now, 0, 1);
+        let one = LeaseRequest { refund: 0, max: 1 };
+        return charge_lease(store, table, fp, now, one);
     };
     let mut refund = 0;
     let mut may_lease = true;
@@ -106,8 +105,8 @@ pub fn charge_leased(
         Some(l) => may_lease = l.left == 0 || now >= l.expires,
         None => {}
     }
-    let max_lease = if may_lease { MAX_LEASE } else { 1 };
-    let charge = charge_lease(store, prefix, bucket, max_keys, fp, now, refund, max_lease);
+    let max = if may_lease { MAX_LEASE } else { 1 };
+    let charge = charge_lease(store, table, fp, now, LeaseRequest { refund, max });
     if let Charge::Decided {
         verdict,
         overflow: false,

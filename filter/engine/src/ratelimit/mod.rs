@@ -1,12 +1,17 @@
 //! Rate limiting: token buckets shared by every worker through a CAS store.
 //!
 //! - [`gcra`]: the bucket arithmetic (a token bucket kept as one timestamp);
-//! - [`table`]: the bounded, CAS-updated table of buckets behind a [`table::SharedStore`];
+//! - [`table`]: the bounded, CAS-updated table of buckets behind a [`crate::SharedStore`];
 //! - [`key`]: building a policy's key from the request;
-//! - [`headers`]: the IETF `RateLimit-Policy` / `RateLimit` fields and the legacy trio.
+//! - [`lease`]: a worker's tokens taken ahead from a bucket far from empty;
+//! - [`headers`]: the IETF `RateLimit-Policy` / `RateLimit` fields and the legacy trio;
+//! - `charge`: one request against every policy of its route, as outcomes and a reply.
 
+mod charge;
 pub mod gcra;
 pub mod headers;
 pub mod key;
 pub mod lease;
 pub mod table;
+
+pub use charge::{charge_route, response_fields};

@@ -18,11 +18,31 @@ use super::gcra::{Bucket, Verdict};
 use crate::hash::{mix64, sticky_hash};
 use crate::le::u64_at;
 
-pub use crate::store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
+use crate::store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
 
 /// Candidate slots per key.
 pub const PROBES: u32 = 4;
 const VERSION: u8 = 1;
+
+/// One policy's table: where its slots live, its bucket, and how many keys it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Shared-data key prefix of the slots.
+    pub prefix: String,
+    /// The bucket every key gets.
+    pub bucket: Bucket,
+    /// Slots (keys tracked at once).
+    pub max_keys: u32,
+}
+
+/// How many tokens a charge gives back and may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// Unused tokens leased earlier, given back first.
+    pub refund: u64,
+    /// Most tokens to take (1: only the request's own).
+    pub max: u64,
+}
 
 /// The result of charging one request to a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,11 +101,11 @@ struct Target {
 
 fn find(
     store: &mut impl SharedStore,
-    prefix: &str,
+    table: &Table,
     fp: u64,
-    max_keys: u32,
     now: u64,
 ) -> Result<Target, StoreError> {
+    let (prefix, max_keys) = (table.prefix.as_str(), table.max_keys);
     let mut free: Option<Target> = None;
     let mut seen = Vec::with_capacity(PROBES as usize);
     for probe in 0..PROBES {
@@ -134,36 +154,34 @@ fn find(
     })
 }
 
-/// Charges one request with key `key` to `bucket` at `now`.
-pub fn charge(
-    store: &mut impl SharedStore,
-    prefix: &str,
-    bucket: &Bucket,
-    max_keys: u32,
-    key: &[u8],
-    now: u64,
-) -> Charge {
-    charge_lease(store, prefix, bucket, max_keys, fingerprint(key), now, 0, 1)
+/// Charges one request with key `key` to `table` at `now` (what a lease-less
+/// charge is; the request path goes through [`super::lease::charge_leased`]).
+#[cfg(test)]
+pub fn charge(store: &mut impl SharedStore, table: &Table, key: &[u8], now: u64) -> Charge {
+    const ONE: LeaseRequest = LeaseRequest { refund: 0, max: 1 };
+    charge_lease(store, table, fingerprint(key), now, ONE)
 }
 
-/// Like [`charge`] for the key with fingerprint `fp`, first giving back `refund` tokens the worker leased earlier and
-/// did not use, and taking up to `max_lease` tokens (see
-/// [`super::gcra::lease_size`]); the overflow bucket is never leased from.
-#[allow(clippy::too_many_arguments)] // one call site per mode; a struct would only rename them
+/// Like [`charge`] for the key with fingerprint `fp`, first giving back
+/// `lease.refund` tokens the worker leased earlier and did not use, and taking up to
+/// `lease.max` tokens (see [`super::gcra::lease_size`]); the overflow bucket is
+/// never leased from.
 pub fn charge_lease(
     store: &mut impl SharedStore,
-    prefix: &str,
-    bucket: &Bucket,
-    max_keys: u32,
+    table: &Table,
     fp: u64,
     now: u64,
-    refund: u64,
-    max_lease: u64,
+    lease: LeaseRequest,
 ) -> Charge {
+    let LeaseRequest {
+        refund,
+        max: max_lease,
+    } = lease;
+    let bucket = &table.bucket;
     let mut retries = 0;
     let mut last = StoreError::CasMismatch;
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let target = match find(store, prefix, fp, max_keys, now) {
+        let target = match find(store, table, fp, now) {
             Ok(t) => t,
             Err(e) => return Charge::StoreFailed(e),
         };
@@ -200,6 +218,16 @@ pub fn charge_lease(
         }
     }
     Charge::StoreFailed(last)
+}
+
+/// A table for tests: `prefix`, `bucket`, `max_keys`.
+#[cfg(test)]
+pub fn table(prefix: &str, bucket: impl std::borrow::Borrow<Bucket>, max_keys: u32) -> Table {
+    Table {
+        prefix: prefix.to_string(),
+        bucket: *bucket.borrow(),
+        max_keys,
+    }
 }
 
 #[cfg(test)]

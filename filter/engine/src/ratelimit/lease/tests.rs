@@ -1,5 +1,6 @@
 use super::*;
-use crate::ratelimit::table::charge;
+use crate::ratelimit::gcra::Bucket;
+use crate::ratelimit::table::{charge, table};
 use crate::store::fake::FakeStore;
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -31,9 +32,7 @@ fn a_bucket_near_empty_is_charged_exactly_without_leases() {
             allowed(&charge_leased(
                 &mut leases,
                 &mut store,
-                "p",
-                &b,
-                16,
+                &table("p", b, 16),
                 b"k",
                 T0,
             ))
@@ -50,7 +49,7 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
         interval_ns: US,
     };
     let (mut store, mut leases) = (FakeStore::default(), Leases::default());
-    let first = charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0);
+    let first = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0);
     assert_eq!(
         remaining(&first),
         999_999,
@@ -59,7 +58,7 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
     assert_eq!(leases.held(fingerprint(b"k")), MAX_LEASE - 1);
     let (gets, sets) = (store.gets, store.sets);
     for i in 0..MAX_LEASE - 1 {
-        let c = charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + i);
+        let c = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0 + i);
         assert!(allowed(&c));
         assert_eq!(remaining(&c), 999_999 - i - 1);
     }
@@ -68,7 +67,7 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
         (gets, sets),
         "no shared data touched"
     );
-    charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + 20);
+    charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0 + 20);
     assert_eq!(store.sets, sets + 1);
 }
 
@@ -80,25 +79,28 @@ fn tokens_left_in_an_ended_lease_are_given_back() {
     };
     let (mut store, mut leases) = (FakeStore::default(), Leases::default());
     for i in 0..5 {
-        charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + i);
+        charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0 + i);
     }
     // 5 requests used 5 of the 16 taken; 11 go back with the next charge.
-    charge_leased(&mut leases, &mut store, "p", &b, 16, b"k", T0 + 2 * MS);
+    charge_leased(
+        &mut leases,
+        &mut store,
+        &table("p", b, 16),
+        b"k",
+        T0 + 2 * MS,
+    );
     let mut exact = FakeStore::default();
     for _ in 0..6 {
-        charge(&mut exact, "p", &b, 16, b"k", T0);
+        charge(&mut exact, &table("p", b, 16), b"k", T0);
     }
     // One more exact charge shows what each shared bucket holds.
     let shared = |s: &mut FakeStore| {
         remaining(&charge_lease(
             s,
-            "p",
-            &b,
-            16,
+            &table("p", b, 16),
             fingerprint(b"k"),
             T0 + 2 * MS,
-            0,
-            1,
+            LeaseRequest { refund: 0, max: 1 },
         ))
     };
     let held = leases.held(fingerprint(b"k"));
@@ -120,13 +122,16 @@ fn admitted(b: &Bucket, workers: usize, gap: u64, duration: u64) -> (usize, usiz
         with += usize::from(allowed(&charge_leased(
             w,
             &mut store,
-            "p",
-            b,
-            16,
+            &table("p", b, 16),
             b"k",
             T0 + t,
         )));
-        without += usize::from(allowed(&charge(&mut exact, "p", b, 16, b"k", T0 + t)));
+        without += usize::from(allowed(&charge(
+            &mut exact,
+            &table("p", b, 16),
+            b"k",
+            T0 + t,
+        )));
         t += gap;
         i += 1;
     }

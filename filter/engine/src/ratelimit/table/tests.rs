@@ -27,12 +27,17 @@ fn slot_values_round_trip_and_garbage_reads_as_empty() {
 fn workers_sharing_a_store_share_one_bucket() {
     let mut store = FakeStore::default();
     let ok = (0..10)
-        .filter(|_| allowed(&charge(&mut store, "p", &B, 100, b"client", T0)))
+        .filter(|_| allowed(&charge(&mut store, &table("p", B, 100), b"client", T0)))
         .count();
     assert_eq!(ok, 3);
     // A rejection writes nothing.
     let sets = store.sets;
-    assert!(!allowed(&charge(&mut store, "p", &B, 100, b"client", T0)));
+    assert!(!allowed(&charge(
+        &mut store,
+        &table("p", B, 100),
+        b"client",
+        T0
+    )));
     assert_eq!(store.sets, sets);
 }
 
@@ -40,10 +45,10 @@ fn workers_sharing_a_store_share_one_bucket() {
 fn two_keys_have_independent_budgets() {
     let mut store = FakeStore::default();
     for _ in 0..3 {
-        assert!(allowed(&charge(&mut store, "p", &B, 100, b"a", T0)));
+        assert!(allowed(&charge(&mut store, &table("p", B, 100), b"a", T0)));
     }
-    assert!(!allowed(&charge(&mut store, "p", &B, 100, b"a", T0)));
-    assert!(allowed(&charge(&mut store, "p", &B, 100, b"b", T0)));
+    assert!(!allowed(&charge(&mut store, &table("p", B, 100), b"a", T0)));
+    assert!(allowed(&charge(&mut store, &table("p", B, 100), b"b", T0)));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -52,7 +57,7 @@ fn cas_mismatch_is_retried_and_counted() {
         conflicts: 3,
         ..FakeStore::default()
     };
-    match charge(&mut store, "p", &B, 100, b"k", T0) {
+    match charge(&mut store, &table("p", B, 100), b"k", T0) {
         Charge::Decided {
             verdict,
             cas_retries,
@@ -72,7 +77,7 @@ fn exhausted_cas_retries_report_a_store_failure() {
         ..FakeStore::default()
     };
     assert_eq!(
-        charge(&mut store, "p", &B, 100, b"k", T0),
+        charge(&mut store, &table("p", B, 100), b"k", T0),
         Charge::StoreFailed(StoreError::CasMismatch)
     );
     assert_eq!(store.sets, MAX_CAS_ATTEMPTS);
@@ -85,7 +90,7 @@ fn a_host_error_reports_a_store_failure() {
         ..FakeStore::default()
     };
     assert!(matches!(
-        charge(&mut store, "p", &B, 100, b"k", T0),
+        charge(&mut store, &table("p", B, 100), b"k", T0),
         Charge::StoreFailed(StoreError::Host(_))
     ));
 }
@@ -96,9 +101,7 @@ fn the_table_never_holds_more_than_max_keys_entries_plus_overflow() {
     for i in 0..5_000u32 {
         charge(
             &mut store,
-            "p",
-            &B,
-            64,
+            &table("p", B, 64),
             format!("client-{i}").as_bytes(),
             T0,
         );
@@ -113,9 +116,7 @@ fn churning_new_keys_cannot_reset_a_limited_client() {
     for _ in 0..3 {
         assert!(allowed(&charge(
             &mut store,
-            "p",
-            &B,
-            max_keys,
+            &table("p", B, max_keys),
             b"victim-is-limited",
             T0
         )));
@@ -124,9 +125,7 @@ fn churning_new_keys_cannot_reset_a_limited_client() {
     for i in 0..10_000u32 {
         charge(
             &mut store,
-            "p",
-            &B,
-            max_keys,
+            &table("p", B, max_keys),
             format!("flood-{i}").as_bytes(),
             T0,
         );
@@ -134,9 +133,7 @@ fn churning_new_keys_cannot_reset_a_limited_client() {
     // ...and the limited client is still limited: its partly used bucket was kept.
     assert!(!allowed(&charge(
         &mut store,
-        "p",
-        &B,
-        max_keys,
+        &table("p", B, max_keys),
         b"victim-is-limited",
         T0
     )));
@@ -148,7 +145,7 @@ fn new_keys_past_capacity_share_the_overflow_bucket() {
     let max_keys = 4;
     let mut overflow_passed = 0;
     let mut charge_one = |store: &mut FakeStore, key: String| {
-        let c = charge(store, "p", &B, max_keys, key.as_bytes(), T0);
+        let c = charge(store, &table("p", B, max_keys), key.as_bytes(), T0);
         if matches!(c, Charge::Decided { overflow: true, .. }) && allowed(&c) {
             overflow_passed += 1;
         }
@@ -176,9 +173,7 @@ fn full_buckets_of_idle_keys_are_reused() {
     for i in 0..4u32 {
         charge(
             &mut store,
-            "p",
-            &B,
-            max_keys,
+            &table("p", B, max_keys),
             format!("old-{i}").as_bytes(),
             T0,
         );
@@ -188,9 +183,7 @@ fn full_buckets_of_idle_keys_are_reused() {
     for n in 0..4u32 {
         match charge(
             &mut store,
-            "p",
-            &B,
-            max_keys,
+            &table("p", B, max_keys),
             format!("new-{n}").as_bytes(),
             later,
         ) {
@@ -205,8 +198,8 @@ fn full_buckets_of_idle_keys_are_reused() {
 #[wasm_bindgen_test(unsupported = test)]
 fn a_returning_key_is_found_with_one_read() {
     let mut store = FakeStore::default();
-    charge(&mut store, "p", &B, 1000, b"k", T0);
+    charge(&mut store, &table("p", B, 1000), b"k", T0);
     let gets = store.gets;
-    charge(&mut store, "p", &B, 1000, b"k", T0);
+    charge(&mut store, &table("p", B, 1000), b"k", T0);
     assert_eq!(store.gets - gets, 1);
 }

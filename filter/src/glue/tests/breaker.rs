@@ -1,41 +1,33 @@
+use meshguard_engine::{breaker_snapshot, StreamState};
+
+use super::{plugin, rng};
 use crate::glue::plugin::Plugin;
-use crate::glue::request::{on_log, on_request_headers, RequestState};
-use crate::glue::rng::Rng;
+use crate::glue::request::{on_log, on_request_headers, on_tick};
 use crate::host::fake::FakeHost;
-use meshguard_config::load_json;
 
 const SEC: u64 = 1_000_000_000;
 
-/// One request through a fresh stream that shares `world`'s shared data and
-/// metrics; `status` is what the upstream answered (ignored when rejected).
+/// One request through a fresh stream of `world`; `status` is what the upstream
+/// answered (ignored when rejected).
 fn request(
     p: &Plugin,
     world: &FakeHost,
     now: u64,
     headers: &[(&str, &[u8])],
     status: u64,
-) -> (RequestState, FakeHost) {
-    let mut h = FakeHost::new().with_header(":path", b"/");
+) -> (StreamState, FakeHost) {
+    let mut h = world.stream().at(now).with_header(":path", b"/");
     for (k, v) in headers {
         h = h.with_header(k, v);
     }
-    h.now.set(now);
-    *h.shared.borrow_mut() = world.shared.borrow().clone();
-    *h.metrics.borrow_mut() = world.metrics.borrow().clone();
-    let s = on_request_headers(&h, p, &Rng::new(3));
+    let s = on_request_headers(&h, p, &rng(3));
     if !s.rejected {
         h.properties
             .borrow_mut()
             .push(("response.code".into(), status));
     }
     on_log(&h, p, &s);
-    *world.shared.borrow_mut() = h.shared.borrow().clone();
-    *world.metrics.borrow_mut() = h.metrics.borrow().clone();
     (s, h)
-}
-
-fn plugin(json: &str, world: &FakeHost) -> Plugin {
-    Plugin::new(world, load_json(json.as_bytes()).unwrap()).unwrap()
 }
 
 const FLAKY: &str = r#"{"schemaVersion":1,"routes":[{"name":"flaky","breaker":{"consecutiveFailures":3,"openDurationMs":5000,"halfOpenProbes":2}}]}"#;
@@ -66,13 +58,8 @@ fn opens_after_consecutive_failures_rejects_with_retry_after_then_probes_and_clo
     let later = 6 * SEC;
     let mut in_flight = Vec::new();
     for _ in 0..3 {
-        let h = FakeHost::new();
-        h.now.set(later);
-        *h.shared.borrow_mut() = world.shared.borrow().clone();
-        *h.metrics.borrow_mut() = world.metrics.borrow().clone();
-        let s = on_request_headers(&h, &p, &Rng::new(1));
-        *world.shared.borrow_mut() = h.shared.borrow().clone();
-        *world.metrics.borrow_mut() = h.metrics.borrow().clone();
+        let h = world.stream().at(later);
+        let s = on_request_headers(&h, &p, &rng(1));
         in_flight.push((s, h));
     }
     let rejected: Vec<bool> = in_flight.iter().map(|(s, _)| s.rejected).collect();
@@ -87,14 +74,10 @@ fn opens_after_consecutive_failures_rejects_with_retry_after_then_probes_and_clo
     );
     // Both probes succeed: closed.
     for (s, h) in in_flight.iter().take(2) {
-        *h.shared.borrow_mut() = world.shared.borrow().clone();
-        *h.metrics.borrow_mut() = world.metrics.borrow().clone();
         h.properties
             .borrow_mut()
             .push(("response.code".into(), 200));
         on_log(h, &p, s);
-        *world.shared.borrow_mut() = h.shared.borrow().clone();
-        *world.metrics.borrow_mut() = h.metrics.borrow().clone();
     }
     assert_eq!(
         world.metric("meshguard.breaker_state.route.flaky.variant.all"),
@@ -159,11 +142,9 @@ fn the_concurrency_limit_rejects_the_next_request_until_one_completes() {
     );
     // Two requests in flight (their on_log has not run).
     for _ in 0..2 {
-        let h = FakeHost::new();
-        *h.shared.borrow_mut() = world.shared.borrow().clone();
-        let s = on_request_headers(&h, &p, &Rng::new(1));
+        let h = world.stream();
+        let s = on_request_headers(&h, &p, &rng(1));
         assert!(!s.rejected);
-        *world.shared.borrow_mut() = h.shared.borrow().clone();
     }
     let (s, h) = request(&p, &world, SEC, &[], 200);
     assert!(s.rejected);
@@ -180,10 +161,8 @@ fn resets_and_timeouts_count_as_failures_whatever_the_status_set() {
         &world,
     );
     for _ in 0..2 {
-        let h = FakeHost::new();
-        *h.shared.borrow_mut() = world.shared.borrow().clone();
-        *h.metrics.borrow_mut() = world.metrics.borrow().clone();
-        let s = on_request_headers(&h, &p, &Rng::new(1));
+        let h = world.stream();
+        let s = on_request_headers(&h, &p, &rng(1));
         h.properties
             .borrow_mut()
             .push(("response.code".into(), 504));
@@ -191,8 +170,6 @@ fn resets_and_timeouts_count_as_failures_whatever_the_status_set() {
             .borrow_mut()
             .push(("response.flags".into(), 0x4)); // UT
         on_log(&h, &p, &s);
-        *world.shared.borrow_mut() = h.shared.borrow().clone();
-        *world.metrics.borrow_mut() = h.metrics.borrow().clone();
     }
     assert_eq!(
         world.metric("meshguard.breaker_state.route.r.variant.all"),
@@ -211,19 +188,17 @@ fn the_tick_writes_what_an_idle_worker_still_holds() {
     for i in 0..2 {
         request(&p, &world, 10 * SEC + i, &[], 200);
     }
-    let key = p.breaker_key(0, 0).unwrap().to_owned();
     let calls_in_window = |h: &FakeHost| {
-        let bytes = h.shared.borrow().get(&key).map(|(v, _)| v.clone());
-        let b = p.config.routes[0].breaker.as_ref().unwrap();
-        meshguard_engine::breaker::state::State::decode(b.window, bytes.as_deref())
-            .window
-            .totals(10 * SEC)
-            .calls
+        let route = &p.routes[0];
+        let key = &route.breakers[0].key;
+        let bytes = h.world().data.borrow().get(key).map(|(v, _)| v.clone());
+        let b = route.route.breaker.as_ref().unwrap();
+        breaker_snapshot(b, bytes.as_deref(), 10 * SEC).totals.calls
     };
     assert_eq!(calls_in_window(&world), 0, "held, not written");
     // A tick before they are due writes nothing; one after writes both.
-    super::on_tick(&world, &p, 10 * SEC + 1_000_000);
+    on_tick(&world.stream().at(10 * SEC + 1_000_000), &p);
     assert_eq!(calls_in_window(&world), 0);
-    super::on_tick(&world, &p, 10 * SEC + 50_000_000);
+    on_tick(&world.stream().at(10 * SEC + 50_000_000), &p);
     assert_eq!(calls_in_window(&world), 2);
 }

@@ -1,35 +1,29 @@
-use super::*;
+use super::{plugin, rng};
+use crate::glue::plugin::Plugin;
 use crate::glue::request::{on_request_headers, on_response_headers};
-use crate::glue::rng::Rng;
 use crate::host::fake::FakeHost;
-use meshguard_config::load_json;
 
 const SEC: u64 = 1_000_000_000;
 
-/// The plugin, defined on `world`: the fake host that stands for what all workers
-/// share (shared data and metrics).
-fn plugin(json: &str, world: &FakeHost) -> Plugin {
-    Plugin::new(world, load_json(json.as_bytes()).unwrap()).unwrap()
+/// A stream of `world` from a fixed client.
+fn client(world: &FakeHost, now: u64) -> FakeHost {
+    world
+        .stream()
+        .at(now)
+        .from_address("192.0.2.7:5555")
+        .with_header(":path", b"/")
 }
 
 fn host(now: u64) -> FakeHost {
-    let h = FakeHost::new()
-        .from_address("192.0.2.7:5555")
-        .with_header(":path", b"/");
-    h.now.set(now);
-    h
+    client(&FakeHost::new(), now)
 }
 
-/// Sends `n` requests, each on a fresh stream that sees the world's shared state.
+/// Sends `n` requests, each on a fresh stream of the same world.
 fn send(p: &Plugin, world: &FakeHost, now: u64, n: usize) -> Vec<RequestStateLite> {
     (0..n)
         .map(|_| {
-            let h = host(now);
-            *h.shared.borrow_mut() = world.shared.borrow().clone();
-            *h.metrics.borrow_mut() = world.metrics.borrow().clone();
-            let s = on_request_headers(&h, p, &Rng::new(1));
-            *world.shared.borrow_mut() = h.shared.borrow().clone();
-            *world.metrics.borrow_mut() = h.metrics.borrow().clone();
+            let h = client(world, now);
+            let s = on_request_headers(&h, p, &rng(1));
             let replies = h.replies.borrow().clone();
             RequestStateLite {
                 rejected: s.rejected,
@@ -144,7 +138,7 @@ fn a_missing_key_part_exempts_the_request() {
 fn allowed_responses_carry_the_fields_when_asked() {
     let h = host(100 * SEC);
     let p = plugin(&ONE.replace(r#""legacy":true"#, r#""onAllowed":true"#), &h);
-    let s = on_request_headers(&h, &p, &Rng::new(1));
+    let s = on_request_headers(&h, &p, &rng(1));
     let mut s = s;
     on_response_headers(&h, &p, &mut s, false);
     assert_eq!(
@@ -172,8 +166,8 @@ fn store_failures_follow_the_failure_mode_and_are_counted() {
             ),
             &h,
         );
-        h.lose_every_cas.set(true);
-        let s = on_request_headers(&h, &p, &Rng::new(1));
+        h.world().lose_every_cas.set(true);
+        let s = on_request_headers(&h, &p, &rng(1));
         assert_eq!(s.rejected, rejected, "{mode}");
         assert_eq!(
             h.metric(&format!(

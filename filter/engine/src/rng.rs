@@ -1,12 +1,13 @@
-//! Per-VM random numbers for unkeyed splits and fresh sticky keys.
+//! Random numbers for unkeyed splits and fresh sticky keys: SplitMix64, seeded once
+//! per VM by the glue from the host's `random_get`.
 //!
-//! A host call per request would cost about a microsecond; SplitMix64 seeded once
-//! per VM from the host's `random_get` costs nanoseconds and is statistically
-//! ample for traffic splitting (it is not used for anything secret).
+//! A host call per request would cost about a microsecond; this costs nanoseconds
+//! and is statistically ample for traffic splitting (it is not used for anything
+//! secret). Being seeded, it keeps every engine decision reproducible in tests.
 
 use std::cell::Cell;
 
-use meshguard_engine::hash::mix64;
+use crate::hash::mix64;
 
 /// SplitMix64 generator.
 #[derive(Debug)]
@@ -46,8 +47,9 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn different_seeds_give_different_streams_and_keys_are_hex() {
         let a = Rng::new(1);
         let b = Rng::new(2);
@@ -59,7 +61,7 @@ mod tests {
         assert_ne!(a.fresh_key(), k);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rolls_are_uniform_over_the_bucket_space() {
         let r = Rng::new(42);
         let n = 100_000u32;

@@ -3,11 +3,9 @@
 //! (`make bench BENCH_ARGS=--prices` measures each kind), so these lists are the
 //! cost model: a change that adds a call to the request path fails here.
 
-use super::plugin::Plugin;
-use super::request::{on_log, on_request_headers, on_response_headers};
-use super::rng::Rng;
+use super::{plugin, rng};
+use crate::glue::request::{on_log, on_request_headers, on_response_headers};
 use crate::host::fake::FakeHost;
-use meshguard_config::load_json;
 
 const METRICS: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web"}]}"#;
 const CANARY: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web", "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}}}]}"#;
@@ -23,8 +21,8 @@ fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
         .with_header(":path", b"/")
         .with_header("x-user-id", b"bench-user")
         .from_address("127.0.0.1:5000");
-    let plugin = Plugin::new(&host, load_json(config.as_bytes()).unwrap()).unwrap();
-    let rng = Rng::new(1);
+    let plugin = plugin(config, &host);
+    let rng = rng(1);
     (0..requests)
         .map(|i| {
             host.calls.borrow_mut().clear();
@@ -58,7 +56,11 @@ fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
         .collect()
 }
 
-const RED_START: [&str; 2] = ["now", "increment_metric"];
+// The clock is read first (time is an argument of the decision), then whatever
+// the decision reads, then the decision is applied: the in-flight gauge, the
+// counters, the header writes.
+const NOW: [&str; 1] = ["now"];
+const IN_FLIGHT: [&str; 1] = ["increment_metric"];
 const RED_END: [&str; 5] = [
     "response_header(:status)",
     "now",
@@ -80,41 +82,48 @@ fn list(parts: &[&[&str]]) -> Vec<String> {
 
 #[test]
 fn metrics_alone_cost_one_header_read_and_cheap_metric_calls() {
-    assert_eq!(steady(METRICS), list(&[&RED_START, &RED_END]));
+    assert_eq!(steady(METRICS), list(&[&NOW, &IN_FLIGHT, &RED_END]));
 }
 
 #[test]
 fn a_sticky_canary_reads_its_key_and_sets_two_routing_headers() {
-    let canary = [
-        "request_header(x-user-id)",
+    let read = ["request_header(x-user-id)"];
+    let write = [
         "set_request_header(x-meshguard-variant)",
         "set_request_header(x-meshguard-cluster)",
         "clear_route_cache()",
     ];
-    assert_eq!(steady(CANARY), list(&[&RED_START, &canary, &RED_END]));
+    assert_eq!(
+        steady(CANARY),
+        list(&[&NOW, &read, &IN_FLIGHT, &write, &RED_END])
+    );
 }
 
 #[test]
 fn a_per_client_rate_limit_reads_the_address_and_spends_a_lease() {
-    let rl = ["property(source.address)", "increment_metric"];
-    assert_eq!(steady(RATELIMIT), list(&[&RED_START, &rl, &RED_END]));
+    let read = ["property(source.address)"];
+    let count = ["increment_metric"];
+    assert_eq!(
+        steady(RATELIMIT),
+        list(&[&NOW, &read, &IN_FLIGHT, &count, &RED_END])
+    );
 }
 
 #[test]
 fn a_closed_breaker_touches_no_shared_data_between_batches() {
-    assert_eq!(steady(BREAKER), list(&[&RED_START, &RED_END]));
+    assert_eq!(steady(BREAKER), list(&[&NOW, &IN_FLIGHT, &RED_END]));
 }
 
 #[test]
 fn all_features_on_ten_routes() {
     let all = [
-        "request_header(:path)",
         "now",
-        "increment_metric",
+        "request_header(:path)",
         "property(source.address)",
-        "increment_metric",
-        "increment_metric",
         "request_header(x-user-id)",
+        "increment_metric",
+        "increment_metric",
+        "increment_metric",
         "set_request_header(x-meshguard-variant)",
         "set_request_header(x-meshguard-cluster)",
         "clear_route_cache()",

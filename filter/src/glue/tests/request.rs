@@ -1,13 +1,16 @@
-use super::*;
+use meshguard_engine::StreamState;
+
+use super::{plugin, rng};
+use crate::glue::plugin::Plugin;
+use crate::glue::request::{on_log, on_request_headers, on_response_headers};
 use crate::host::fake::FakeHost;
-use meshguard_config::load_json;
 
 fn config(json: &str) -> Plugin {
-    Plugin::new(&FakeHost::new(), load_json(json.as_bytes()).unwrap()).unwrap()
+    plugin(json, &FakeHost::new())
 }
 
-fn run(host: &FakeHost, c: &Plugin) -> RequestState {
-    on_request_headers(host, c, &Rng::new(7))
+fn run(host: &FakeHost, c: &Plugin) -> StreamState {
+    on_request_headers(host, c, &rng(7))
 }
 
 const CANARY: &str = r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[
@@ -177,20 +180,19 @@ fn a_fresh_sticky_cookie_is_issued_once_and_pins_the_next_request() {
     let value = cookie.split(';').next().unwrap().to_string();
     for seed in 0..20 {
         let back = FakeHost::new().with_header("cookie", value.as_bytes());
-        let again = on_request_headers(&back, &c, &Rng::new(seed));
+        let again = on_request_headers(&back, &c, &rng(seed));
         assert_eq!(again.variant, state.variant);
         assert_eq!(again.set_cookie, None);
     }
 }
 
 fn red_run(p: &Plugin, world: &FakeHost, headers: &[(&str, &[u8])], code: u64, ms: u64) {
-    let mut h = FakeHost::new();
+    let mut h = world.stream();
     for (k, v) in headers {
         h = h.with_header(k, v);
     }
-    *h.metrics.borrow_mut() = world.metrics.borrow().clone();
     h.now.set(1_000_000_000);
-    let s = on_request_headers(&h, p, &Rng::new(2));
+    let s = on_request_headers(&h, p, &rng(2));
     h.now.set(1_000_000_000 + ms * 1_000_000);
     if code > 0 {
         h.properties
@@ -198,17 +200,12 @@ fn red_run(p: &Plugin, world: &FakeHost, headers: &[(&str, &[u8])], code: u64, m
             .push(("response.code".into(), code));
     }
     on_log(&h, p, &s);
-    *world.metrics.borrow_mut() = h.metrics.borrow().clone();
-    world
-        .recorded
-        .borrow_mut()
-        .extend(h.recorded.borrow().iter().copied());
 }
 
 #[test]
 fn red_metrics_count_by_route_variant_and_class_and_time_each_request() {
     let world = FakeHost::new();
-    let p = Plugin::new(&world, load_json(CANARY.as_bytes()).unwrap()).unwrap();
+    let p = plugin(CANARY, &world);
     red_run(&p, &world, &[(":path", b"/")], 200, 35);
     red_run(
         &p,
@@ -233,7 +230,13 @@ fn red_metrics_count_by_route_variant_and_class_and_time_each_request() {
         (1, 1, 1, 0)
     );
     assert_eq!(world.metric("meshguard.requests_in_flight.route.web"), 0);
-    let durations: Vec<u64> = world.recorded.borrow().iter().map(|(_, v)| *v).collect();
+    let durations: Vec<u64> = world
+        .world()
+        .recorded
+        .borrow()
+        .iter()
+        .map(|(_, v)| *v)
+        .collect();
     assert_eq!(durations, vec![35, 7, 1]);
 }
 
@@ -241,7 +244,7 @@ fn red_metrics_count_by_route_variant_and_class_and_time_each_request() {
 fn unmatched_requests_count_under_other_or_are_skipped() {
     let world = FakeHost::new();
     let json = r#"{"schemaVersion":1,"routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#;
-    let p = Plugin::new(&world, load_json(json.as_bytes()).unwrap()).unwrap();
+    let p = plugin(json, &world);
     red_run(&p, &world, &[(":path", b"/x")], 404, 1);
     assert_eq!(
         world.metric("meshguard.requests_total.route.other.variant.none.code_class.4xx"),
@@ -249,11 +252,58 @@ fn unmatched_requests_count_under_other_or_are_skipped() {
     );
     let skip = FakeHost::new();
     let json = r#"{"schemaVersion":1,"metrics":{"unmatched":"skip"},"routes":[{"name":"api","match":{"pathPrefix":"/api"}}]}"#;
-    let p = Plugin::new(&skip, load_json(json.as_bytes()).unwrap()).unwrap();
+    let p = plugin(json, &skip);
     red_run(&p, &skip, &[(":path", b"/x")], 404, 1);
     assert!(!skip
+        .world()
         .metrics
         .borrow()
         .iter()
         .any(|(n, _, _)| n.contains("route.other")));
+}
+
+#[test]
+fn a_clock_failure_is_logged_and_skips_limits_and_breakers_but_not_routing() {
+    let world = FakeHost::new();
+    let p = plugin(
+        r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{
+            "variants":[{"name":"stable","weight":0},{"name":"canary","weight":10000}]},
+            "breaker":{"consecutiveFailures":1}}],
+            "rateLimits":[{"name":"none-left","key":[],"limit":{"burst":1,"rate":1,"per":"hour"}}]}"#,
+        &world,
+    );
+    let broken = || {
+        let h = world.stream();
+        h.clock_fails.set(true);
+        h
+    };
+    for _ in 0..3 {
+        let h = broken();
+        let s = run(&h, &p);
+        assert!(!s.rejected, "no limit applied without a clock");
+        assert_eq!((s.variant, s.ticket, s.start_ns), (Some(1), None, None));
+        assert_eq!(
+            h.header_values("x-meshguard-variant"),
+            vec![b"canary".to_vec()]
+        );
+        assert!(
+            h.logs
+                .borrow()
+                .iter()
+                .any(|(l, m)| *l == crate::host::Level::Warn
+                    && m.contains("the clock is unavailable"))
+        );
+        on_log(&h, &p, &s);
+    }
+    assert_eq!(
+        world.metric("meshguard.ratelimit_requests_total.policy.none-left.outcome.allowed"),
+        0,
+        "not charged"
+    );
+    assert_eq!(
+        world.metric("meshguard.requests_total.route.web.variant.canary.code_class.none"),
+        3,
+        "still counted"
+    );
+    assert!(world.world().recorded.borrow().is_empty(), "no duration");
 }

@@ -1,0 +1,189 @@
+//! What the engine decides, as values: the glue applies them in one place each.
+//!
+//! - on the request headers, [`RequestEffects`]: the request-header edits, whether
+//!   Envoy must pick the route again, at most one [`LocalReply`], and the
+//!   [`Event`]s to count and log; plus the [`StreamState`] the stream keeps;
+//! - on the response headers, [`ResponseEdits`]: the headers to set and add;
+//! - at stream end, [`LogRecord`]: the RED sample and the events.
+
+use crate::breaker::Ticket;
+use crate::canary::Reason;
+use crate::metrics::{CodeClass, RateLimitOutcome, RejectKind};
+use crate::Transition;
+
+/// Which RED series a stream is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedSlot {
+    /// The route with this index.
+    Route(usize),
+    /// Requests that matched no route (`route="other"`).
+    Unmatched,
+}
+
+/// A rate-limit policy's numbers to advertise on the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advertised {
+    /// Index of the policy in the config.
+    pub policy: usize,
+    /// Whole tokens left.
+    pub remaining: u64,
+    /// Nanoseconds until the bucket is full again.
+    pub full_in_ns: u64,
+}
+
+/// What a stream keeps from its request headers to its end.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StreamState {
+    /// Index of the matched route; `None`: passed through.
+    pub route: Option<usize>,
+    /// Index of the chosen variant in the route's canary policy.
+    pub variant: Option<usize>,
+    /// Why that variant.
+    pub reason: Option<Reason>,
+    /// The RED series this stream is counted under, if any.
+    pub red: Option<RedSlot>,
+    /// When the request started, ns (`None`: the clock failed; no duration).
+    pub start_ns: Option<u64>,
+    /// A local reply was sent: the stream must pause.
+    pub rejected: bool,
+    /// Rate-limit states to advertise on the response.
+    pub advertise: Vec<Advertised>,
+    /// The breaker's ticket, settled at stream end.
+    pub ticket: Option<Ticket>,
+    /// A `Set-Cookie` value for the response (a freshly issued sticky key).
+    pub set_cookie: Option<String>,
+    /// The response's status, noted as it passed (`None`: no response headers).
+    pub code: Option<u64>,
+    /// The response reached its end of stream through the filter.
+    pub response_complete: bool,
+}
+
+impl StreamState {
+    /// Whether the response's status is needed (metrics or a breaker judge it).
+    pub fn needs_status(&self) -> bool {
+        self.red.is_some() || self.ticket.is_some()
+    }
+}
+
+/// Why meshguard answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyReason {
+    /// Rate-limit policy `policy` had no token.
+    RateLimited {
+        /// Index of the policy.
+        policy: usize,
+    },
+    /// Policy `policy`'s bucket could not be updated and its `onStoreError` is deny.
+    RateLimitStoreError {
+        /// Index of the policy.
+        policy: usize,
+    },
+    /// The breaker instance is open.
+    BreakerOpen,
+    /// The breaker instance is half-open with all probes out.
+    BreakerHalfOpen,
+    /// The route's concurrency limit is reached.
+    Concurrency,
+}
+
+/// A local reply: the request is answered by meshguard, not the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply<'rt> {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: &'rt str,
+    /// Why.
+    pub reason: ReplyReason,
+}
+
+/// Something to count or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A rate-limit policy's outcome for one request.
+    RateLimit {
+        /// Index of the policy.
+        policy: usize,
+        /// What happened.
+        outcome: RateLimitOutcome,
+    },
+    /// A breaker instance changed phase.
+    BreakerTransition {
+        /// Route index.
+        route: usize,
+        /// Breaker instance within the route.
+        instance: usize,
+        /// From, to, why.
+        transition: Transition,
+    },
+    /// A breaker instance rejected a request.
+    BreakerRejected {
+        /// Route index.
+        route: usize,
+        /// Breaker instance within the route.
+        instance: usize,
+        /// Why.
+        kind: RejectKind,
+    },
+    /// Unexpected but handled (a store or clock failure and its fallback), for the log.
+    Warning(String),
+}
+
+/// What to do with the request, decided on its headers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestEffects<'rt> {
+    /// Request-header edits in order: set (`Some`) or remove every copy (`None`).
+    pub headers: Vec<(&'rt str, Option<&'rt [u8]>)>,
+    /// A routing header changed: Envoy must pick the route again.
+    pub clear_route_cache: bool,
+    /// Answer locally instead of forwarding.
+    pub reply: Option<LocalReply<'rt>>,
+    /// What to count and log.
+    pub events: Vec<Event>,
+}
+
+/// What to add to the response as it passes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ResponseEdits<'rt> {
+    /// Headers to set (replacing copies).
+    pub set: Vec<(&'rt str, String)>,
+    /// Headers to add (keeping copies, as `set-cookie` needs).
+    pub add: Vec<(&'rt str, String)>,
+}
+
+/// How a stream ended, as the host saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Final status (0: none was sent).
+    pub code: u64,
+    /// Envoy's response flags (0 when not read: see [`crate::flags_matter`]).
+    pub flags: u64,
+    /// The response reached its end of stream.
+    pub complete: bool,
+    /// Now, ns (`None`: the clock failed).
+    pub now: Option<u64>,
+}
+
+/// One RED sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedSample {
+    /// The series.
+    pub slot: RedSlot,
+    /// The variant label: the policy's variant index, or `None` for `none`.
+    pub variant: Option<usize>,
+    /// The status class.
+    pub class: CodeClass,
+    /// Duration in ms (`None`: the clock failed, nothing to record).
+    pub duration_ms: Option<u64>,
+}
+
+/// What to record when a stream ends.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The RED sample (and the in-flight gauge to decrement), when counted.
+    pub red: Option<RedSample>,
+    /// Breaker transitions and warnings.
+    pub events: Vec<Event>,
+}

@@ -1,0 +1,357 @@
+//! The request path, as the engine decides it: one call per host callback.
+//!
+//! 1. [`Runtime::decide`] (request headers): route → rate limits → variant →
+//!    breaker gate → routing headers, stopping at the first local reply;
+//! 2. [`Runtime::respond`] (response headers): the RateLimit fields, the variant tag
+//!    and the sticky cookie to add;
+//! 3. [`Runtime::finish`] (stream end): the RED sample, the breaker's outcome;
+//! 4. [`Runtime::tick`] (the root context's timer): held breaker outcomes.
+//!
+//! Each returns a value (see [`crate::decision`]); the glue applies it.
+
+use crate::breaker::{self, Gate};
+use crate::canary;
+use crate::decision::{
+    Completion, Event, LogRecord, RedSample, RedSlot, RequestEffects, ResponseEdits, StreamState,
+};
+use crate::metrics::CodeClass;
+use crate::outcome::flags_matter;
+use crate::ratelimit;
+use crate::rng::Rng;
+use crate::route::select_route;
+use crate::runtime::{Ids, Runtime};
+use crate::store::SharedStore;
+use crate::view::RequestView;
+
+/// Logged when the host's clock fails on the request path.
+const NO_CLOCK: &str =
+    "meshguard: the clock is unavailable; rate limits, breakers and the duration are skipped for this request";
+
+impl<I: Ids> Runtime<I> {
+    /// Decides a request on its headers at `now` (`None`: the clock failed, and
+    /// the time-dependent steps, rate limits and breakers, are skipped).
+    pub fn decide<'rt>(
+        &'rt self,
+        req: &mut impl RequestView,
+        store: &mut impl SharedStore,
+        rng: &Rng,
+        now: Option<u64>,
+    ) -> (StreamState, RequestEffects<'rt>) {
+        let mut fx = RequestEffects::default();
+        let index = select_route(self.routes.iter().map(|r| &r.route), req);
+        let route = index.and_then(|i| self.routes.get(i));
+        let mut state = StreamState {
+            route: index,
+            start_ns: now,
+            red: match index {
+                Some(i) => Some(RedSlot::Route(i)),
+                None => self.unmatched.as_ref().map(|_| RedSlot::Unmatched),
+            },
+            ..StreamState::default()
+        };
+        if now.is_none() && route.is_some() {
+            fx.events.push(Event::Warning(NO_CLOCK.into()));
+        }
+        let Some((i, route)) = index.zip(route) else {
+            self.routing_headers(None, None, &mut fx);
+            return (state, fx);
+        };
+        if let Some(now) = now {
+            match ratelimit::charge_route(self, route, req, store, now, &mut fx.events) {
+                Ok(advertised) => state.advertise = advertised,
+                Err(reply) => {
+                    state.rejected = true;
+                    fx.reply = Some(reply);
+                    return (state, fx);
+                }
+            }
+        }
+        let policy = route.route.canary.as_ref();
+        if let Some(policy) = policy {
+            let (choice, cookie) = canary::decide(policy, &self.headers.variant, req, rng);
+            state.variant = Some(choice.variant);
+            state.reason = Some(choice.reason);
+            state.set_cookie = cookie;
+        }
+        if let Some(now) = now {
+            match breaker::gate(route, i, state.variant, store, now, &mut fx.events) {
+                Gate::Pass(ticket) => state.ticket = ticket,
+                Gate::Fallback(v, ticket) => {
+                    state.variant = Some(v);
+                    state.ticket = Some(ticket);
+                }
+                Gate::Rejected(reply) => {
+                    state.rejected = true;
+                    fx.reply = Some(reply);
+                    return (state, fx);
+                }
+            }
+        }
+        let variant = policy
+            .zip(state.variant)
+            .and_then(|(p, v)| p.variants.get(v));
+        self.routing_headers(Some(&route.route.name), variant, &mut fx);
+        (state, fx)
+    }
+
+    /// The variant and cluster headers (overwritten on a canary route, removed
+    /// elsewhere when any policy exists, so no client can steer routing through
+    /// them) and the route header.
+    fn routing_headers<'rt>(
+        &'rt self,
+        route: Option<&'rt str>,
+        variant: Option<&'rt meshguard_config::canary::CompiledVariant>,
+        fx: &mut RequestEffects<'rt>,
+    ) {
+        match variant {
+            Some(v) => {
+                fx.headers
+                    .push((&self.headers.variant, Some(v.name.as_bytes())));
+                fx.headers
+                    .push((&self.headers.cluster, Some(v.cluster.as_bytes())));
+                fx.clear_route_cache = true;
+            }
+            None if self.scrub_routing_headers => {
+                fx.headers.push((&self.headers.variant, None));
+                fx.headers.push((&self.headers.cluster, None));
+            }
+            None => {}
+        }
+        if let Some(header) = &self.headers.route {
+            fx.headers.push((header, route.map(str::as_bytes)));
+        }
+    }
+
+    /// The response headers passed: note the status (`status`, read only when
+    /// [`StreamState::needs_status`]) and say what to add to the response.
+    pub fn respond<'rt>(
+        &'rt self,
+        state: &mut StreamState,
+        status: Option<u64>,
+        end_of_stream: bool,
+    ) -> ResponseEdits<'rt> {
+        state.response_complete |= end_of_stream;
+        state.code = status;
+        let mut edits = ResponseEdits {
+            set: ratelimit::response_fields(self, &state.advertise),
+            add: Vec::new(),
+        };
+        let policy = state
+            .route
+            .and_then(|i| self.routes.get(i))
+            .and_then(|r| r.route.canary.as_ref());
+        let (Some(policy), Some(v)) = (policy, state.variant) else {
+            return edits;
+        };
+        if policy.respond_with_variant {
+            if let Some(variant) = policy.variants.get(v) {
+                edits
+                    .set
+                    .push((self.headers.variant.as_str(), variant.name.clone()));
+            }
+        }
+        if let Some(cookie) = &state.set_cookie {
+            edits.add.push(("set-cookie", cookie.clone()));
+        }
+        edits
+    }
+
+    /// Whether stream end needs Envoy's response flags for a call with final status
+    /// `code`: a breaker judges it and the flags can change the verdict.
+    pub fn needs_flags(&self, state: &StreamState, code: u64) -> bool {
+        state.ticket.is_some() && flags_matter(code, state.response_complete)
+    }
+
+    /// The stream ended (answered, reset or abandoned): what to record.
+    pub fn finish(
+        &self,
+        state: &StreamState,
+        end: Completion,
+        store: &mut impl SharedStore,
+    ) -> LogRecord {
+        let mut record = LogRecord::default();
+        if let Some(slot) = state.red {
+            record.red = Some(RedSample {
+                slot,
+                variant: state.variant,
+                class: CodeClass::of(end.code),
+                duration_ms: state
+                    .start_ns
+                    .zip(end.now)
+                    .map(|(start, now)| now.saturating_sub(start) / 1_000_000),
+            });
+        }
+        if let Some(t) = &state.ticket {
+            if let Some(route) = self.routes.get(t.route) {
+                breaker::settle(route, t, &end, store, &mut record.events);
+            }
+        }
+        record
+    }
+
+    /// The root context's tick at `now`: writes held breaker outcomes that are due.
+    pub fn tick(&self, store: &mut impl SharedStore, now: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            breaker::flush(route, i, store, now, &mut events);
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::ReplyReason;
+    use crate::metrics::RateLimitOutcome;
+    use crate::runtime::testing::runtime;
+    use crate::store::fake::FakeStore;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[derive(Default)]
+    struct Req(Vec<(&'static str, &'static [u8])>);
+
+    impl RequestView for Req {
+        fn header(&mut self, name: &str) -> Option<&[u8]> {
+            self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        }
+        fn source_address(&mut self) -> Option<&[u8]> {
+            Some(b"192.0.2.1:7")
+        }
+    }
+
+    const CANARY: &str = r#"{"schemaVersion":1,"routeHeader":"x-route","routes":[
+        {"name":"api","match":{"pathPrefix":"/api"}},
+        {"name":"web","match":{"pathPrefix":"/"},"canary":{"variants":[{"name":"stable","weight":0},{"name":"canary","cluster":"web-v2","weight":10000}],
+          "respondWithVariant":true}}]}"#;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_canary_route_sets_both_routing_headers_and_asks_for_a_re_pick() {
+        let rt = runtime(CANARY);
+        let (state, fx) = rt.decide(
+            &mut Req(vec![(":path", b"/")]),
+            &mut FakeStore::default(),
+            &Rng::new(1),
+            Some(SEC),
+        );
+        assert_eq!((state.route, state.variant), (Some(1), Some(1)));
+        assert_eq!(state.red, Some(RedSlot::Route(1)));
+        assert_eq!(
+            fx.headers,
+            vec![
+                ("x-meshguard-variant", Some(&b"canary"[..])),
+                ("x-meshguard-cluster", Some(&b"web-v2"[..])),
+                ("x-route", Some(&b"web"[..])),
+            ]
+        );
+        assert!(fx.clear_route_cache && fx.reply.is_none() && fx.events.is_empty());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn elsewhere_client_copies_of_routing_headers_are_removed() {
+        let rt = runtime(CANARY);
+        for (path, route) in [(&b"/api"[..], Some(&b"api"[..])), (&b""[..], None)] {
+            let mut req = Req(vec![(":path", path)]);
+            if path.is_empty() {
+                req.0.clear();
+            }
+            let (_, fx) = rt.decide(&mut req, &mut FakeStore::default(), &Rng::new(1), Some(SEC));
+            assert_eq!(
+                fx.headers,
+                vec![
+                    ("x-meshguard-variant", None),
+                    ("x-meshguard-cluster", None),
+                    ("x-route", route)
+                ]
+            );
+            assert!(!fx.clear_route_cache);
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_response_gets_the_variant_tag_and_stream_end_a_red_sample() {
+        let rt = runtime(CANARY);
+        let (mut state, _) = rt.decide(
+            &mut Req(vec![(":path", b"/")]),
+            &mut FakeStore::default(),
+            &Rng::new(1),
+            Some(SEC),
+        );
+        let edits = rt.respond(&mut state, Some(503), true);
+        assert_eq!(
+            edits.set,
+            vec![("x-meshguard-variant", "canary".to_string())]
+        );
+        assert!(edits.add.is_empty());
+        assert_eq!((state.code, state.response_complete), (Some(503), true));
+        let end = Completion {
+            code: 503,
+            flags: 0,
+            complete: true,
+            now: Some(SEC + 42_000_000),
+        };
+        let record = rt.finish(&state, end, &mut FakeStore::default());
+        assert_eq!(
+            record.red,
+            Some(RedSample {
+                slot: RedSlot::Route(1),
+                variant: Some(1),
+                class: CodeClass::ServerError,
+                duration_ms: Some(42)
+            })
+        );
+        let record = rt.finish(
+            &state,
+            Completion { now: None, ..end },
+            &mut FakeStore::default(),
+        );
+        assert_eq!(
+            record.red.and_then(|r| r.duration_ms),
+            None,
+            "no clock, no duration"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_rejection_stops_the_decision_with_one_reply_and_its_outcome() {
+        let rt = runtime(
+            r#"{"schemaVersion":1,"routeHeader":"x-route","routes":[{"name":"web"}],
+                "rateLimits":[{"name":"one","key":[],"limit":{"burst":1,"rate":1,"per":"minute"},
+                  "response":{"status":503,"body":"slow down"}}]}"#,
+        );
+        let mut store = FakeStore::default();
+        let first = rt.decide(&mut Req::default(), &mut store, &Rng::new(1), Some(SEC));
+        assert!(!first.0.rejected);
+        let (state, fx) = rt.decide(&mut Req::default(), &mut store, &Rng::new(1), Some(SEC));
+        assert!(state.rejected);
+        let reply = fx.reply.expect("a reply");
+        assert_eq!((reply.status, reply.body), (503, "slow down"));
+        assert_eq!(reply.reason, ReplyReason::RateLimited { policy: 0 });
+        assert!(reply.headers.contains(&("retry-after", "60".to_string())));
+        assert!(fx.headers.is_empty(), "nothing forwarded, nothing written");
+        assert_eq!(
+            fx.events,
+            vec![Event::RateLimit {
+                policy: 0,
+                outcome: RateLimitOutcome::Limited
+            }]
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn without_a_clock_limits_and_breakers_are_skipped_and_said_so() {
+        let rt = runtime(
+            r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{"maxConcurrent":1}}],
+                "rateLimits":[{"name":"one","key":[],"limit":{"burst":1,"rate":1,"per":"hour"}}]}"#,
+        );
+        let mut store = FakeStore::default();
+        for _ in 0..3 {
+            let (state, fx) = rt.decide(&mut Req::default(), &mut store, &Rng::new(1), None);
+            assert!(!state.rejected && state.ticket.is_none() && state.start_ns.is_none());
+            assert_eq!(fx.events, vec![Event::Warning(NO_CLOCK.into())]);
+        }
+        assert_eq!((store.gets, store.sets), (0, 0));
+    }
+}

@@ -1,0 +1,293 @@
+//! The engine's state for one configured plugin instance (one per VM), one struct
+//! per route and one per rate-limit policy: what the request path needs, built once
+//! at configure time.
+//!
+//! The host's metric ids ride along as the associated types of an [`Ids`] family,
+//! so each route, breaker instance and policy carries its own ids as named fields
+//! and the engine never needs to know what they are.
+
+use std::cell::RefCell;
+
+use meshguard_config::compiled::{CompiledConfig, CompiledRoute};
+use meshguard_config::ratelimit::CompiledRateLimit;
+
+use crate::breaker::local::Local;
+use crate::metrics::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
+use crate::ratelimit::lease::Leases;
+use crate::ratelimit::table::Table;
+
+/// Version of the shared-data layout; part of every key.
+pub const STORE_VERSION: &str = "mg1";
+
+/// The host's metric ids, as a family of types.
+pub trait Ids {
+    /// A route's RED series (in-flight gauge, counters per variant and class,
+    /// duration histograms).
+    type Red: std::fmt::Debug;
+    /// A breaker instance's gauge and counters.
+    type Breaker: std::fmt::Debug;
+    /// A rate-limit policy's outcome counters.
+    type Policy: std::fmt::Debug;
+}
+
+/// Defines the metrics of one configuration (the host's side of [`Runtime::build`]).
+pub trait DefineIds<I: Ids> {
+    /// Why a metric could not be defined.
+    type Error;
+    /// The RED series of `route`, with one set per label in `variants`.
+    fn red(&mut self, route: &str, variants: &[&str]) -> Result<I::Red, Self::Error>;
+    /// The metrics of the breaker of `route` kept for `variant` (or `all`).
+    fn breaker(&mut self, route: &str, variant: &str) -> Result<I::Breaker, Self::Error>;
+    /// The outcome counters of rate-limit policy `policy`.
+    fn policy(&mut self, policy: &str) -> Result<I::Policy, Self::Error>;
+}
+
+/// The header names meshguard reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// Carries the matched route's name upstream, if configured.
+    pub route: Option<String>,
+    /// The chosen variant.
+    pub variant: String,
+    /// The chosen variant's cluster.
+    pub cluster: String,
+}
+
+/// One configured plugin instance.
+#[derive(Debug)]
+pub struct Runtime<I: Ids> {
+    /// Routes in match order.
+    pub routes: Vec<RouteRuntime<I>>,
+    /// Every rate-limit policy, in config order.
+    pub policies: Vec<PolicyRuntime<I>>,
+    /// Indices into `policies` of the top-level ones (charged first, on every route).
+    pub top_level_policies: Vec<usize>,
+    /// Header names.
+    pub headers: HeaderNames,
+    /// Some route has a canary policy: client copies of the variant and cluster
+    /// headers are removed from every request no policy decides.
+    pub scrub_routing_headers: bool,
+    /// RED series of requests that match no route, when they are counted.
+    pub unmatched: Option<I::Red>,
+    /// `mg1.<plugin name>`: prefix of every shared-data key.
+    pub store_prefix: String,
+}
+
+/// One route and what deciding its requests needs.
+#[derive(Debug)]
+pub struct RouteRuntime<I: Ids> {
+    /// The compiled route.
+    pub route: CompiledRoute,
+    /// Its RED series.
+    pub red: I::Red,
+    /// Its breaker instances (one per variant, one for the route, or none).
+    pub breakers: Vec<BreakerInstance<I>>,
+    /// Shared-data key of the in-flight count, when the breaker limits concurrency.
+    pub slots: Option<String>,
+}
+
+/// One breaker instance as this worker holds it.
+#[derive(Debug)]
+pub struct BreakerInstance<I: Ids> {
+    /// `route/variant`, for logs.
+    pub name: String,
+    /// Shared-data key of its state.
+    pub key: String,
+    /// This worker's view: the phase it read, the outcomes it has not written.
+    pub local: RefCell<Local>,
+    /// Its metrics.
+    pub ids: I::Breaker,
+}
+
+/// One rate-limit policy as this worker holds it.
+#[derive(Debug)]
+pub struct PolicyRuntime<I: Ids> {
+    /// The compiled policy.
+    pub policy: CompiledRateLimit,
+    /// Its table of buckets in shared data.
+    pub table: Table,
+    /// The tokens this worker has leased.
+    pub leases: RefCell<Leases>,
+    /// Its metrics.
+    pub ids: I::Policy,
+}
+
+/// The `variant` labels of a route's RED series: its variants and `none` (requests
+/// decided before a variant was chosen), or only `none` without a canary policy.
+pub fn red_labels(route: &CompiledRoute) -> Vec<&str> {
+    let mut labels: Vec<&str> = route
+        .canary
+        .iter()
+        .flat_map(|c| c.variants.iter().map(|v| v.name.as_str()))
+        .collect();
+    labels.push(NO_VARIANT);
+    labels
+}
+
+/// The `variant` labels of a route's breaker instances: the variant names when the
+/// breaker is kept per variant, else `all`. Empty without a breaker.
+pub fn breaker_labels(route: &CompiledRoute) -> Vec<&str> {
+    match (&route.breaker, &route.canary) {
+        (None, _) => Vec::new(),
+        (Some(b), Some(c)) if b.per_variant => c.variants.iter().map(|v| v.name.as_str()).collect(),
+        (Some(_), _) => vec![ALL_VARIANTS],
+    }
+}
+
+/// `mg1.<name>`, with anything but `A-Z a-z 0-9 _ -` in the plugin's name replaced.
+pub fn store_prefix(plugin_name: &[u8]) -> String {
+    let name: String = String::from_utf8_lossy(plugin_name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{STORE_VERSION}.{name}")
+}
+
+impl<I: Ids> Runtime<I> {
+    /// Builds the runtime of `config` for a plugin named `plugin_name`, defining
+    /// every metric the config can produce through `define`.
+    pub fn build<D: DefineIds<I>>(
+        config: CompiledConfig,
+        plugin_name: &[u8],
+        define: &mut D,
+    ) -> Result<Runtime<I>, D::Error> {
+        let store_prefix = store_prefix(plugin_name);
+        let CompiledConfig {
+            routes,
+            route_header,
+            variant_header,
+            cluster_header,
+            has_canary,
+            rate_limits,
+            top_level_rate_limits,
+            count_unmatched,
+        } = config;
+        let policies = rate_limits
+            .into_iter()
+            .map(|policy| {
+                Ok(PolicyRuntime {
+                    ids: define.policy(&policy.name)?,
+                    table: Table {
+                        prefix: format!("{store_prefix}.rl.{}", policy.store_id),
+                        bucket: crate::ratelimit::gcra::Bucket {
+                            burst: policy.burst,
+                            interval_ns: policy.interval_ns,
+                        },
+                        max_keys: policy.max_keys,
+                    },
+                    leases: RefCell::new(Leases::default()),
+                    policy,
+                })
+            })
+            .collect::<Result<_, D::Error>>()?;
+        let routes = routes
+            .into_iter()
+            .map(|route| build_route(route, &store_prefix, define))
+            .collect::<Result<_, D::Error>>()?;
+        let unmatched = if count_unmatched {
+            Some(define.red(UNMATCHED_ROUTE, &[NO_VARIANT])?)
+        } else {
+            None
+        };
+        Ok(Runtime {
+            routes,
+            policies,
+            top_level_policies: top_level_rate_limits,
+            headers: HeaderNames {
+                route: route_header,
+                variant: variant_header,
+                cluster: cluster_header,
+            },
+            scrub_routing_headers: has_canary,
+            unmatched,
+            store_prefix,
+        })
+    }
+
+    /// Whether any route has a breaker (the root context then ticks to write held
+    /// outcomes of an idle worker).
+    pub fn has_breakers(&self) -> bool {
+        self.routes.iter().any(|r| !r.breakers.is_empty())
+    }
+
+    /// The RED series of `slot`.
+    pub fn red(&self, slot: crate::RedSlot) -> Option<&I::Red> {
+        match slot {
+            crate::RedSlot::Route(i) => self.routes.get(i).map(|r| &r.red),
+            crate::RedSlot::Unmatched => self.unmatched.as_ref(),
+        }
+    }
+}
+
+fn build_route<I: Ids, D: DefineIds<I>>(
+    route: CompiledRoute,
+    store_prefix: &str,
+    define: &mut D,
+) -> Result<RouteRuntime<I>, D::Error> {
+    let red = define.red(&route.name, &red_labels(&route))?;
+    let fp = route.breaker.as_ref().map_or(0, |b| b.fingerprint);
+    let breakers = breaker_labels(&route)
+        .into_iter()
+        .map(|v| {
+            Ok(BreakerInstance {
+                name: format!("{}/{v}", route.name),
+                key: format!("{store_prefix}.cb.{}.{v}.{fp:016x}", route.name),
+                local: RefCell::new(Local::default()),
+                ids: define.breaker(&route.name, v)?,
+            })
+        })
+        .collect::<Result<_, D::Error>>()?;
+    let slots = route
+        .breaker
+        .as_ref()
+        .and_then(|b| b.max_concurrent)
+        .map(|_| format!("{store_prefix}.cc.{}", route.name));
+    Ok(RouteRuntime {
+        red,
+        breakers,
+        slots,
+        route,
+    })
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! A runtime without host metrics, for the engine's own tests.
+    use super::*;
+
+    /// Ids that are nothing.
+    #[derive(Debug)]
+    pub struct NoIds;
+
+    impl Ids for NoIds {
+        type Red = ();
+        type Breaker = ();
+        type Policy = ();
+    }
+
+    impl DefineIds<NoIds> for NoIds {
+        type Error = std::convert::Infallible;
+        fn red(&mut self, _: &str, _: &[&str]) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn breaker(&mut self, _: &str, _: &str) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn policy(&mut self, _: &str) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    /// The runtime of a JSON config, named `meshguard`.
+    pub fn runtime(json: &str) -> Runtime<NoIds> {
+        let config = meshguard_config::load_json(json.as_bytes()).unwrap();
+        let Ok(rt) = Runtime::build(config, b"meshguard", &mut NoIds);
+        rt
+    }
+}

@@ -1,0 +1,189 @@
+//! The filter's metrics: their ids (defined once, at configure time, never on the
+//! request path) and how an engine [`Event`] or RED sample becomes metric calls
+//! and log lines.
+
+use meshguard_engine::metrics::{
+    breaker_rejected, breaker_state, breaker_transitions, ratelimit_requests, request_duration,
+    requests_in_flight, requests_total,
+};
+use meshguard_engine::{
+    ByLabel, CodeClass, DefineIds, Event, Ids, Phase, RateLimitOutcome, RedSample, RejectKind,
+    Runtime,
+};
+
+use crate::host::{Host, HostError, Level, MetricKind};
+
+/// The Wasm host's metric ids, as the engine's [`Ids`] family.
+#[derive(Debug)]
+pub struct WasmIds;
+
+impl Ids for WasmIds {
+    type Red = RedIds;
+    type Breaker = BreakerIds;
+    type Policy = ByLabel<RateLimitOutcome, u32>;
+}
+
+/// RED metric ids of one route (or of unmatched requests).
+#[derive(Debug)]
+pub struct RedIds {
+    /// Gauge of requests in flight.
+    pub in_flight: u32,
+    /// Per variant label (the policy's variants, then `none`).
+    pub variants: Vec<VariantRed>,
+}
+
+/// The RED series of one variant label.
+#[derive(Debug)]
+pub struct VariantRed {
+    /// `requests_total` per status class.
+    pub requests: ByLabel<CodeClass, u32>,
+    /// The duration histogram.
+    pub duration: u32,
+}
+
+/// Metric ids of one breaker instance.
+#[derive(Debug)]
+pub struct BreakerIds {
+    /// Gauge: 0 closed, 1 half-open, 2 open.
+    pub state: u32,
+    /// Transitions into each phase.
+    pub transitions: ByLabel<Phase, u32>,
+    /// Rejections by kind.
+    pub rejected: ByLabel<RejectKind, u32>,
+}
+
+/// Defines metrics through a [`Host`].
+pub struct Definer<'h, H: Host>(pub &'h H);
+
+impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
+    type Error = HostError;
+
+    fn red(&mut self, route: &str, variants: &[&str]) -> Result<RedIds, HostError> {
+        let host = self.0;
+        Ok(RedIds {
+            in_flight: host.define_metric(MetricKind::Gauge, &requests_in_flight(route))?,
+            variants: variants
+                .iter()
+                .map(|v| {
+                    Ok(VariantRed {
+                        requests: ByLabel::try_new(|class| {
+                            host.define_metric(
+                                MetricKind::Counter,
+                                &requests_total(route, v, class),
+                            )
+                        })?,
+                        duration: host
+                            .define_metric(MetricKind::Histogram, &request_duration(route, v))?,
+                    })
+                })
+                .collect::<Result<_, HostError>>()?,
+        })
+    }
+
+    fn breaker(&mut self, route: &str, variant: &str) -> Result<BreakerIds, HostError> {
+        let host = self.0;
+        Ok(BreakerIds {
+            state: host.define_metric(MetricKind::Gauge, &breaker_state(route, variant))?,
+            transitions: ByLabel::try_new(|phase| {
+                host.define_metric(
+                    MetricKind::Counter,
+                    &breaker_transitions(route, variant, phase),
+                )
+            })?,
+            rejected: ByLabel::try_new(|kind| {
+                host.define_metric(MetricKind::Counter, &breaker_rejected(route, variant, kind))
+            })?,
+        })
+    }
+
+    fn policy(&mut self, policy: &str) -> Result<ByLabel<RateLimitOutcome, u32>, HostError> {
+        let host = self.0;
+        ByLabel::try_new(|outcome| {
+            host.define_metric(MetricKind::Counter, &ratelimit_requests(policy, outcome))
+        })
+    }
+}
+
+fn count(host: &impl Host, id: Option<&u32>) {
+    if let Some(id) = id {
+        let _ = host.increment_metric(*id, 1);
+    }
+}
+
+/// Counts and logs what the engine reported.
+pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Event]) {
+    for e in events {
+        match e {
+            Event::RateLimit { policy, outcome } => count(
+                host,
+                plugin
+                    .policies
+                    .get(*policy)
+                    .and_then(|p| p.ids.get(*outcome)),
+            ),
+            Event::BreakerTransition {
+                route,
+                instance,
+                transition: t,
+            } => {
+                let Some(b) = plugin
+                    .routes
+                    .get(*route)
+                    .and_then(|r| r.breakers.get(*instance))
+                else {
+                    continue;
+                };
+                let _ = host.record_metric(b.ids.state, t.to.gauge());
+                count(host, b.ids.transitions.get(t.to));
+                host.log(
+                    Level::Info,
+                    &format!(
+                        "meshguard: breaker {}: {} -> {} ({})",
+                        b.name,
+                        meshguard_engine::Label::label(t.from),
+                        meshguard_engine::Label::label(t.to),
+                        t.reason
+                    ),
+                );
+            }
+            Event::BreakerRejected {
+                route,
+                instance,
+                kind,
+            } => count(
+                host,
+                plugin
+                    .routes
+                    .get(*route)
+                    .and_then(|r| r.breakers.get(*instance))
+                    .and_then(|b| b.ids.rejected.get(*kind)),
+            ),
+            Event::Warning(message) => host.log(Level::Warn, message),
+        }
+    }
+}
+
+/// The in-flight gauge of a stream's RED series, up (`1`) or down (`-1`).
+pub fn in_flight(host: &impl Host, red: Option<&RedIds>, delta: i64) {
+    if let Some(ids) = red {
+        let _ = host.increment_metric(ids.in_flight, delta);
+    }
+}
+
+/// Records one RED sample: the in-flight gauge down, the request counted under
+/// its variant and class, its duration.
+pub fn record_red(host: &impl Host, plugin: &Runtime<WasmIds>, sample: &RedSample) {
+    let ids = plugin.red(sample.slot);
+    in_flight(host, ids, -1);
+    let Some(ids) = ids else { return };
+    // The chosen variant's series, or the trailing `none` series.
+    let slot = sample
+        .variant
+        .unwrap_or(ids.variants.len().saturating_sub(1));
+    if let Some(v) = ids.variants.get(slot) {
+        count(host, v.requests.get(sample.class));
+        if let Some(ms) = sample.duration_ms {
+            let _ = host.record_metric(v.duration, ms);
+        }
+    }
+}
