@@ -45,6 +45,10 @@ SCENARIOS = {
     "canary": {"about": "meshguard: sticky canary split (+ metrics)", "config": {"routes": [{"name": "web", "canary": {
         "variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}],
         "sticky": {"header": "x-user-id"}}}]}},
+    "analysis": {"about": "meshguard: the canary scenario with a self-judging analysis (+ metrics)",
+                 "config": {"routes": [{"name": "web", "canary": {
+        "variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}],
+        "sticky": {"header": "x-user-id"}, "revision": "bench", "analysis": {"slowCallMs": 1000}}}]}},
     "ratelimit": {"about": "meshguard: one per-client rate limit (+ metrics)", "config": {"routes": [{"name": "web"}],
         "rateLimits": [{"name": "per-client", "key": [{"clientAddress": {}}],
                         "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}},
@@ -90,6 +94,7 @@ RED = ["current_time*1", "counter*1", "response_status_header*1", "log_current_t
 REPLAYS = {
     "metrics": RED,
     "canary": RED + ["request_header_present*1", "set_request_header*2", "clear_route_cache*1"],
+    "analysis": RED + ["request_header_present*1", "set_request_header*2", "clear_route_cache*1"],
     "ratelimit": RED + ["property_source_address*1", "counter*1"],
     "breaker": RED,
     "all": RED + ["request_header_present*2", "property_source_address*1", "counter*2", "set_request_header*2",

@@ -13,6 +13,7 @@ use crate::matcher::{value_condition, ValueCondition};
 use crate::names::{check_header_name, check_name, check_param_name, ALL_VARIANTS, NO_VARIANT};
 use crate::problem::{bounded_list, exactly_one, in_range, index, join, Problems};
 use crate::raw::{Canary, CanaryRule, Sticky};
+use crate::rollout::{compile_rollout, CompiledRollout};
 
 /// Variant labels meshguard uses itself: `none` (no canary policy) and `all` (one
 /// breaker for every variant).
@@ -44,6 +45,11 @@ pub struct CompiledCanary {
     pub trusted: Vec<Cidr>,
     /// Tag the response with the variant header.
     pub respond_with_variant: bool,
+    /// Each variant's weight, basis points, as configured (with a ramp: its first
+    /// step); `slices` is laid out from these.
+    pub weights: Vec<u32>,
+    /// The rollout (analysis, ramp, manual control), if any.
+    pub rollout: Option<CompiledRollout>,
 }
 
 /// A variant with its cluster resolved.
@@ -123,6 +129,7 @@ pub fn compile_canary(
     let mut names = HashSet::new();
     let mut variants = Vec::with_capacity(c.variants.len());
     let mut sum: u64 = 0;
+    let mut weights: Vec<u32> = c.variants.iter().map(|v| v.weight).collect();
     for (i, v) in c.variants.iter().enumerate() {
         let at = index(&vpath, i);
         if let Err(e) = check_name(&v.name) {
@@ -163,7 +170,16 @@ pub fn compile_canary(
             cluster,
         });
     }
-    if sum != u64::from(BUCKETS) && !c.variants.is_empty() {
+    if let Some(ramp) = &c.ramp {
+        let first = ramp.steps.first().copied().unwrap_or(0);
+        if let Some(i) = c.variants.iter().position(|v| v.weight != 0) {
+            local.push(
+                join(&index(&vpath, i), "weight"),
+                "set by ramp.steps: leave the variants' weights out",
+            );
+        }
+        weights = vec![BUCKETS.saturating_sub(first), first];
+    } else if sum != u64::from(BUCKETS) && !c.variants.is_empty() {
         local.push(
             &vpath,
             format!("weights must sum to {BUCKETS} basis points, got {sum}"),
@@ -199,14 +215,17 @@ pub fn compile_canary(
             );
         }
     }
+    let rollout = compile_rollout(c, path, &mut local);
     let ok = local.merge_into(p);
     ok.then(|| CompiledCanary {
-        slices: slices(c.variants.iter().map(|v| v.weight)),
+        slices: slices(weights.iter().copied()),
+        weights,
         variants,
         rules,
         sticky,
         trusted,
         respond_with_variant: c.respond_with_variant,
+        rollout,
     })
 }
 

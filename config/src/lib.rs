@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod raw;
 #[cfg(feature = "cli")]
 pub mod render;
+pub mod rollout;
 pub mod route;
 pub mod status;
 pub mod telemetry;

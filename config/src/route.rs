@@ -49,6 +49,19 @@ pub fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Comp
             &mut local,
         )
     });
+    // An analysis without statuses of its own counts errors as the breaker does.
+    let mut canary = canary;
+    if let (Some(b), Some(a)) = (
+        &breaker,
+        canary
+            .as_mut()
+            .and_then(|c| c.rollout.as_mut())
+            .and_then(|r| r.analysis.as_mut()),
+    ) {
+        if !a.own_failures {
+            a.failures = b.failures.clone();
+        }
+    }
     let clean = local.merge_into(p);
     let m = m?;
     clean.then(|| CompiledRoute {

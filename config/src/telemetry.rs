@@ -3,13 +3,14 @@
 //! filter) because `meshguard render` writes it into deployment manifests.
 
 /// Every label any meshguard metric uses, in the order they appear in names.
-pub const LABELS: [&str; 6] = [
+pub const LABELS: [&str; 7] = [
     "route",
     "variant",
     "code_class",
     "policy",
     "outcome",
     "state",
+    "signal",
 ];
 
 /// Default duration-histogram buckets, in milliseconds.

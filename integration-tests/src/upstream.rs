@@ -4,6 +4,9 @@
 //! - `x-test-delay-ms: 250` wait before answering
 //! - `x-test-body: text`    body to answer with (default: the JSON echo below)
 //!
+//! [`Upstream::start_failing`] makes an upstream that fails every Nth request
+//! itself (a canary with a known error rate, whatever the client sends).
+//!
 //! Every answer carries `x-upstream: <name>`. The default body is JSON:
 //! `{"upstream": name, "method", "path", "headers": [{"name", "value", "hex"}]}` where
 //! `value` is lossy UTF-8 and `hex` the exact bytes.
@@ -41,6 +44,16 @@ impl Upstream {
 
     /// Like [`Upstream::start`], answering `status` unless `x-test-status` says otherwise.
     pub fn start_with(name: &str, default_status: u16) -> Upstream {
+        Self::start_inner(name, default_status, 0)
+    }
+
+    /// Like [`Upstream::start`], answering 503 to every `every`-th request it
+    /// receives (the 2nd, 4th, … for `every = 2`: half of them).
+    pub fn start_failing(name: &str, every: u64) -> Upstream {
+        Self::start_inner(name, 200, every)
+    }
+
+    fn start_inner(name: &str, default_status: u16, fail_every: u64) -> Upstream {
         let count = Arc::new(AtomicU64::new(0));
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -67,7 +80,7 @@ impl Upstream {
                                 let svc = service_fn(move |req| {
                                     let name = name.clone();
                                     let count = count.clone();
-                                    async move { Ok::<_, Infallible>(answer(&name, &count, default_status, req).await) }
+                                    async move { Ok::<_, Infallible>(answer(&name, &count, default_status, fail_every, req).await) }
                                 });
                                 let _ = http1::Builder::new()
                                     .max_headers(512)
@@ -112,12 +125,17 @@ async fn answer(
     name: &str,
     count: &AtomicU64,
     default_status: u16,
+    fail_every: u64,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    count.fetch_add(1, Ordering::SeqCst);
+    let n = count.fetch_add(1, Ordering::SeqCst) + 1;
     let status = header(&req, "x-test-status")
         .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(default_status);
+        .unwrap_or(if fail_every > 0 && n % fail_every == 0 {
+            503
+        } else {
+            default_status
+        });
     if let Some(ms) = header(&req, "x-test-delay-ms").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -28,6 +28,9 @@ pub enum Reason {
     StickyIssued,
     /// No key: the random roll fell into its slice.
     Random,
+    /// The rule, propagated header or fallback chose a variant that was rolled
+    /// back: the baseline serves instead.
+    RolledBack,
 }
 
 /// The decision for one request.
@@ -71,18 +74,29 @@ pub fn is_trusted(policy: &CompiledCanary, req: &mut impl RequestView) -> bool {
         .is_some_and(|ip| policy.trusted.iter().any(|c| c.contains(ip)))
 }
 
-/// The variant whose slice holds `bucket` (0..10000).
-pub fn variant_for_bucket(policy: &CompiledCanary, bucket: u32) -> usize {
-    policy
-        .slices
+/// The variant whose slice of `split` holds `bucket` (0..10000).
+pub fn variant_for_bucket(split: &[(u32, usize)], bucket: u32) -> usize {
+    split
         .iter()
         .find(|(end, _)| bucket < *end)
         .map_or(0, |(_, v)| *v)
 }
 
-/// Chooses the variant for a request.
+/// Chooses the variant for a request, splitting by the policy's configured weights.
+#[cfg(test)]
 pub fn choose_variant(
     policy: &CompiledCanary,
+    variant_header: &str,
+    req: &mut impl RequestView,
+    draw: Draw<'_>,
+) -> Choice {
+    choose_in(policy, &policy.slices, variant_header, req, draw)
+}
+
+/// Chooses the variant for a request, splitting by `split`.
+fn choose_in(
+    policy: &CompiledCanary,
+    split: &[(u32, usize)],
     variant_header: &str,
     req: &mut impl RequestView,
     draw: Draw<'_>,
@@ -120,27 +134,38 @@ pub fn choose_variant(
         }
     }
     let Some(sticky) = &policy.sticky else {
-        return random(policy, draw.roll);
+        return random(split, draw.roll);
     };
     let key = sticky_key(&sticky.key, req);
     match (key, draw.fresh_key) {
         (Some(k), _) => Choice {
-            variant: variant_for_bucket(policy, sticky_bucket(&sticky.salt, &k)),
+            variant: variant_for_bucket(split, sticky_bucket(&sticky.salt, &k)),
             reason: Reason::Sticky,
         },
         (None, Some(fresh)) => Choice {
-            variant: variant_for_bucket(policy, sticky_bucket(&sticky.salt, fresh)),
+            variant: variant_for_bucket(split, sticky_bucket(&sticky.salt, fresh)),
             reason: Reason::StickyIssued,
         },
-        (None, None) => random(policy, draw.roll),
+        (None, None) => random(split, draw.roll),
     }
 }
 
-/// The variant of a request on a route with `policy`, drawing from `rng` what the
-/// choice may need, and the `Set-Cookie` value to answer with when a fresh sticky
-/// key was issued.
+/// How a policy splits right now: the slices to draw from, and the variants no
+/// request may reach (rolled back). Without a rollout: the configured split.
+#[derive(Debug, Clone, Copy)]
+pub struct Split<'a> {
+    /// Ascending `(end, variant)` slices of 0..10000.
+    pub slices: &'a [(u32, usize)],
+    /// `rolled_back[v]`: variant `v` serves nothing.
+    pub rolled_back: &'a [bool],
+}
+
+/// The variant of a request on a route with `policy`, split by `split`, drawing
+/// from `rng` what the choice may need; and the `Set-Cookie` value to answer with
+/// when a fresh sticky key was issued.
 pub fn decide(
     policy: &CompiledCanary,
+    split: Split<'_>,
     variant_header: &str,
     req: &mut impl RequestView,
     rng: &Rng,
@@ -159,7 +184,18 @@ pub fn decide(
         roll: rng.next_u64(),
         fresh_key: fresh.as_ref().map(|k| &k[..]),
     };
-    let choice = choose_variant(policy, variant_header, req, draw);
+    let mut choice = choose_in(policy, split.slices, variant_header, req, draw);
+    if split
+        .rolled_back
+        .get(choice.variant)
+        .copied()
+        .unwrap_or(false)
+    {
+        choice = Choice {
+            variant: 0,
+            reason: Reason::RolledBack,
+        };
+    }
     let cookie = match (choice.reason, issue, &fresh) {
         (Reason::StickyIssued, Some((name, attrs)), Some(key)) => {
             Some(format!("{name}={}; {attrs}", String::from_utf8_lossy(key)))
@@ -169,10 +205,10 @@ pub fn decide(
     (choice, cookie)
 }
 
-fn random(policy: &CompiledCanary, roll: u64) -> Choice {
+fn random(split: &[(u32, usize)], roll: u64) -> Choice {
     let bucket = (roll % u64::from(BUCKETS)) as u32;
     Choice {
-        variant: variant_for_bucket(policy, bucket),
+        variant: variant_for_bucket(split, bucket),
         reason: Reason::Random,
     }
 }

@@ -6,6 +6,8 @@
 //! - on the response headers, [`ResponseEdits`]: the headers to set and add;
 //! - at stream end, [`LogRecord`]: the RED sample and the events.
 
+use crate::analysis::rollout::Change;
+use crate::analysis::VariantStatus;
 use crate::breaker::Ticket;
 use crate::canary::Reason;
 use crate::metrics::{CodeClass, RateLimitOutcome, RejectKind};
@@ -126,6 +128,22 @@ pub enum Event {
         instance: usize,
         /// Why.
         kind: RejectKind,
+    },
+    /// A canary rollout changed (a state, a shadow verdict, a ramp step): counted
+    /// and logged by the worker whose fold made the change.
+    Rollout {
+        /// Route index.
+        route: usize,
+        /// What changed, and why.
+        change: Change,
+    },
+    /// A canary rollout's status as this worker now routes by it (set when it
+    /// differs from the last one reported): the gauges.
+    RolloutStatus {
+        /// Route index.
+        route: usize,
+        /// Per variant, baseline first.
+        variants: Vec<VariantStatus>,
     },
     /// Unexpected but handled (a store or clock failure and its fallback), for the log.
     Warning(String),

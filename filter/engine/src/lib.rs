@@ -13,6 +13,7 @@
 //! table, leases, headers), circuit breaking (`breaker`: window, state machine, a
 //! worker's local view, the gate), failure classification and metric names.
 
+mod analysis;
 mod breaker;
 mod canary;
 pub mod decision;
@@ -30,6 +31,8 @@ mod store;
 mod time;
 mod view;
 
+pub use analysis::rollout::{Cause, Change, Counts};
+pub use analysis::VariantStatus;
 pub use breaker::local::{Local, MAX_DELAY_NS, STALE_NS};
 pub use breaker::machine::Transition;
 pub use breaker::state::{snapshot as breaker_snapshot, Phase, Snapshot as BreakerSnapshot};
@@ -40,12 +43,12 @@ pub use decision::{
     Advertised, Completion, Event, LocalReply, LogRecord, RedSample, RedSlot, ReplyReason,
     RequestEffects, ResponseEdits, StreamState,
 };
-pub use metrics::{ByLabel, CodeClass, Label, RateLimitOutcome, RejectKind};
+pub use metrics::{ByLabel, CanaryState, CodeClass, Label, RateLimitOutcome, RejectKind, Signal};
 pub use outcome::{flags_matter, is_failure, FAILURE_FLAGS};
 pub use rng::Rng;
 pub use runtime::{
     breaker_labels, red_labels, BreakerInstance, DefineIds, HeaderNames, Ids, PolicyRuntime,
-    RouteRuntime, Runtime, STORE_VERSION,
+    Rollout, RouteRuntime, Runtime, STORE_VERSION,
 };
 pub use store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
 pub use view::RequestView;

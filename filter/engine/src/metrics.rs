@@ -120,6 +120,30 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Where a canary variant's rollout is, the `state` label of the canary series.
+    CanaryState {
+        /// The ramp is stepping its weight up.
+        Ramping = "ramping",
+        /// Judged at a weight that does not move (no ramp, or paused).
+        Holding = "holding",
+        /// The ramp reached its last step.
+        Promoted = "promoted",
+        /// A verdict (or the config) took its weight to 0.
+        RolledBack = "rolled_back",
+    }
+}
+
+label_enum! {
+    /// What a canary analysis judges, the `signal` label.
+    Signal {
+        /// Failed calls.
+        Errors = "errors",
+        /// Calls over the slow-call threshold.
+        Slow = "slow",
+    }
+}
+
 impl CodeClass {
     /// The class of a final status (0: no response).
     pub fn of(status: u64) -> CodeClass {
@@ -179,6 +203,42 @@ pub fn breaker_rejected(route: &str, variant: &str, why: RejectKind) -> String {
         "meshguard.breaker_rejected_total.route.{route}.variant.{variant}.outcome.{}",
         why.label()
     )
+}
+
+/// `meshguard.canary_weight.route.<r>.variant.<v>` (gauge, basis points).
+pub fn canary_weight(route: &str, variant: &str) -> String {
+    format!("meshguard.canary_weight.route.{route}.variant.{variant}")
+}
+
+/// `meshguard.canary_state.route.<r>.variant.<v>.state.<s>` (gauge, 1 in the state).
+pub fn canary_state(route: &str, variant: &str, state: CanaryState) -> String {
+    format!(
+        "meshguard.canary_state.route.{route}.variant.{variant}.state.{}",
+        state.label()
+    )
+}
+
+/// `meshguard.canary_transitions_total.route.<r>.variant.<v>.state.<target>`.
+pub fn canary_transitions(route: &str, variant: &str, state: CanaryState) -> String {
+    format!(
+        "meshguard.canary_transitions_total.route.{route}.variant.{variant}.state.{}",
+        state.label()
+    )
+}
+
+/// `meshguard.canary_evidence_permille.route.<r>.variant.<v>.signal.<s>` (gauge:
+/// the sequential test's progress to its threshold on a log scale, 1000 = verdict).
+pub fn canary_evidence(route: &str, variant: &str, signal: Signal) -> String {
+    format!(
+        "meshguard.canary_evidence_permille.route.{route}.variant.{variant}.signal.{}",
+        signal.label()
+    )
+}
+
+/// `meshguard.canary_shadow_verdict.route.<r>.variant.<v>` (gauge, 1 when a
+/// shadow analysis would have rolled the variant back).
+pub fn canary_shadow_verdict(route: &str, variant: &str) -> String {
+    format!("meshguard.canary_shadow_verdict.route.{route}.variant.{variant}")
 }
 
 #[cfg(test)]

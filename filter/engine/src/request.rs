@@ -10,7 +10,7 @@
 //! Each returns a value (see [`crate::decision`]); the glue applies it.
 
 use crate::breaker::{self, Gate};
-use crate::canary;
+use crate::canary::{self, Split};
 use crate::decision::{
     Completion, Event, LogRecord, RedSample, RedSlot, RequestEffects, ResponseEdits, StreamState,
 };
@@ -68,7 +68,18 @@ impl<I: Ids> Runtime<I> {
         }
         let policy = route.route.canary.as_ref();
         if let Some(policy) = policy {
-            let (choice, cookie) = canary::decide(policy, &self.headers.variant, req, rng);
+            let view = route.rollout.as_ref().map(|r| r.state.view.borrow());
+            let split = match &view {
+                Some(v) => Split {
+                    slices: &v.slices,
+                    rolled_back: &v.rolled_back,
+                },
+                None => Split {
+                    slices: &policy.slices,
+                    rolled_back: &[],
+                },
+            };
+            let (choice, cookie) = canary::decide(policy, split, &self.headers.variant, req, rng);
             state.variant = Some(choice.variant);
             state.reason = Some(choice.reason);
             state.set_cookie = cookie;
@@ -157,9 +168,15 @@ impl<I: Ids> Runtime<I> {
     }
 
     /// Whether stream end needs Envoy's response flags for a call with final status
-    /// `code`: a breaker judges it and the flags can change the verdict.
+    /// `code`: a breaker or a canary analysis judges it and the flags can change the
+    /// verdict.
     pub fn needs_flags(&self, state: &StreamState, code: u64) -> bool {
-        state.ticket.is_some() && flags_matter(code, state.response_complete)
+        let analysed = state
+            .route
+            .and_then(|i| self.routes.get(i))
+            .and_then(|r| r.route.canary.as_ref()?.rollout.as_ref()?.analysis.as_ref())
+            .is_some();
+        (state.ticket.is_some() || analysed) && flags_matter(code, state.response_complete)
     }
 
     /// The stream ended (answered, reset or abandoned): what to record.
@@ -186,16 +203,46 @@ impl<I: Ids> Runtime<I> {
                 breaker::settle(route, t, &end, store, &mut record.events);
             }
         }
+        let route = state.route.and_then(|i| self.routes.get(i));
+        let rollout = route.and_then(|r| {
+            Some((
+                r.rollout.as_ref()?,
+                r.route.canary.as_ref()?.rollout.as_ref()?,
+            ))
+        });
+        if let (Some((rt, config)), Some(v), false) = (rollout, state.variant, state.rejected) {
+            let duration = state
+                .start_ns
+                .zip(end.now)
+                .map(|(s, n)| n.saturating_sub(s));
+            rt.state.count(config, v, &end, duration);
+        }
         record
     }
 
-    /// The root context's tick at `now`: writes held breaker outcomes that are due.
+    /// The root context's tick at `now`: writes held breaker outcomes that are due,
+    /// and folds each rollout's counts (reading back its verdicts and steps).
     pub fn tick(&self, store: &mut impl SharedStore, now: u64) -> Vec<Event> {
         let mut events = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
             breaker::flush(route, i, store, now, &mut events);
         }
+        self.tick_rollouts(store, now, &mut events);
         events
+    }
+
+    /// Reads (and, when due, advances) every rollout's shared record at `now`: at
+    /// configure time, so a new VM or config routes by a verdict reached before it
+    /// from its first request, and on every tick.
+    pub fn tick_rollouts(&self, store: &mut impl SharedStore, now: u64, events: &mut Vec<Event>) {
+        for (i, route) in self.routes.iter().enumerate() {
+            let (Some(rt), Some(policy)) = (&route.rollout, &route.route.canary) else {
+                continue;
+            };
+            if let Some(config) = &policy.rollout {
+                rt.state.tick(i, policy, config, store, now, events);
+            }
+        }
     }
 }
 

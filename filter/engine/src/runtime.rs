@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use meshguard_config::compiled::{CompiledConfig, CompiledRoute};
 use meshguard_config::ratelimit::CompiledRateLimit;
 
+use crate::analysis::RolloutRuntime;
 use crate::breaker::local::Local;
 use crate::metrics::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
 use crate::ratelimit::lease::Leases;
@@ -28,6 +29,8 @@ pub trait Ids {
     type Breaker: std::fmt::Debug;
     /// A rate-limit policy's outcome counters.
     type Policy: std::fmt::Debug;
+    /// A canary rollout's gauges and counters.
+    type Rollout: std::fmt::Debug;
 }
 
 /// Defines the metrics of one configuration (the host's side of [`Runtime::build`]).
@@ -40,6 +43,9 @@ pub trait DefineIds<I: Ids> {
     fn breaker(&mut self, route: &str, variant: &str) -> Result<I::Breaker, Self::Error>;
     /// The outcome counters of rate-limit policy `policy`.
     fn policy(&mut self, policy: &str) -> Result<I::Policy, Self::Error>;
+    /// The rollout metrics of `route`'s canary policy with `variants` (baseline
+    /// first).
+    fn rollout(&mut self, route: &str, variants: &[&str]) -> Result<I::Rollout, Self::Error>;
 }
 
 /// The header names meshguard reads and writes.
@@ -84,6 +90,17 @@ pub struct RouteRuntime<I: Ids> {
     pub breakers: Vec<BreakerInstance<I>>,
     /// Shared-data key of the in-flight count, when the breaker limits concurrency.
     pub slots: Option<String>,
+    /// The canary policy's rollout (analysis, ramp), when it has one.
+    pub rollout: Option<Rollout<I>>,
+}
+
+/// A canary rollout as this worker holds it.
+#[derive(Debug)]
+pub struct Rollout<I: Ids> {
+    /// Its counts, what it read, the split it routes by.
+    pub state: RolloutRuntime,
+    /// Its metrics.
+    pub ids: I::Rollout,
 }
 
 /// One breaker instance as this worker holds it.
@@ -210,10 +227,12 @@ impl<I: Ids> Runtime<I> {
         })
     }
 
-    /// Whether any route has a breaker (the root context then ticks to write held
-    /// outcomes of an idle worker).
-    pub fn has_breakers(&self) -> bool {
-        self.routes.iter().any(|r| !r.breakers.is_empty())
+    /// Whether the root context must tick: a breaker may hold outcomes of an idle
+    /// worker, a rollout folds counts and reads verdicts.
+    pub fn needs_tick(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !r.breakers.is_empty() || r.rollout.is_some())
     }
 
     /// The RED series of `slot`.
@@ -248,10 +267,25 @@ fn build_route<I: Ids, D: DefineIds<I>>(
         .as_ref()
         .and_then(|b| b.max_concurrent)
         .map(|_| format!("{store_prefix}.cc.{}", route.name));
+    let rollout = match &route.canary {
+        Some(policy) => match &policy.rollout {
+            Some(r) => {
+                let names: Vec<&str> = policy.variants.iter().map(|v| v.name.as_str()).collect();
+                let key = format!("{store_prefix}.ro.{}.{:016x}", route.name, r.fingerprint);
+                Some(Rollout {
+                    ids: define.rollout(&route.name, &names)?,
+                    state: RolloutRuntime::new(policy, r, key),
+                })
+            }
+            None => None,
+        },
+        None => None,
+    };
     Ok(RouteRuntime {
         red,
         breakers,
         slots,
+        rollout,
         route,
     })
 }
@@ -269,6 +303,7 @@ pub mod testing {
         type Red = ();
         type Breaker = ();
         type Policy = ();
+        type Rollout = ();
     }
 
     impl DefineIds<NoIds> for NoIds {
@@ -280,6 +315,9 @@ pub mod testing {
             Ok(())
         }
         fn policy(&mut self, _: &str) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn rollout(&mut self, _: &str, _: &[&str]) -> Result<(), Self::Error> {
             Ok(())
         }
     }

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use meshguard_config::{load_json, Problem};
 
 use super::plugin::{build, Plugin};
+use super::request::on_tick;
 
 use crate::host::{Host, Level};
 
@@ -28,6 +29,9 @@ pub fn configure(host: &impl Host) -> Option<Rc<Plugin>> {
             let routes = c.routes.len();
             match build(host, c) {
                 Ok(plugin) => {
+                    // Rollouts route by their shared state from the first request
+                    // (a verdict reached before this config or VM survives).
+                    on_tick(host, &plugin);
                     host.log(
                         Level::Info,
                         &format!("meshguard: configuration loaded: {routes} route(s)"),

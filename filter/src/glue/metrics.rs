@@ -3,12 +3,13 @@
 //! and log lines.
 
 use meshguard_engine::metrics::{
-    breaker_rejected, breaker_state, breaker_transitions, ratelimit_requests, request_duration,
+    breaker_rejected, breaker_state, breaker_transitions, canary_evidence, canary_shadow_verdict,
+    canary_state, canary_transitions, canary_weight, ratelimit_requests, request_duration,
     requests_in_flight, requests_total,
 };
 use meshguard_engine::{
-    ByLabel, CodeClass, DefineIds, Event, Ids, Phase, RateLimitOutcome, RedSample, RejectKind,
-    Runtime,
+    ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, Ids, Label, Phase, RateLimitOutcome,
+    RedSample, RejectKind, Runtime, Signal, VariantStatus,
 };
 
 use crate::host::{Host, HostError, Level, MetricKind};
@@ -21,6 +22,29 @@ impl Ids for WasmIds {
     type Red = RedIds;
     type Breaker = BreakerIds;
     type Policy = ByLabel<RateLimitOutcome, u32>;
+    type Rollout = Vec<CanaryIds>;
+}
+
+/// A canary variant's rollout metrics.
+#[derive(Debug)]
+pub struct CanaryIds {
+    /// `canary_weight`: its effective weight, basis points.
+    pub weight: u32,
+    /// The rest, for the variants that are judged (not the baseline).
+    pub judged: Option<JudgedIds>,
+}
+
+/// The metrics of a judged (non-baseline) variant.
+#[derive(Debug)]
+pub struct JudgedIds {
+    /// `canary_state`: 1 in the current state, 0 in the others.
+    pub state: ByLabel<CanaryState, u32>,
+    /// `canary_transitions_total` by target state.
+    pub transitions: ByLabel<CanaryState, u32>,
+    /// `canary_evidence_permille` by signal.
+    pub evidence: ByLabel<Signal, u32>,
+    /// `canary_shadow_verdict`.
+    pub shadow: u32,
 }
 
 /// RED metric ids of one route (or of unmatched requests).
@@ -102,6 +126,34 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
             host.define_metric(MetricKind::Counter, &ratelimit_requests(policy, outcome))
         })
     }
+
+    fn rollout(&mut self, route: &str, variants: &[&str]) -> Result<Vec<CanaryIds>, HostError> {
+        let host = self.0;
+        let gauge = |name: &str| host.define_metric(MetricKind::Gauge, name);
+        let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
+        variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let judged = if i == 0 {
+                    None
+                } else {
+                    Some(JudgedIds {
+                        state: ByLabel::try_new(|s| gauge(&canary_state(route, v, s)))?,
+                        transitions: ByLabel::try_new(|s| {
+                            counter(&canary_transitions(route, v, s))
+                        })?,
+                        evidence: ByLabel::try_new(|s| gauge(&canary_evidence(route, v, s)))?,
+                        shadow: gauge(&canary_shadow_verdict(route, v))?,
+                    })
+                };
+                Ok(CanaryIds {
+                    weight: gauge(&canary_weight(route, v))?,
+                    judged,
+                })
+            })
+            .collect()
+    }
 }
 
 fn count(host: &impl Host, id: Option<&u32>) {
@@ -140,8 +192,8 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
                     &format!(
                         "meshguard: breaker {}: {} -> {} ({})",
                         b.name,
-                        meshguard_engine::Label::label(t.from),
-                        meshguard_engine::Label::label(t.to),
+                        t.from.label(),
+                        t.to.label(),
                         t.reason
                     ),
                 );
@@ -158,9 +210,94 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
                     .and_then(|r| r.breakers.get(*instance))
                     .and_then(|b| b.ids.rejected.get(*kind)),
             ),
+            Event::Rollout { route, change } => rollout_change(host, plugin, *route, change),
+            Event::RolloutStatus { route, variants } => {
+                if let Some(ids) = plugin.routes.get(*route).and_then(|r| r.rollout.as_ref()) {
+                    for (ids, status) in ids.ids.iter().zip(variants) {
+                        publish(host, ids, status);
+                    }
+                }
+            }
             Event::Warning(message) => host.log(Level::Warn, message),
         }
     }
+}
+
+/// `route/variant` of a canary variant, for logs.
+fn variant_name(plugin: &Runtime<WasmIds>, route: usize, variant: usize) -> String {
+    let r = plugin.routes.get(route);
+    let v = r
+        .and_then(|r| r.route.canary.as_ref())
+        .and_then(|c| c.variants.get(variant));
+    format!(
+        "{}/{}",
+        r.map_or("?", |r| r.route.name.as_str()),
+        v.map_or("?", |v| v.name.as_str())
+    )
+}
+
+fn rollout_change(host: &impl Host, plugin: &Runtime<WasmIds>, route: usize, change: &Change) {
+    match change {
+        Change::State {
+            variant,
+            from,
+            to,
+            reason,
+        } => {
+            let ids = plugin
+                .routes
+                .get(route)
+                .and_then(|r| r.rollout.as_ref())
+                .and_then(|r| r.ids.get(*variant))
+                .and_then(|v| v.judged.as_ref());
+            count(host, ids.and_then(|j| j.transitions.get(*to)));
+            host.log(
+                Level::Info,
+                &format!(
+                    "meshguard: canary {}: {} -> {} ({reason})",
+                    variant_name(plugin, route, *variant),
+                    from.label(),
+                    to.label()
+                ),
+            );
+        }
+        Change::Shadow { variant, reason } => host.log(
+            Level::Info,
+            &format!(
+                "meshguard: canary {}: shadow verdict, would roll back ({reason})",
+                variant_name(plugin, route, *variant)
+            ),
+        ),
+        Change::Step {
+            step,
+            weight,
+            reason,
+        } => host.log(
+            Level::Info,
+            &format!(
+                "meshguard: canary {}: ramp to step {} at {weight} bp ({reason})",
+                variant_name(plugin, route, 1),
+                step + 1
+            ),
+        ),
+    }
+}
+
+/// Sets a variant's gauges to its status.
+fn publish(host: &impl Host, ids: &CanaryIds, status: &VariantStatus) {
+    let _ = host.record_metric(ids.weight, u64::from(status.weight));
+    let Some(j) = &ids.judged else { return };
+    for s in CanaryState::ALL {
+        if let Some(id) = j.state.get(*s) {
+            let _ = host.record_metric(*id, u64::from(status.state == Some(*s)));
+        }
+    }
+    for (s, value) in Signal::ALL.iter().zip(status.evidence) {
+        if let Some(id) = j.evidence.get(*s) {
+            let _ = host.record_metric(*id, u64::from(value));
+        }
+    }
+    let _ = host.record_metric(j.shadow, u64::from(status.shadow));
 }
 
 /// The in-flight gauge of a stream's RED series, up (`1`) or down (`-1`).

@@ -46,13 +46,13 @@ impl RootContext for Root {
         // Swap the compiled config whole; on error keep nothing and refuse.
         let host = ProxyHost;
         self.plugin = configure(&host);
-        let tick = if self.plugin.as_ref().is_some_and(|p| p.has_breakers()) {
+        let tick = if self.plugin.as_ref().is_some_and(|p| p.needs_tick()) {
             TICK_MS
         } else {
             0
         };
         if let Err(e) = host.set_tick_period(tick) {
-            host.log(Level::Warn, &format!("meshguard: no tick ({e}): an idle worker's breaker outcomes wait for its next request"));
+            host.log(Level::Warn, &format!("meshguard: no tick ({e}): an idle worker's breaker outcomes wait for its next request, and canary analysis does not run"));
         }
         self.plugin.is_some()
     }

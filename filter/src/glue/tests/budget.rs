@@ -9,6 +9,7 @@ use crate::host::fake::FakeHost;
 
 const METRICS: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web"}]}"#;
 const CANARY: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web", "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}}}]}"#;
+const ANALYSIS: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web", "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}, "revision": "bench", "analysis": {"slowCallMs": 1000}}}]}"#;
 const RATELIMIT: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web"}], "rateLimits": [{"name": "per-client", "key": [{"clientAddress": {}}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}"#;
 const BREAKER: &str = r#"{"schemaVersion": 1, "routes": [{"name": "web", "breaker": {"consecutiveFailures": 1000}}]}"#;
 const ALL: &str = r#"{"schemaVersion": 1, "routes": [{"name": "r0", "match": {"pathPrefix": "/r0"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r1", "match": {"pathPrefix": "/r1"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r2", "match": {"pathPrefix": "/r2"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r3", "match": {"pathPrefix": "/r3"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r4", "match": {"pathPrefix": "/r4"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r5", "match": {"pathPrefix": "/r5"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r6", "match": {"pathPrefix": "/r6"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r7", "match": {"pathPrefix": "/r7"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r8", "match": {"pathPrefix": "/r8"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}, {"name": "r9", "match": {"pathPrefix": "/"}, "canary": {"variants": [{"name": "stable", "weight": 9500}, {"name": "canary", "weight": 500}], "sticky": {"header": "x-user-id"}}, "breaker": {"failureRateThreshold": 50, "minimumCalls": 20}}], "rateLimits": [{"name": "per-client", "key": [{"clientAddress": {}}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}, {"name": "per-route", "key": [{"route": true}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}"#;
@@ -144,4 +145,34 @@ fn shared_data_is_touched_once_per_lease_or_batch_not_per_request() {
     // closed phase read again at most once a millisecond when no write refreshed it.
     assert_eq!(count("shared_set(breaker)"), 1_000 / 5);
     assert!(count("shared_get(breaker)") <= 1_000 / 5 + 20 + 1);
+}
+
+#[test]
+fn the_canary_analysis_adds_no_host_call_to_a_request() {
+    assert_eq!(steady(ANALYSIS), steady(CANARY));
+}
+
+#[test]
+fn the_canary_analysis_costs_one_shared_data_round_trip_per_tick() {
+    let host = FakeHost::new()
+        .with_header(":path", b"/")
+        .with_header("x-user-id", b"bench-user");
+    let plugin = plugin(ANALYSIS, &host);
+    let rng = rng(1);
+    for tick in 1..=20u64 {
+        for i in 0..50u64 {
+            let h = host.stream().at(tick * 50_000_000 + i);
+            let h = h
+                .with_header(":path", b"/")
+                .with_header("x-user-id", b"bench-user");
+            let state = on_request_headers(&h, &plugin, &rng);
+            on_log(&h, &plugin, &state);
+        }
+        let t = host.stream().at(tick * 50_000_000 + 49_000_000);
+        crate::glue::request::on_tick(&t, &plugin);
+        let calls = t.calls.take();
+        let gets = calls.iter().filter(|c| c.starts_with("shared_get")).count();
+        let sets = calls.iter().filter(|c| c.starts_with("shared_set")).count();
+        assert_eq!((gets, sets), (1, 1), "tick {tick}: {calls:?}");
+    }
 }

@@ -11,6 +11,7 @@ mod breaker;
 mod budget;
 mod ratelimit;
 mod request;
+mod rollout;
 
 /// The plugin of `json`, its metrics defined in `world`.
 pub fn plugin(json: &str, world: &FakeHost) -> Plugin {

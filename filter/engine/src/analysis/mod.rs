@@ -1,0 +1,214 @@
+//! A canary that judges itself: per-worker counts folded on the tick into one
+//! shared record per rollout, the sequential test and gates that judge each
+//! variant against the baseline, the ramp, and the effective split every worker
+//! routes by.
+//!
+//! - `mixture`: the anytime-valid mixture test on error (or slow-call) counts;
+//! - `gates`: the classical z-test and success-rate floor;
+//! - `rollout`: the shared record and [`rollout::fold`], the pure step applied inside
+//!   each compare-and-swap;
+//! - this module: a worker's side ([`RolloutRuntime`]): its counts since its last
+//!   tick, the record it last read, and the split derived from it.
+
+mod gates;
+pub mod mixture;
+pub mod rollout;
+#[cfg(test)]
+mod sim;
+
+use std::cell::RefCell;
+
+use meshguard_config::canary::{slices, CompiledCanary};
+use meshguard_config::rollout::CompiledRollout;
+
+use crate::decision::{Completion, Event};
+use crate::metrics::{CanaryState, Signal};
+use crate::outcome::is_failure;
+use crate::store::{update, SharedStore};
+use rollout::{alpha_per_test, fold, Counts, Record};
+
+/// What a worker last read of a rollout, and the split it routes by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    /// The record as last read (or fresh, before the first read).
+    pub record: Record,
+    /// Every variant's effective weight, basis points.
+    pub weights: Vec<u32>,
+    /// The split laid out from `weights` (see `meshguard_config::canary::slices`).
+    pub slices: Vec<(u32, usize)>,
+    /// Variants whose weight a verdict (or the config) took to 0: no rule or
+    /// propagated header sends a request there any more.
+    pub rolled_back: Vec<bool>,
+    /// Nothing can change any more (every variant rolled back or promoted): the
+    /// worker stops counting and reading.
+    pub settled: bool,
+}
+
+/// One variant's status, as the gauges show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantStatus {
+    /// Effective weight, basis points.
+    pub weight: u32,
+    /// Its state (`None` for the baseline).
+    pub state: Option<CanaryState>,
+    /// Each sequential test's progress to its threshold, ‰ (errors, slow).
+    pub evidence: [u32; 2],
+    /// A shadow verdict was reached.
+    pub shadow: bool,
+}
+
+/// A worker's side of one rollout.
+#[derive(Debug)]
+pub struct RolloutRuntime {
+    /// Shared-data key of the record.
+    pub key: String,
+    /// Per variant (baseline first): what this worker counted since its last fold.
+    pub pending: RefCell<Vec<Counts>>,
+    /// What it last read.
+    pub view: RefCell<View>,
+    /// The status last reported (gauges are set only when it changes).
+    reported: RefCell<Option<Vec<VariantStatus>>>,
+}
+
+impl RolloutRuntime {
+    /// A worker's side of `policy`'s rollout, its record at `key`, nothing read yet.
+    pub fn new(policy: &CompiledCanary, rollout: &CompiledRollout, key: String) -> Self {
+        let n = policy.variants.len();
+        RolloutRuntime {
+            key,
+            pending: RefCell::new(vec![Counts::default(); n]),
+            view: RefCell::new(view(Record::new(n), policy, rollout)),
+            reported: RefCell::new(None),
+        }
+    }
+
+    /// Counts one finished request on variant `variant` (not a local reply).
+    pub fn count(
+        &self,
+        rollout: &CompiledRollout,
+        variant: usize,
+        end: &Completion,
+        duration_ns: Option<u64>,
+    ) {
+        if self.view.borrow().settled {
+            return;
+        }
+        let mut pending = self.pending.borrow_mut();
+        let Some(c) = pending.get_mut(variant) else {
+            return;
+        };
+        c.n = c.n.saturating_add(1);
+        if let Some(a) = &rollout.analysis {
+            c.errors += u64::from(is_failure(&a.failures, end.code, end.flags));
+            c.slow += u64::from(
+                a.slow_ns
+                    .zip(duration_ns)
+                    .is_some_and(|(limit, d)| d > limit),
+            );
+        }
+    }
+
+    /// The tick at `now`: folds this worker's counts into the shared record (one
+    /// read and, when something changed, one compare-and-swap) and routes by what it
+    /// reads back. On a store failure the counts are kept for the next tick.
+    pub fn tick(
+        &self,
+        route: usize,
+        policy: &CompiledCanary,
+        rollout: &CompiledRollout,
+        store: &mut impl SharedStore,
+        now: u64,
+        events: &mut Vec<Event>,
+    ) {
+        if self.view.borrow().settled {
+            return;
+        }
+        let n = policy.variants.len();
+        let batch = self.pending.borrow().clone();
+        let result = update(store, &self.key, |bytes| {
+            let stored = bytes.and_then(|b| Record::decode(b, n));
+            let corrupt = bytes.is_some() && stored.is_none();
+            let mut rec = stored.unwrap_or_else(|| Record::new(n));
+            let changes = fold(&mut rec, rollout, &batch, now);
+            let new = rec.encode();
+            let write = bytes != Some(new.as_slice());
+            (write.then_some(new), (rec, changes, corrupt))
+        });
+        let (rec, changes, corrupt) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                events.push(Event::Warning(format!(
+                    "meshguard: canary analysis state unavailable ({e:?}); counts kept for the next tick"
+                )));
+                return;
+            }
+        };
+        self.pending
+            .borrow_mut()
+            .iter_mut()
+            .for_each(|c| *c = Counts::default());
+        if corrupt {
+            events.push(Event::Warning(format!(
+                "meshguard: canary analysis state {} was unreadable and started afresh",
+                self.key
+            )));
+        }
+        events.extend(
+            changes
+                .into_iter()
+                .map(|change| Event::Rollout { route, change }),
+        );
+        *self.view.borrow_mut() = view(rec, policy, rollout);
+        let status = self.status(rollout);
+        let mut reported = self.reported.borrow_mut();
+        if reported.as_ref() != Some(&status) {
+            events.push(Event::RolloutStatus {
+                route,
+                variants: status.clone(),
+            });
+            *reported = Some(status);
+        }
+    }
+
+    /// Every variant's status as the worker last read it.
+    pub fn status(&self, rollout: &CompiledRollout) -> Vec<VariantStatus> {
+        let view = self.view.borrow();
+        let alpha = rollout
+            .analysis
+            .as_ref()
+            .map(|a| alpha_per_test(a, view.record.variants.len()));
+        view.weights
+            .iter()
+            .enumerate()
+            .map(|(v, &weight)| {
+                let judged = v.checked_sub(1).and_then(|i| view.record.variants.get(i));
+                let evidence = |s: Signal| {
+                    judged.zip(alpha).map_or(0, |(j, alpha)| match s {
+                        Signal::Errors => j.errors.permille(alpha),
+                        Signal::Slow => j.slow.permille(alpha),
+                    })
+                };
+                VariantStatus {
+                    weight,
+                    state: judged.map(|_| view.record.state(rollout, v)),
+                    evidence: [evidence(Signal::Errors), evidence(Signal::Slow)],
+                    shadow: judged.and_then(|j| j.verdict).is_some_and(|d| d.shadow),
+                }
+            })
+            .collect()
+    }
+}
+
+fn view(record: Record, policy: &CompiledCanary, rollout: &CompiledRollout) -> View {
+    let weights = record.weights(policy, rollout);
+    let rolled_back = (0..weights.len())
+        .map(|v| v > 0 && record.state(rollout, v) == CanaryState::RolledBack)
+        .collect();
+    View {
+        slices: slices(weights.iter().copied()),
+        settled: record.settled(rollout),
+        weights,
+        rolled_back,
+        record,
+    }
+}
