@@ -16,13 +16,14 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build build-trap package manifests bench run test test-native test-wasm lint clean
+.PHONY: help setup build build-trap package manifests bench sim run test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
 	@echo "make test   every test: native, wasm32 under Node, real Envoy"
 	@echo "make build  $(WASM) and $(CLI)"
 	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
+	@echo "make sim    the canary analysis' seeded simulations (the README's false-rollback table)"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
 	@echo "make setup  install what the above need (idempotent)"
 
@@ -50,6 +51,11 @@ build:
 # (fixed-rate latency); prints a table, writes results/bench-*.json and .md.
 bench: setup build
 	python3 bench/bench.py $(BENCH_ARGS)
+
+# The canary analysis' seeded simulations at full size (release build, a few
+# minutes): false rollbacks of healthy canaries, time to catch failing ones.
+sim:
+	cargo test -q -p meshguard-engine --release --lib -- --ignored --nocapture simulation_report
 
 VERSION := $(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
 
@@ -85,6 +91,8 @@ run: setup build
 	@echo "  for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{http_code} ' -H 'x-demo-fail: 1' http://127.0.0.1:10000/flaky; done; echo"
 	@echo "                                                                  # 5 failures trip the breaker: 503 x-meshguard-breaker: open"
 	@echo "  sleep 5; curl -si http://127.0.0.1:10000/flaky                  # half-open probe succeeds; 3 successes close it"
+	@echo "  scripts/watch-canary.sh checkout                                # load a failing canary: rolled back in seconds"
+	@echo "  scripts/watch-canary.sh catalog 35 300                          # a healthy canary ramps to promoted"
 	@echo "  curl -s  http://127.0.0.1:9901/stats | grep wasm  # Envoy's view of the plugin"
 	@echo "  $(CLI) validate config/examples/*                # check a config like Envoy will"
 	@echo

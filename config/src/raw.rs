@@ -322,10 +322,10 @@ pub struct Canary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp: Option<Ramp>,
     /// Manual control: hold the ramp at its current step (the analysis goes on).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pause: bool,
     /// Manual control: roll every non-baseline variant back now.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
 }
 
@@ -351,7 +351,7 @@ pub struct Analysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_call_ms: Option<u64>,
     /// Judge, report and log, but never roll back.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
     /// The anytime-valid sequential test (default true); turn it off to judge by the
     /// gates alone.

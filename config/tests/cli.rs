@@ -113,6 +113,21 @@ fn each_bad_config_gets_one_precise_line() {
             "routes[0].breaker.failureRateThreshold: must be a percentage from 1 to 100, got 0",
         ),
         (
+            "ramp-steps.yaml",
+            "schemaVersion: 1\nroutes:\n  - name: web\n    canary:\n      variants: [{ name: stable }, { name: canary }]\n      revision: r1\n      ramp: { steps: [2500, 500] }\n",
+            "routes[0].canary.ramp.steps[1]: steps must increase: 500 does not exceed the step before (2500)",
+        ),
+        (
+            "alpha.yaml",
+            "schemaVersion: 1\nroutes:\n  - name: web\n    canary:\n      variants: [{ name: stable, weight: 9500 }, { name: canary, weight: 500 }]\n      revision: r1\n      analysis: { alpha: 0.5 }\n",
+            "routes[0].canary.analysis.alpha: must be above 0 and below 0.5, got 0.5",
+        ),
+        (
+            "gate-window.json",
+            r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":9500},{"name":"canary","weight":500}],"revision":"r1","analysis":{"zTest":{"z":2}}}}]}"#,
+            "routes[0].canary.analysis.zTest.intervalSeconds: required: the gate's interval, in seconds",
+        ),
+        (
             "version.json",
             r#"{"schemaVersion":7}"#,
             "schemaVersion: unsupported schema version 7",

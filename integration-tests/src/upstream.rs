@@ -131,7 +131,7 @@ async fn answer(
     let n = count.fetch_add(1, Ordering::SeqCst) + 1;
     let status = header(&req, "x-test-status")
         .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(if fail_every > 0 && n % fail_every == 0 {
+        .unwrap_or(if fail_every > 0 && n.is_multiple_of(fail_every) {
             503
         } else {
             default_status

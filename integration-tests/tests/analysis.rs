@@ -75,10 +75,18 @@ async fn round(envoy: &Envoy, n: usize, req: &Req) -> Vec<Resp> {
     out
 }
 
-/// Rounds of plain requests until `done` holds (at most `rounds`); how many rounds.
+/// Waits three ticks (50 ms each): a verdict one worker made (and set the
+/// process-wide gauge for) has been read by every other worker.
+async fn every_worker_has_read() {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+/// Rounds of plain requests until `done` holds (at most `rounds`), then until every
+/// worker has read it; how many rounds.
 async fn load_until(envoy: &Envoy, rounds: usize, done: impl Fn(&Envoy) -> bool) -> usize {
     for i in 0..rounds {
         if done(envoy) {
+            every_worker_has_read().await;
             return i;
         }
         round(envoy, 30, &Req::get("/")).await;
@@ -130,6 +138,7 @@ async fn a_failing_canary_is_rolled_back_and_its_traffic_stops_one_tick_after_th
     // What reached the canary beyond what the verdict judged: requests in flight
     // (6 connections), outcomes the other worker had not folded yet and requests it
     // routed before its next read: a tick (50 ms) each, at ~15 canary requests/s.
+    // (load_until waited until every worker had read the verdict.)
     let judged = requests_at_verdict(&rig.envoy.log());
     let after = rig.canary.requests().saturating_sub(judged);
     eprintln!("judged {judged} canary requests; {after} more reached the canary after the verdict");
@@ -324,6 +333,7 @@ async fn practice_rolls_back_by(gates: &str, fail_every: u64, cause: &str) {
         "not rolled back by the {cause}:\n{}",
         rig.envoy.log()
     );
+    every_worker_has_read().await;
     let log = rig.envoy.log();
     assert!(
         log.contains(&format!("-> rolled_back ({cause}")),

@@ -34,6 +34,7 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "passthrough",
         "metrics",
         "canary",
+        "analysis",
         "ratelimit",
         "breaker",
         "all",

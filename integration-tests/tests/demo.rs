@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 
 fn demo_on_free_ports() -> (Envoy, String) {
     let mut yaml = std::fs::read_to_string(repo_root().join("envoy/demo.yaml")).unwrap();
-    for fixed in ["9901", "10000", "10001", "10002"] {
+    for fixed in ["9901", "10000", "10001", "10002", "10003"] {
         let port = free_port().to_string();
         yaml = yaml.replace(
             &format!("port_value: {fixed} "),
@@ -154,4 +154,40 @@ async fn demo_exposes_labelled_series_for_every_route() {
     ] {
         assert!(scrape.contains(series), "missing {series}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_checkout_canary_fails_half_its_requests_and_is_rolled_back_under_load() {
+    let (envoy, base) = demo_on_free_ports();
+    let weight = |route: &str| {
+        envoy.stat(&format!(
+            "wasmcustom.meshguard.canary_weight.route.{route}.variant.canary"
+        ))
+    };
+    assert_eq!(weight("checkout"), Some(500));
+    assert_eq!(weight("catalog"), Some(500), "the ramp's first step");
+    assert_eq!(
+        envoy.stat("wasmcustom.meshguard.canary_state.route.catalog.variant.canary.state.ramping"),
+        Some(1)
+    );
+    let mut failed_on_canary = 0;
+    for _ in 0..100 {
+        if weight("checkout") == Some(0) {
+            break;
+        }
+        let out = send_all(&base, vec![Req::get("/checkout"); 40], 8).await;
+        failed_on_canary += out
+            .iter()
+            .filter(|r| r.status == 503 && r.header("x-meshguard-variant") == Some("canary"))
+            .count();
+    }
+    assert_eq!(weight("checkout"), Some(0), "rolled back:\n{}", envoy.log());
+    assert!(failed_on_canary > 0, "the canary really failed");
+    // Every worker reads the verdict within a tick (50 ms).
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let out = send_all(&base, vec![Req::get("/checkout"); 200], 8).await;
+    assert!(out.iter().all(|r| variant(r) == "stable"));
+    assert!(envoy
+        .log()
+        .contains("meshguard: canary checkout/canary: holding -> rolled_back (errors: e-value"));
 }

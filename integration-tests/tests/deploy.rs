@@ -127,6 +127,32 @@ fn rendered_manifests_pass_the_crd_schemas_and_the_cel_rules_we_rely_on() {
 }
 
 #[test]
+fn the_argo_rollouts_and_flagger_manifests_pass_their_crd_schemas() {
+    let mut kinds = Vec::new();
+    for path in [
+        "envoy/rollouts/argo-analysis-template.yaml",
+        "envoy/rollouts/flagger-metric-template.yaml",
+    ] {
+        for d in yaml_documents(&repo_root().join(path)) {
+            assert_eq!(validate(&d), Vec::<String>::new(), "{path} {}", d["kind"]);
+            kinds.push(d["kind"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        kinds,
+        ["AnalysisTemplate", "Rollout", "MetricTemplate", "Canary"]
+    );
+    // The verdict query fails the rollout as soon as one Envoy rolled back.
+    let argo = yaml_documents(&repo_root().join("envoy/rollouts/argo-analysis-template.yaml"));
+    let metric = &argo[0]["spec"]["metrics"][0];
+    assert_eq!(metric["failureLimit"], 0);
+    assert!(metric["provider"]["prometheus"]["query"]
+        .as_str()
+        .unwrap()
+        .contains(r#"state="rolled_back""#));
+}
+
+#[test]
 fn envoy_accepts_the_rendered_filter_and_stats_config() {
     let wasm = wasm_path();
     let (code, out, err) = render(&[

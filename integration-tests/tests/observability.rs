@@ -35,7 +35,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let check = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(check.contains("SUCCESS: 9 rules found"), "{check}");
+    assert!(check.contains("SUCCESS: 10 rules found"), "{check}");
     let test = promtool(&["test", "rules", "alerts_test.yml"]);
     assert!(test.contains("SUCCESS"), "{test}");
 }
@@ -64,7 +64,8 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
     let up = Upstream::start("stable");
     let config = r#"{"schemaVersion":1,
         "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":5,"rate":5,"per":"second"}}],
-        "routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}]},
+        "routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}],
+                                          "revision":"r1","analysis":{"slowCallMs":500}},
                    "breaker":{"maxConcurrent":10}}]}"#;
     let envoy = Envoy::start(
         &Bootstrap::new(config)
@@ -88,6 +89,11 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
         "meshguard_breaker_state",
         "meshguard_breaker_transitions_total",
         "meshguard_breaker_rejected_total",
+        "meshguard_canary_weight",
+        "meshguard_canary_state",
+        "meshguard_canary_transitions_total",
+        "meshguard_canary_evidence_permille",
+        "meshguard_canary_shadow_verdict",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -113,13 +119,19 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
     );
     assert_eq!(used, emitted, "every emitted metric has a panel");
 
-    let rules = std::fs::read_to_string(obs().join("alerts.yml")).unwrap();
-    let used = metrics_used(&rules);
-    assert!(
-        used.is_subset(&emitted),
-        "rules use unknown metrics: {:?}",
-        used.difference(&emitted).collect::<Vec<_>>()
-    );
+    for file in [
+        obs().join("alerts.yml"),
+        repo_root().join("envoy/rollouts/argo-analysis-template.yaml"),
+        repo_root().join("envoy/rollouts/flagger-metric-template.yaml"),
+    ] {
+        let used = metrics_used(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            used.is_subset(&emitted),
+            "{} uses unknown metrics: {:?}",
+            file.display(),
+            used.difference(&emitted).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]

@@ -185,9 +185,12 @@ pub fn charge_lease(
             Ok(t) => t,
             Err(e) => return Charge::StoreFailed(e),
         };
+        // A fresh slot is created with a plain write (shared data has no
+        // create-if-absent), so two workers creating it at once both succeed: its
+        // first charge takes the request's token only, which bounds that race to
+        // one token per worker; leasing starts with the key's next charge.
         let (refund, max_lease) = match (target.overflow, target.tat) {
-            (true, _) => (0, 1),
-            (false, None) => (0, max_lease), // a fresh slot: nothing of ours to give back
+            (true, _) | (false, None) => (0, 1),
             (false, Some(_)) => (refund, max_lease),
         };
         let verdict = bucket.take_up_to(target.tat, now, refund, max_lease);

@@ -49,10 +49,14 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
         interval_ns: US,
     };
     let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    // The key's first charge creates its slot with the request's token alone.
+    let created = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0);
+    assert_eq!(remaining(&created), 999_999);
+    assert_eq!(leases.held(fingerprint(b"k")), 0, "no lease on a fresh slot");
     let first = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0);
     assert_eq!(
         remaining(&first),
-        999_999,
+        999_998,
         "the leased tokens still count as the client's"
     );
     assert_eq!(leases.held(fingerprint(b"k")), MAX_LEASE - 1);
@@ -60,7 +64,7 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
     for i in 0..MAX_LEASE - 1 {
         let c = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0 + i);
         assert!(allowed(&c));
-        assert_eq!(remaining(&c), 999_999 - i - 1);
+        assert_eq!(remaining(&c), 999_998 - i - 1);
     }
     assert_eq!(
         (store.gets, store.sets),
@@ -167,4 +171,23 @@ fn leases_stay_within_their_documented_bounds_under_load_from_two_workers() {
         u64::from(sets) <= 2 * with as u64 / (MAX_LEASE - 1),
         "{sets} writes for {with} requests"
     );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn two_workers_creating_a_key_at_once_admit_at_most_one_token_each_beyond_the_bucket() {
+    // Shared data has no create-if-absent: both workers read "absent" and both
+    // write. The slot's first charge leases nothing, so the race costs one token
+    // per worker, not a lease each.
+    let b = Bucket {
+        burst: 1_000_000,
+        interval_ns: SEC,
+    };
+    let t = table("p", b, 16);
+    let mut store = FakeStore::default();
+    let (mut a, mut w) = (Leases::default(), Leases::default());
+    let mut racing = FakeStore::default();
+    let first = charge_leased(&mut a, &mut store, &t, b"k", T0);
+    let second = charge_leased(&mut w, &mut racing, &t, b"k", T0);
+    assert!(allowed(&first) && allowed(&second));
+    assert_eq!(a.held(fingerprint(b"k")) + w.held(fingerprint(b"k")), 0);
 }
