@@ -212,3 +212,86 @@ fn view(record: Record, policy: &CompiledCanary, rollout: &CompiledRollout) -> V
         record,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fake::FakeStore;
+    use meshguard_config::load_json;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn policy() -> CompiledCanary {
+        let json = r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{
+            "variants":[{"name":"stable","weight":5000},{"name":"canary","weight":5000}],
+            "revision":"r1","ramp":null,"analysis":{"minRequests":1000000}}}]}"#;
+        load_json(json.as_bytes()).unwrap().routes[0]
+            .canary
+            .clone()
+            .unwrap()
+    }
+
+    fn ok(code: u64) -> Completion {
+        Completion {
+            code,
+            flags: 0,
+            complete: true,
+            now: Some(SEC),
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn counts_from_several_workers_are_folded_once_each_even_when_writes_conflict() {
+        let p = policy();
+        let r = p.rollout.clone().unwrap();
+        let workers: Vec<RolloutRuntime> = (0..3)
+            .map(|_| RolloutRuntime::new(&p, &r, "k".into()))
+            .collect();
+        let mut store = FakeStore::default();
+        let mut events = Vec::new();
+        let (mut sent, mut failed) = (0u64, 0u64);
+        for tick in 1..=40u64 {
+            for (i, w) in workers.iter().enumerate() {
+                for j in 0..(3 + i as u64) {
+                    let code = if (tick + j) % 7 == 0 { 503 } else { 200 };
+                    w.count(&r, 1, &ok(code), Some(1));
+                    w.count(&r, 0, &ok(200), Some(1));
+                    sent += 1;
+                    failed += u64::from(code == 503);
+                }
+                // Every fifth tick another worker wins the race more often than
+                // the retries allow: the counts must wait for the next tick.
+                store.conflicts = if tick % 5 == 0 { 20 } else { 1 };
+                w.tick(0, &p, &r, &mut store, tick * 50_000_000, &mut events);
+            }
+        }
+        store.conflicts = 0;
+        for w in &workers {
+            w.tick(0, &p, &r, &mut store, 41 * 50_000_000, &mut events);
+        }
+        let rec = Record::decode(&store.data["k"].0, 2).unwrap();
+        assert_eq!(rec.variants[0].total.n, sent, "every canary request once");
+        assert_eq!(rec.variants[0].total.errors, failed);
+        assert_eq!(rec.baseline.n, sent);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::Warning(w) if w.contains("counts kept for the next tick"))));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_corrupt_record_is_reported_and_replaced() {
+        let p = policy();
+        let r = p.rollout.clone().unwrap();
+        let w = RolloutRuntime::new(&p, &r, "k".into());
+        let mut store = FakeStore::default();
+        store.data.insert("k".into(), (vec![1, 2, 3], 1));
+        let mut events = Vec::new();
+        w.tick(0, &p, &r, &mut store, SEC, &mut events);
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, Event::Warning(m) if m.contains("unreadable and started afresh"))));
+        assert!(Record::decode(&store.data["k"].0, 2).is_some());
+        assert_eq!(w.view.borrow().weights, vec![5_000, 5_000]);
+    }
+}
