@@ -13,7 +13,7 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk
+APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk redis-server
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
 .PHONY: help setup build build-trap package manifests bench sim run test test-native test-wasm lint clean
@@ -46,6 +46,7 @@ setup:
 build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough -p meshguard-bench-probe
 	cargo build --release -p meshguard-config --bin meshguard
+	cargo build --release -p meshguard-rls
 
 # Speed and memory: real Envoy configurations under wrk (max throughput) and oha
 # (fixed-rate latency); prints a table, writes results/bench-*.json and .md.

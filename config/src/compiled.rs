@@ -27,6 +27,8 @@ pub struct CompiledConfig {
     pub top_level_rate_limits: Vec<usize>,
     /// Count requests that match no route (under route `other`).
     pub count_unmatched: bool,
+    /// The rate limit service global policies ask.
+    pub rate_limit_service: Option<crate::ratelimit::CompiledRateLimitService>,
 }
 
 /// A route with its matchers prepared.

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use crate::fingerprint::fingerprint;
 use crate::names::{check_header_name, check_name};
 use crate::problem::{bounded_list, exactly_one, in_range, join, Problems};
-use crate::raw::{Descriptor, FailureMode, RateLimit};
+use crate::raw::{Descriptor, FailureMode, Limit, RateLimit, RateLimitService};
 
 /// Default `maxKeys`.
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
@@ -48,6 +48,54 @@ pub enum KeyPart {
     Constant(Vec<u8>),
 }
 
+/// Most hits a global policy's lease asks for at once.
+pub const MAX_LEASE_HITS: u32 = 100_000;
+/// Longest lease, ms.
+pub const MAX_LEASE_TTL_MS: u64 = 60_000;
+/// Default lease life, ms.
+pub const DEFAULT_LEASE_TTL_MS: u64 = 100;
+/// Default time an `OVER_LIMIT` answer is remembered without a reset time, ms.
+pub const DEFAULT_OVER_LIMIT_CACHE_MS: u64 = 1_000;
+/// Longest wait for the rate limit service, ms.
+pub const MAX_RLS_TIMEOUT_MS: u64 = 10_000;
+/// Default wait for the rate limit service, ms (as Envoy's own filter).
+pub const DEFAULT_RLS_TIMEOUT_MS: u64 = 20;
+/// Default failures in a row before a worker backs off.
+pub const DEFAULT_ERRORS_BEFORE_BACKOFF: u32 = 5;
+/// Default back-off, ms.
+pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
+
+/// The compiled rate limit service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRateLimitService {
+    /// Envoy cluster (HTTP/2).
+    pub cluster: String,
+    /// The requests' `domain`.
+    pub domain: String,
+    /// How long a request waits for the answer, ms.
+    pub timeout_ms: u64,
+    /// What a failure means.
+    pub on_error: FailureMode,
+    /// Failures in a row before a worker backs off.
+    pub errors_before_backoff: u32,
+    /// Back-off, ns.
+    pub backoff_ns: u64,
+}
+
+/// What makes a compiled policy global.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledGlobal {
+    /// The descriptor entry key of each key part, in order.
+    pub entry_keys: Vec<String>,
+    /// A quota lease: hits asked for at once and how long they live, ns.
+    pub lease: Option<(u32, u64)>,
+    /// How long an `OVER_LIMIT` answer is remembered without a reset time, ns.
+    pub over_limit_cache_ns: u64,
+    /// During back-off the policy's bucket fields are this local fallback limit;
+    /// without one, back-off follows the service's `onError`.
+    pub fallback: bool,
+}
+
 /// A compiled rate-limit policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRateLimit {
@@ -77,13 +125,99 @@ pub struct CompiledRateLimit {
     pub legacy_headers: bool,
     /// Store key prefix: `<name>.<hex of burst, interval and maxKeys>`.
     pub store_id: String,
+    /// Global: the rate limit service decides (the bucket fields above are then
+    /// the local fallback limit, if it has one).
+    pub global: Option<CompiledGlobal>,
 }
 
-/// Validates and compiles one policy at `path`, checking its name against `seen`.
+/// The default descriptor entry key of a key part.
+pub fn default_entry_key(part: &KeyPart) -> &str {
+    match part {
+        KeyPart::ClientAddress { .. } => "remote_address",
+        KeyPart::Header(name) => name,
+        KeyPart::Path => "path",
+        KeyPart::Method => "method",
+        KeyPart::Route => "route",
+        KeyPart::Constant(_) => "generic_key",
+    }
+}
+
+/// Validates and compiles `rateLimitService`.
+pub fn compile_service(
+    s: &RateLimitService,
+    path: &str,
+    p: &mut Problems,
+) -> Option<CompiledRateLimitService> {
+    let mut local = Problems::default();
+    if s.cluster.is_empty()
+        || s.cluster.len() > 255
+        || s.cluster
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        local.push(
+            join(path, "cluster"),
+            format!("{:?} is not a usable Envoy cluster name", s.cluster),
+        );
+    }
+    if s.domain.is_empty() || s.domain.chars().any(char::is_control) {
+        local.push(join(path, "domain"), "must be a non-empty name");
+    }
+    let timeout_ms = s.timeout_ms.unwrap_or(DEFAULT_RLS_TIMEOUT_MS);
+    let at = join(path, "timeoutMs");
+    in_range(&mut local, &at, timeout_ms, (1, MAX_RLS_TIMEOUT_MS), "");
+    let errors = s
+        .errors_before_backoff
+        .unwrap_or(DEFAULT_ERRORS_BEFORE_BACKOFF);
+    let at = join(path, "errorsBeforeBackoff");
+    in_range(&mut local, &at, errors, (1, 1_000), "");
+    let backoff_ms = s.backoff_ms.unwrap_or(DEFAULT_BACKOFF_MS);
+    let at = join(path, "backoffMs");
+    in_range(&mut local, &at, backoff_ms, (1, 600_000), "");
+    local.merge_into(p).then(|| CompiledRateLimitService {
+        cluster: s.cluster.clone(),
+        domain: s.domain.clone(),
+        timeout_ms,
+        on_error: s.on_error.unwrap_or_default(),
+        errors_before_backoff: errors,
+        backoff_ns: backoff_ms * 1_000_000,
+    })
+}
+
+/// A bucket's emission interval and `w` (seconds to refill an empty bucket),
+/// checking its fields at `path`.
+fn bucket(l: &Limit, path: &str, p: &mut Problems) -> (u64, u64) {
+    let amount = (1, MAX_AMOUNT);
+    in_range(p, &join(path, "burst"), l.burst, amount, "");
+    let period_ns: u64 = match l.per.as_str() {
+        "second" => 1_000_000_000,
+        "minute" => 60_000_000_000,
+        "hour" => 3_600_000_000_000,
+        other => {
+            p.push(
+                join(path, "per"),
+                format!("must be second, minute or hour, got {other:?}"),
+            );
+            1_000_000_000
+        }
+    };
+    in_range(p, &join(path, "rate"), l.rate, amount, "");
+    let interval_ns = period_ns / l.rate.max(1);
+    let refill_ns = u128::from(interval_ns) * u128::from(l.burst);
+    let window_s = u64::try_from(refill_ns.div_ceil(1_000_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1);
+    (interval_ns, window_s)
+}
+
+/// Validates and compiles one policy at `path`, checking its name against `seen`;
+/// `service` says whether a rate limit service is configured (global policies
+/// need one).
 pub fn compile_rate_limit(
     r: &RateLimit,
     path: &str,
     seen: &mut HashSet<String>,
+    service: bool,
     p: &mut Problems,
 ) -> Option<CompiledRateLimit> {
     let mut local = Problems::default();
@@ -102,24 +236,95 @@ pub fn compile_rate_limit(
         (MAX_KEY_PARTS, "parts"),
         key_part,
     );
-
-    let lim = join(path, "limit");
-    let amount = (1, MAX_AMOUNT);
-    in_range(&mut local, &join(&lim, "burst"), r.limit.burst, amount, "");
-    let period_ns: u64 = match r.limit.per.as_str() {
-        "second" => 1_000_000_000,
-        "minute" => 60_000_000_000,
-        "hour" => 3_600_000_000_000,
-        other => {
+    let global = r.global.as_ref().map(|g| {
+        let at = join(path, "global");
+        if !service {
             local.push(
-                join(&lim, "per"),
-                format!("must be second, minute or hour, got {other:?}"),
+                &at,
+                "needs rateLimitService (the service that decides for the fleet)",
             );
-            1_000_000_000
         }
+        let lease = g.lease.as_ref().map(|l| {
+            let at = join(&at, "lease");
+            in_range(
+                &mut local,
+                &join(&at, "hits"),
+                l.hits,
+                (1, MAX_LEASE_HITS),
+                "",
+            );
+            let ttl = l.ttl_ms.unwrap_or(DEFAULT_LEASE_TTL_MS);
+            in_range(
+                &mut local,
+                &join(&at, "ttlMs"),
+                ttl,
+                (1, MAX_LEASE_TTL_MS),
+                "",
+            );
+            (l.hits, ttl * 1_000_000)
+        });
+        let cache_ms = g.over_limit_cache_ms.unwrap_or(DEFAULT_OVER_LIMIT_CACHE_MS);
+        let cache_at = join(&at, "overLimitCacheMs");
+        in_range(&mut local, &cache_at, cache_ms, (1, 3_600_000), "");
+        if r.headers.as_ref().is_some_and(|h| h.on_allowed) {
+            local.push(
+                join(path, "headers.onAllowed"),
+                "not for global policies: the service's response headers are passed through",
+            );
+        }
+        CompiledGlobal {
+            entry_keys: r
+                .key
+                .iter()
+                .zip(&key)
+                .map(|(d, part)| {
+                    d.descriptor_key
+                        .clone()
+                        .unwrap_or_else(|| default_entry_key(part).to_string())
+                })
+                .collect(),
+            lease,
+            over_limit_cache_ns: cache_ms * 1_000_000,
+            fallback: g.fallback.is_some(),
+        }
+    });
+    if global.is_none() {
+        if let Some(i) = r.key.iter().position(|d| d.descriptor_key.is_some()) {
+            local.push(
+                join(
+                    &crate::problem::index(&join(path, "key"), i),
+                    "descriptorKey",
+                ),
+                "only for global policies (the rate limit service's descriptor entries)",
+            );
+        }
+    }
+    let limit = match (
+        &r.limit,
+        r.global.as_ref().and_then(|g| g.fallback.as_ref()),
+    ) {
+        (Some(l), None) if global.is_none() => Some((l, join(path, "limit"))),
+        (Some(_), _) => {
+            local.push(
+                join(path, "limit"),
+                "a global policy's limit is set on the rate limit service; give global.fallback for the local limit during outages",
+            );
+            None
+        }
+        (None, Some(f)) => Some((f, join(path, "global.fallback"))),
+        (None, None) if global.is_none() => {
+            local.push(
+                join(path, "limit"),
+                "required: the bucket, e.g. {burst: 10, rate: 10, per: second}",
+            );
+            None
+        }
+        (None, None) => None,
     };
-    in_range(&mut local, &join(&lim, "rate"), r.limit.rate, amount, "");
-    let interval_ns = period_ns / r.limit.rate.max(1);
+    let (burst, (interval_ns, window_s)) = match limit {
+        Some((l, at)) => (l.burst, bucket(l, &at, &mut local)),
+        None => (1, (1, 1)),
+    };
     let max_keys = r.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
     let at = join(path, "maxKeys");
     in_range(&mut local, &at, max_keys, (1, MAX_MAX_KEYS), "");
@@ -138,19 +343,15 @@ pub fn compile_rate_limit(
     }
     let headers = r.headers.clone().unwrap_or_default();
     let ok = local.merge_into(p);
-    let refill_ns = u128::from(interval_ns) * u128::from(r.limit.burst);
-    let window_s = u64::try_from(refill_ns.div_ceil(1_000_000_000))
-        .unwrap_or(u64::MAX)
-        .max(1);
     ok.then(|| CompiledRateLimit {
         store_id: format!(
             "{}.{:016x}",
             r.name,
-            fingerprint(&[r.limit.burst, interval_ns, u64::from(max_keys)])
+            fingerprint(&[burst, interval_ns, u64::from(max_keys)])
         ),
         name: r.name.clone(),
         key,
-        burst: r.limit.burst,
+        burst,
         interval_ns,
         window_s,
         max_keys,
@@ -160,6 +361,7 @@ pub fn compile_rate_limit(
         body,
         headers_on_allowed: headers.on_allowed,
         legacy_headers: headers.legacy,
+        global,
     })
 }
 

@@ -37,9 +37,67 @@ pub struct Config {
     /// are not limited).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimit>,
+    /// The rate limit service that global policies ask (Envoy's RLS API v3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_service: Option<RateLimitService>,
     /// RED metrics options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+}
+
+/// A rate limit service speaking Envoy's `envoy.service.ratelimit.v3` API.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitService {
+    /// The Envoy cluster of the service; it must speak HTTP/2.
+    pub cluster: String,
+    /// The `domain` of every request (the service's namespace for these limits).
+    pub domain: String,
+    /// How long a request waits for the answer, ms (1 to 10000, default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// When the service fails (timeout, connection, unknown cluster, server error):
+    /// `allow` (default) or `deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<FailureMode>,
+    /// After this many failures in a row (default 5) a worker stops asking...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors_before_backoff: Option<u32>,
+    /// ...for this long, ms (default 1000), and applies each policy's
+    /// `global.fallback` limit (or `onError` without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+}
+
+/// What makes a rate-limit policy global: the rate limit service decides, for
+/// every Envoy of the fleet at once.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GlobalLimit {
+    /// Ask for hits in blocks and spend them locally (see README, quota leases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<GlobalLease>,
+    /// How long a key's `OVER_LIMIT` answer is remembered when the service says
+    /// nothing about its window, ms (default 1000; with a lease only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_limit_cache_ms: Option<u64>,
+    /// The local limit (per Envoy) while the service is in back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Limit>,
+}
+
+/// A quota lease: a worker asks for `hits` at once and spends them for up to `ttlMs`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GlobalLease {
+    /// Hits asked for at once (`hits_addend`), 1 to 100000.
+    pub hits: u32,
+    /// How long unspent hits may be used, ms (1 to 60000, default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// RED metrics options.
@@ -64,8 +122,13 @@ pub struct RateLimit {
     /// (e.g. the header is absent) is not subject to this policy. Empty: one bucket.
     #[serde(default)]
     pub key: Vec<Descriptor>,
-    /// The bucket: `burst` tokens, refilled at `rate` per `per`.
-    pub limit: Limit,
+    /// The bucket: `burst` tokens, refilled at `rate` per `per` (local policies;
+    /// a global policy's limit is the rate limit service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+    /// Make the policy global: the rate limit service decides (`rateLimitService`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalLimit>,
     /// Most keys tracked at once (default 10000, at most 1000000). See README.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
@@ -107,6 +170,10 @@ pub struct Descriptor {
     /// A fixed value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constant: Option<String>,
+    /// For global policies: the descriptor entry's key (defaults: `remote_address`,
+    /// the header's name, `path`, `method`, `route`, `generic_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptor_key: Option<String>,
 }
 
 /// How client addresses are grouped.

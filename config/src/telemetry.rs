@@ -22,6 +22,22 @@ pub const DURATION_BUCKETS_MS: [u64; 14] = [
 /// `histogram_bucket_settings`.
 pub const DURATION_STORED_PREFIX: &str = "wasmcustom.meshguard.request_duration_milliseconds";
 
+/// Buckets of the rate limit service call histogram, in milliseconds.
+pub const RPC_BUCKETS_MS: [u64; 13] = [1, 2, 5, 10, 20, 30, 50, 100, 250, 500, 1000, 2500, 5000];
+
+/// Name prefix (as Envoy stores it) of the rate limit service call histogram.
+pub const RPC_DURATION_STORED_PREFIX: &str =
+    "wasmcustom.meshguard.ratelimit_rpc_duration_milliseconds";
+
+/// Every histogram's stored name prefix and buckets: the
+/// `histogram_bucket_settings` Envoy needs.
+pub fn histogram_buckets() -> [(&'static str, &'static [u64]); 2] {
+    [
+        (DURATION_STORED_PREFIX, &DURATION_BUCKETS_MS),
+        (RPC_DURATION_STORED_PREFIX, &RPC_BUCKETS_MS),
+    ]
+}
+
 /// The regex extracting `label` from a full stored name (`wasmcustom.meshguard.…`).
 pub fn tag_regex(label: &str) -> String {
     format!(
@@ -40,11 +56,12 @@ pub fn stats_config_json() -> serde_json::Value {
         .into_iter()
         .map(|(n, r)| serde_json::json!({"tag_name": n, "regex": r}))
         .collect();
+    let buckets: Vec<serde_json::Value> = histogram_buckets()
+        .into_iter()
+        .map(|(prefix, b)| serde_json::json!({"match": {"prefix": prefix}, "buckets": b}))
+        .collect();
     serde_json::json!({
         "stats_tags": tags,
-        "histogram_bucket_settings": [{
-            "match": {"prefix": DURATION_STORED_PREFIX},
-            "buckets": DURATION_BUCKETS_MS
-        }]
+        "histogram_bucket_settings": buckets
     })
 }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use crate::compiled::CompiledConfig;
 use crate::names::check_header_name;
 use crate::problem::{at_most, index, join, Problem, Problems};
-use crate::ratelimit::compile_rate_limit;
+use crate::ratelimit::{compile_rate_limit, compile_service};
 use crate::raw::{Config, RateLimit, SCHEMA_VERSION};
 use crate::route::compile_route;
 
@@ -35,6 +35,11 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
         );
     }
     at_most(&mut p, "routes", raw.routes.len(), MAX_ROUTES, "routes");
+    let rate_limit_service = raw
+        .rate_limit_service
+        .as_ref()
+        .and_then(|s| compile_service(s, "rateLimitService", &mut p));
+    let has_service = raw.rate_limit_service.is_some();
     let mut seen = HashSet::new();
     let mut limits = Vec::new();
     let mut limit_names = HashSet::new();
@@ -42,7 +47,7 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
         list.iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                let c = compile_rate_limit(r, &index(at, i), &mut limit_names, p)?;
+                let c = compile_rate_limit(r, &index(at, i), &mut limit_names, has_service, p)?;
                 limits.push(c);
                 Some(limits.len() - 1)
             })
@@ -121,6 +126,7 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             cluster_header,
             rate_limits: limits,
             top_level_rate_limits,
+            rate_limit_service,
         })
     } else {
         Err(p.into_vec())

@@ -15,6 +15,8 @@ pub struct Bootstrap {
     pub plugin_config: String,
     /// Upstream clusters: name and address.
     pub clusters: Vec<(String, SocketAddr)>,
+    /// HTTP/2 (gRPC) clusters, such as a rate limit service: name and address.
+    pub grpc_clusters: Vec<(String, SocketAddr)>,
     /// Envoy routes of the listener's virtual host; default: `/` to the first cluster.
     pub routes: Vec<Value>,
     /// HTTP filters placed before meshguard (e.g. one that resolves the route early).
@@ -39,6 +41,7 @@ impl Bootstrap {
         Bootstrap {
             plugin_config: plugin_config.to_string(),
             clusters: Vec::new(),
+            grpc_clusters: Vec::new(),
             routes: Vec::new(),
             filters_before: Vec::new(),
             failure_policy: "FAIL_CLOSED".into(),
@@ -52,6 +55,12 @@ impl Bootstrap {
     /// Adds an upstream cluster.
     pub fn cluster(mut self, name: &str, addr: SocketAddr) -> Self {
         self.clusters.push((name.to_string(), addr));
+        self
+    }
+
+    /// Adds an HTTP/2 cluster (a gRPC service such as the rate limit service).
+    pub fn grpc_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
+        self.grpc_clusters.push((name.to_string(), addr));
         self
     }
 
@@ -148,10 +157,10 @@ impl Bootstrap {
             "stats_flush_interval": "1s",
             "stats_config": {
                 "stats_tags": tags,
-                "histogram_bucket_settings": [{
-                    "match": {"prefix": meshguard_engine::metrics::DURATION_STORED_PREFIX},
-                    "buckets": meshguard_engine::metrics::DURATION_BUCKETS_MS
-                }]
+                "histogram_bucket_settings": meshguard_engine::metrics::histogram_buckets()
+                    .iter()
+                    .map(|(prefix, b)| json!({"match": {"prefix": prefix}, "buckets": b}))
+                    .collect::<Vec<_>>()
             },
             "static_resources": {"listeners": [listener], "clusters": clusters}
         });
@@ -213,21 +222,34 @@ impl Bootstrap {
     }
 
     fn clusters_json(&self) -> Vec<Value> {
+        let h2 = self.grpc_clusters.iter().map(|(name, addr)| {
+            let mut c = Self::cluster_json(name, addr);
+            c["typed_extension_protocol_options"] = json!({
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            });
+            c
+        });
         self.clusters
             .iter()
-            .map(|(name, addr)| {
-                json!({
-                    "name": name,
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": name,
-                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                            "address": addr.ip().to_string(), "port_value": addr.port()
-                        }}}}]}]
-                    }
-                })
-            })
+            .map(|(name, addr)| Self::cluster_json(name, addr))
+            .chain(h2)
             .collect()
+    }
+
+    fn cluster_json(name: &str, addr: &SocketAddr) -> Value {
+        json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": addr.ip().to_string(), "port_value": addr.port()
+                }}}}]}]
+            }
+        })
     }
 }

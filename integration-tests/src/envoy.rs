@@ -286,7 +286,9 @@ impl Envoy {
                 l.contains("panicked at")
                     || l.contains("wasm trap")
                     || l.contains("[critical][wasm]")
-                    || (l.contains("[wasm]") && l.contains("failed"))
+                    // Envoy's own "[wasm] ... failed" lines; not meshguard's logs,
+                    // which may say a host call failed and what it did instead.
+                    || (l.contains("[wasm]") && l.contains("failed") && !l.contains(" wasm log "))
             })
             .map(str::to_string)
             .collect()

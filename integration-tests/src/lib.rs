@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod envoy;
 pub mod load;
 pub mod prometheus;
+pub mod rls;
 pub mod schemas;
 pub mod upstream;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use meshguard_engine::metrics::{stats_tags, DURATION_BUCKETS_MS, DURATION_STORED_PREFIX};
+use meshguard_engine::metrics::{histogram_buckets, stats_tags, DURATION_STORED_PREFIX};
 use meshguard_integration_tests::bootstrap::Bootstrap;
 use meshguard_integration_tests::envoy::Envoy;
 use meshguard_integration_tests::repo_root;
@@ -167,25 +167,19 @@ fn every_envoy_config_ships_the_stats_tags_and_buckets_meshguard_needs() {
             "{}: stats_tags differ from meshguard's",
             path.display()
         );
-        let buckets = sc["histogram_bucket_settings"]
-            .as_array()
-            .and_then(|l| {
-                l.iter()
-                    .find(|b| b["match"]["prefix"] == DURATION_STORED_PREFIX)
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: no bucket settings for {DURATION_STORED_PREFIX}",
-                    path.display()
-                )
-            });
-        let got: Vec<u64> = buckets["buckets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_f64().unwrap() as u64)
-            .collect();
-        assert_eq!(got, DURATION_BUCKETS_MS.to_vec(), "{}", path.display());
+        for (prefix, want) in histogram_buckets() {
+            let buckets = sc["histogram_bucket_settings"]
+                .as_array()
+                .and_then(|l| l.iter().find(|b| b["match"]["prefix"] == prefix))
+                .unwrap_or_else(|| panic!("{}: no bucket settings for {prefix}", path.display()));
+            let got: Vec<u64> = buckets["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_f64().unwrap() as u64)
+                .collect();
+            assert_eq!(got, want.to_vec(), "{}", path.display());
+        }
         checked += 1;
     }
     assert!(checked >= 1);

@@ -141,3 +141,96 @@ fn response_and_max_keys_are_bounded() {
         ]
     );
 }
+
+const SERVICE: &str = r#""rateLimitService":{"cluster":"ratelimit","domain":"meshguard"}"#;
+
+fn global(body: &str) -> Vec<String> {
+    problems(&format!(
+        r#"{{"schemaVersion":1,{SERVICE},"rateLimits":[{{"name":"g",{body}}}]}}"#
+    ))
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_global_policy_compiles_with_its_service_and_entry_keys() {
+    let c = load_json(
+        format!(
+            r#"{{"schemaVersion":1,{SERVICE},"rateLimits":[{{"name":"fleet",
+                "key":[{{"clientAddress":{{}}}},{{"header":"x-api-key","descriptorKey":"api_key"}},{{"route":true}},{{"constant":"v1"}}],
+                "global":{{"lease":{{"hits":20}},"fallback":{{"burst":50,"rate":50,"per":"second"}}}}}}]}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let s = c.rate_limit_service.unwrap();
+    assert_eq!(
+        (s.cluster.as_str(), s.domain.as_str(), s.timeout_ms),
+        ("ratelimit", "meshguard", 20)
+    );
+    assert_eq!((s.errors_before_backoff, s.backoff_ns), (5, 1_000_000_000));
+    let p = &c.rate_limits[0];
+    let g = p.global.as_ref().unwrap();
+    assert_eq!(
+        g.entry_keys,
+        ["remote_address", "api_key", "route", "generic_key"]
+    );
+    assert_eq!(g.lease, Some((20, 100_000_000)));
+    assert!(g.fallback);
+    assert_eq!(p.burst, 50, "the bucket is the fallback limit");
+    // Without a fallback there is no bucket to speak of, and that is fine.
+    assert!(global(r#""global":{}"#).is_empty());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn bad_global_policies_and_services_name_their_fields() {
+    assert_eq!(
+        policy(r#""global":{}"#),
+        vec![
+            "rateLimits[0].global: needs rateLimitService (the service that decides for the fleet)"
+        ]
+    );
+    assert_eq!(
+        global(&format!(r#"{LIMIT},"global":{{"lease":{{"hits":0}}}}"#)),
+        vec![
+            "rateLimits[0].global.lease.hits: must be 1 to 100000, got 0",
+            "rateLimits[0].limit: a global policy's limit is set on the rate limit service; give global.fallback for the local limit during outages",
+        ]
+    );
+    assert_eq!(
+        global(r#""global":{"lease":{"hits":5,"ttlMs":0}},"headers":{"onAllowed":true}"#),
+        vec![
+            "rateLimits[0].global.lease.ttlMs: must be 1 to 60000, got 0",
+            "rateLimits[0].headers.onAllowed: not for global policies: the service's response headers are passed through",
+        ]
+    );
+    assert_eq!(
+        global(r#""global":{"fallback":{"burst":0,"rate":1,"per":"second"}}"#),
+        vec!["rateLimits[0].global.fallback.burst: must be 1 to 1000000000, got 0"]
+    );
+    assert_eq!(
+        policy(r#""key":[{"route":true,"descriptorKey":"r"}]"#),
+        vec![
+            "rateLimits[0].key[0].descriptorKey: only for global policies (the rate limit service's descriptor entries)",
+            "rateLimits[0].limit: required: the bucket, e.g. {burst: 10, rate: 10, per: second}",
+        ]
+    );
+    let svc = |s: &str| {
+        problems(&format!(
+            r#"{{"schemaVersion":1,"rateLimitService":{s},"rateLimits":[{{"name":"g","global":{{}}}}]}}"#
+        ))
+    };
+    assert_eq!(
+        svc(r#"{"cluster":"","domain":"","timeoutMs":0,"errorsBeforeBackoff":0,"backoffMs":0}"#),
+        vec![
+            "rateLimitService.cluster: \"\" is not a usable Envoy cluster name",
+            "rateLimitService.domain: must be a non-empty name",
+            "rateLimitService.timeoutMs: must be 1 to 10000, got 0",
+            "rateLimitService.errorsBeforeBackoff: must be 1 to 1000, got 0",
+            "rateLimitService.backoffMs: must be 1 to 600000, got 0",
+        ]
+    );
+    assert_eq!(
+        svc(r#"{"cluster":"rls","domain":"d","timeoutMs":10001}"#),
+        vec!["rateLimitService.timeoutMs: must be 1 to 10000, got 10001"]
+    );
+    assert!(svc(r#"{"cluster":"rls","domain":"d","timeoutMs":10000}"#).is_empty());
+}

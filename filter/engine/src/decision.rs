@@ -6,11 +6,14 @@
 //! - on the response headers, [`ResponseEdits`]: the headers to set and add;
 //! - at stream end, [`LogRecord`]: the RED sample and the events.
 
+use std::borrow::Cow;
+
 use crate::analysis::rollout::Change;
 use crate::analysis::VariantStatus;
 use crate::breaker::Ticket;
 use crate::canary::Reason;
 use crate::metrics::{CodeClass, RateLimitOutcome, RejectKind};
+use crate::ratelimit::PendingCall;
 use crate::Transition;
 
 /// Which RED series a stream is counted under.
@@ -58,6 +61,11 @@ pub struct StreamState {
     pub code: Option<u64>,
     /// The response reached its end of stream through the filter.
     pub response_complete: bool,
+    /// Calls to the rate limit service the request waits for (see
+    /// `Runtime::resume`).
+    pub pending: Vec<PendingCall>,
+    /// Headers the rate limit service asked to add to the response.
+    pub service_headers: Vec<(String, String)>,
 }
 
 impl StreamState {
@@ -93,8 +101,8 @@ pub enum ReplyReason {
 pub struct LocalReply<'rt> {
     /// HTTP status.
     pub status: u16,
-    /// Response headers.
-    pub headers: Vec<(&'static str, String)>,
+    /// Response headers (a rate limit service may name some).
+    pub headers: Vec<(Cow<'static, str>, String)>,
     /// Body.
     pub body: &'rt str,
     /// Why.
@@ -145,6 +153,24 @@ pub enum Event {
         /// Per variant, baseline first.
         variants: Vec<VariantStatus>,
     },
+    /// A global policy's call to the rate limit service was answered (or failed)
+    /// after `duration_ms`.
+    GlobalCall {
+        /// Index of the policy.
+        policy: usize,
+        /// From the request to the answer, ms.
+        duration_ms: u64,
+    },
+    /// A worker took a quota lease from the rate limit service.
+    GlobalLease {
+        /// Index of the policy.
+        policy: usize,
+    },
+    /// A request was rejected from a remembered `OVER_LIMIT`, without a call.
+    GlobalCachedRejection {
+        /// Index of the policy.
+        policy: usize,
+    },
     /// Unexpected but handled (a store or clock failure and its fallback), for the log.
     Warning(String),
 }
@@ -154,6 +180,8 @@ pub enum Event {
 pub struct RequestEffects<'rt> {
     /// Request-header edits in order: set (`Some`) or remove every copy (`None`).
     pub headers: Vec<(&'rt str, Option<&'rt [u8]>)>,
+    /// Request headers the rate limit service asked to set.
+    pub service_headers: Vec<(String, String)>,
     /// A routing header changed: Envoy must pick the route again.
     pub clear_route_cache: bool,
     /// Answer locally instead of forwarding.
@@ -166,9 +194,9 @@ pub struct RequestEffects<'rt> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ResponseEdits<'rt> {
     /// Headers to set (replacing copies).
-    pub set: Vec<(&'rt str, String)>,
+    pub set: Vec<(Cow<'rt, str>, String)>,
     /// Headers to add (keeping copies, as `set-cookie` needs).
-    pub add: Vec<(&'rt str, String)>,
+    pub add: Vec<(Cow<'rt, str>, String)>,
 }
 
 /// How a stream ended, as the host saw it.

@@ -45,6 +45,8 @@ pub use decision::{
 };
 pub use metrics::{ByLabel, CanaryState, CodeClass, Label, RateLimitOutcome, RejectKind, Signal};
 pub use outcome::{flags_matter, is_failure, FAILURE_FLAGS};
+pub use ratelimit::global::{reply as rls_reply, Reply as RlsReply};
+pub use ratelimit::PendingCall;
 pub use rng::Rng;
 pub use runtime::{
     breaker_labels, red_labels, BreakerInstance, DefineIds, HeaderNames, Ids, PolicyRuntime,

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 
 pub use meshguard_config::names::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
 pub use meshguard_config::telemetry::{
-    stats_tags, tag_regex, DURATION_BUCKETS_MS, DURATION_STORED_PREFIX, LABELS,
+    histogram_buckets, stats_tags, tag_regex, DURATION_BUCKETS_MS, DURATION_STORED_PREFIX, LABELS,
 };
 
 /// A fixed set of label values (an enum whose every value is a series).
@@ -85,6 +85,10 @@ label_enum! {
         ErrorAllowed = "error_allowed",
         /// The store failed; the policy's failure mode rejected the request.
         ErrorDenied = "error_denied",
+        /// The rate limit service was in back-off; the local fallback limit allowed it.
+        Fallback = "fallback",
+        /// The rate limit service was in back-off; the local fallback limit rejected it.
+        FallbackLimited = "fallback_limited",
     }
 }
 
@@ -164,6 +168,21 @@ pub fn ratelimit_requests(policy: &str, outcome: RateLimitOutcome) -> String {
         "meshguard.ratelimit_requests_total.policy.{policy}.outcome.{}",
         outcome.label()
     )
+}
+
+/// `meshguard.ratelimit_rpc_duration_milliseconds.policy.<policy>` (histogram).
+pub fn ratelimit_rpc_duration(policy: &str) -> String {
+    format!("meshguard.ratelimit_rpc_duration_milliseconds.policy.{policy}")
+}
+
+/// `meshguard.ratelimit_leases_total.policy.<policy>`.
+pub fn ratelimit_leases(policy: &str) -> String {
+    format!("meshguard.ratelimit_leases_total.policy.{policy}")
+}
+
+/// `meshguard.ratelimit_cached_rejections_total.policy.<policy>`.
+pub fn ratelimit_cached_rejections(policy: &str) -> String {
+    format!("meshguard.ratelimit_cached_rejections_total.policy.{policy}")
 }
 
 /// `meshguard.requests_total.route.<r>.variant.<v>.code_class.<c>`.

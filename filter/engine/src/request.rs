@@ -9,6 +9,8 @@
 //!
 //! Each returns a value (see [`crate::decision`]); the glue applies it.
 
+use std::borrow::Cow;
+
 use crate::breaker::{self, Gate};
 use crate::canary::{self, Split};
 use crate::decision::{
@@ -17,6 +19,7 @@ use crate::decision::{
 use crate::metrics::CodeClass;
 use crate::outcome::flags_matter;
 use crate::ratelimit;
+use crate::ratelimit::global::Reply;
 use crate::rng::Rng;
 use crate::route::select_route;
 use crate::runtime::{Ids, Runtime};
@@ -58,7 +61,10 @@ impl<I: Ids> Runtime<I> {
         };
         if let Some(now) = now {
             match ratelimit::charge_route(self, route, req, store, now, &mut fx.events) {
-                Ok(advertised) => state.advertise = advertised,
+                Ok(charged) => {
+                    state.advertise = charged.advertise;
+                    state.pending = charged.calls;
+                }
                 Err(reply) => {
                     state.rejected = true;
                     fx.reply = Some(reply);
@@ -84,6 +90,53 @@ impl<I: Ids> Runtime<I> {
             state.reason = Some(choice.reason);
             state.set_cookie = cookie;
         }
+        if state.pending.is_empty() {
+            self.pass_limits(i, &mut state, &mut fx, store, now);
+        }
+        (state, fx)
+    }
+
+    /// The rate limit service answered every pending call (`replies`, in the order
+    /// of `state.pending`) at `now`: its verdict, then the rest of the decision.
+    pub fn resume<'rt>(
+        &'rt self,
+        state: &mut StreamState,
+        replies: &[Reply],
+        store: &mut impl SharedStore,
+        now: Option<u64>,
+    ) -> RequestEffects<'rt> {
+        let mut fx = RequestEffects::default();
+        let pending = std::mem::take(&mut state.pending);
+        let at = now.unwrap_or_else(|| pending.iter().map(|c| c.sent_at).max().unwrap_or(0));
+        match ratelimit::answer_calls(self, &pending, replies, at, &mut fx.events) {
+            Err(reply) => {
+                state.rejected = true;
+                fx.reply = Some(reply);
+            }
+            Ok(added) => {
+                fx.service_headers = added.request;
+                state.service_headers = added.response;
+                if let Some(i) = state.route {
+                    self.pass_limits(i, state, &mut fx, store, now);
+                }
+            }
+        }
+        fx
+    }
+
+    /// The request passed its rate limits: the breaker gate, then the routing
+    /// headers (or the gate's reply).
+    fn pass_limits<'rt>(
+        &'rt self,
+        i: usize,
+        state: &mut StreamState,
+        fx: &mut RequestEffects<'rt>,
+        store: &mut impl SharedStore,
+        now: Option<u64>,
+    ) {
+        let Some(route) = self.routes.get(i) else {
+            return;
+        };
         if let Some(now) = now {
             match breaker::gate(route, i, state.variant, store, now, &mut fx.events) {
                 Gate::Pass(ticket) => state.ticket = ticket,
@@ -94,15 +147,15 @@ impl<I: Ids> Runtime<I> {
                 Gate::Rejected(reply) => {
                     state.rejected = true;
                     fx.reply = Some(reply);
-                    return (state, fx);
+                    return;
                 }
             }
         }
+        let policy = route.route.canary.as_ref();
         let variant = policy
             .zip(state.variant)
             .and_then(|(p, v)| p.variants.get(v));
-        self.routing_headers(Some(&route.route.name), variant, &mut fx);
-        (state, fx)
+        self.routing_headers(Some(&route.route.name), variant, fx);
     }
 
     /// The variant and cluster headers (overwritten on a canary route, removed
@@ -147,6 +200,12 @@ impl<I: Ids> Runtime<I> {
             set: ratelimit::response_fields(self, &state.advertise),
             add: Vec::new(),
         };
+        edits.set.extend(
+            state
+                .service_headers
+                .iter()
+                .map(|(k, v)| (Cow::Owned(k.clone()), v.clone())),
+        );
         let policy = state
             .route
             .and_then(|i| self.routes.get(i))
@@ -156,13 +215,14 @@ impl<I: Ids> Runtime<I> {
         };
         if policy.respond_with_variant {
             if let Some(variant) = policy.variants.get(v) {
-                edits
-                    .set
-                    .push((self.headers.variant.as_str(), variant.name.clone()));
+                edits.set.push((
+                    Cow::Borrowed(self.headers.variant.as_str()),
+                    variant.name.clone(),
+                ));
             }
         }
         if let Some(cookie) = &state.set_cookie {
-            edits.add.push(("set-cookie", cookie.clone()));
+            edits.add.push(("set-cookie".into(), cookie.clone()));
         }
         edits
     }
@@ -329,7 +389,7 @@ mod tests {
         let edits = rt.respond(&mut state, Some(503), true);
         assert_eq!(
             edits.set,
-            vec![("x-meshguard-variant", "canary".to_string())]
+            vec![("x-meshguard-variant".into(), "canary".to_string())]
         );
         assert!(edits.add.is_empty());
         assert_eq!((state.code, state.response_complete), (Some(503), true));
@@ -376,7 +436,9 @@ mod tests {
         let reply = fx.reply.expect("a reply");
         assert_eq!((reply.status, reply.body), (503, "slow down"));
         assert_eq!(reply.reason, ReplyReason::RateLimited { policy: 0 });
-        assert!(reply.headers.contains(&("retry-after", "60".to_string())));
+        assert!(reply
+            .headers
+            .contains(&("retry-after".into(), "60".to_string())));
         assert!(fx.headers.is_empty(), "nothing forwarded, nothing written");
         assert_eq!(
             fx.events,

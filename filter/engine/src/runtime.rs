@@ -9,11 +9,12 @@
 use std::cell::RefCell;
 
 use meshguard_config::compiled::{CompiledConfig, CompiledRoute};
-use meshguard_config::ratelimit::CompiledRateLimit;
+use meshguard_config::ratelimit::{CompiledRateLimit, CompiledRateLimitService};
 
 use crate::analysis::RolloutRuntime;
 use crate::breaker::local::Local;
 use crate::metrics::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
+use crate::ratelimit::global::GlobalState;
 use crate::ratelimit::lease::Leases;
 use crate::ratelimit::table::Table;
 
@@ -41,8 +42,8 @@ pub trait DefineIds<I: Ids> {
     fn red(&mut self, route: &str, variants: &[&str]) -> Result<I::Red, Self::Error>;
     /// The metrics of the breaker of `route` kept for `variant` (or `all`).
     fn breaker(&mut self, route: &str, variant: &str) -> Result<I::Breaker, Self::Error>;
-    /// The outcome counters of rate-limit policy `policy`.
-    fn policy(&mut self, policy: &str) -> Result<I::Policy, Self::Error>;
+    /// The metrics of rate-limit policy `policy` (global ones have more).
+    fn policy(&mut self, policy: &CompiledRateLimit) -> Result<I::Policy, Self::Error>;
     /// The rollout metrics of `route`'s canary policy with `variants` (baseline
     /// first).
     fn rollout(&mut self, route: &str, variants: &[&str]) -> Result<I::Rollout, Self::Error>;
@@ -77,6 +78,8 @@ pub struct Runtime<I: Ids> {
     pub unmatched: Option<I::Red>,
     /// `mg1.<plugin name>`: prefix of every shared-data key.
     pub store_prefix: String,
+    /// The rate limit service global policies ask.
+    pub rate_limit_service: Option<CompiledRateLimitService>,
 }
 
 /// One route and what deciding its requests needs.
@@ -125,6 +128,8 @@ pub struct PolicyRuntime<I: Ids> {
     pub table: Table,
     /// The tokens this worker has leased.
     pub leases: RefCell<Leases>,
+    /// A global policy's leases, remembered rejections and back-off on this worker.
+    pub global: Option<RefCell<GlobalState>>,
     /// Its metrics.
     pub ids: I::Policy,
 }
@@ -184,12 +189,17 @@ impl<I: Ids> Runtime<I> {
             rate_limits,
             top_level_rate_limits,
             count_unmatched,
+            rate_limit_service,
         } = config;
         let policies = rate_limits
             .into_iter()
             .map(|policy| {
                 Ok(PolicyRuntime {
-                    ids: define.policy(&policy.name)?,
+                    ids: define.policy(&policy)?,
+                    global: policy
+                        .global
+                        .as_ref()
+                        .map(|_| RefCell::new(GlobalState::default())),
                     table: Table {
                         prefix: format!("{store_prefix}.rl.{}", policy.store_id),
                         bucket: crate::ratelimit::gcra::Bucket {
@@ -224,6 +234,7 @@ impl<I: Ids> Runtime<I> {
             scrub_routing_headers: has_canary,
             unmatched,
             store_prefix,
+            rate_limit_service,
         })
     }
 
@@ -314,7 +325,7 @@ pub mod testing {
         fn breaker(&mut self, _: &str, _: &str) -> Result<(), Self::Error> {
             Ok(())
         }
-        fn policy(&mut self, _: &str) -> Result<(), Self::Error> {
+        fn policy(&mut self, _: &CompiledRateLimit) -> Result<(), Self::Error> {
             Ok(())
         }
         fn rollout(&mut self, _: &str, _: &[&str]) -> Result<(), Self::Error> {

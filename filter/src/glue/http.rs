@@ -5,17 +5,19 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use meshguard_engine::{Rng, StreamState};
+use meshguard_engine::Rng;
 
 use super::plugin::Plugin;
-use super::request::{on_log, on_request_headers, on_response_headers};
+use super::request::{
+    on_grpc_response, on_request_headers, on_response_headers, on_stream_end, Stream,
+};
 use crate::host::proxy::ProxyHost;
 
 /// One HTTP stream.
 pub struct Http {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
-    state: StreamState,
+    stream: Stream,
 }
 
 impl Http {
@@ -24,22 +26,35 @@ impl Http {
         Http {
             plugin,
             rng,
-            state: StreamState::default(),
+            stream: Stream::default(),
         }
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if let Some(plugin) = &self.plugin {
+            on_grpc_response(
+                &ProxyHost,
+                plugin,
+                &mut self.stream,
+                token_id,
+                status_code,
+                response_size,
+            );
+        }
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         #[cfg(feature = "trap-drill")]
         drill::trap_on_demand();
         if let Some(plugin) = &self.plugin {
-            self.state = on_request_headers(&ProxyHost, plugin, &self.rng);
+            self.stream = on_request_headers(&ProxyHost, plugin, &self.rng);
         }
-        if self.state.rejected {
-            Action::Pause // a local reply was sent
+        if self.stream.must_pause() {
+            Action::Pause // a local reply was sent, or the rate limit service is asked
         } else {
             Action::Continue
         }
@@ -47,24 +62,24 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let Some(plugin) = &self.plugin {
-            on_response_headers(&ProxyHost, plugin, &mut self.state, end_of_stream);
+            on_response_headers(&ProxyHost, plugin, &mut self.stream.state, end_of_stream);
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, _body_size: usize, end_of_stream: bool) -> Action {
-        self.state.response_complete |= end_of_stream;
+        self.stream.state.response_complete |= end_of_stream;
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.state.response_complete = true;
+        self.stream.state.response_complete = true;
         Action::Continue
     }
 
     fn on_log(&mut self) {
         if let Some(plugin) = &self.plugin {
-            on_log(&ProxyHost, plugin, &self.state);
+            on_stream_end(&ProxyHost, plugin, &self.stream);
         }
     }
 }

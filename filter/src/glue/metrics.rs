@@ -2,10 +2,12 @@
 //! request path) and how an engine [`Event`] or RED sample becomes metric calls
 //! and log lines.
 
+use meshguard_config::ratelimit::CompiledRateLimit;
 use meshguard_engine::metrics::{
     breaker_rejected, breaker_state, breaker_transitions, canary_evidence, canary_shadow_verdict,
-    canary_state, canary_transitions, canary_weight, ratelimit_requests, request_duration,
-    requests_in_flight, requests_total,
+    canary_state, canary_transitions, canary_weight, ratelimit_cached_rejections, ratelimit_leases,
+    ratelimit_requests, ratelimit_rpc_duration, request_duration, requests_in_flight,
+    requests_total,
 };
 use meshguard_engine::{
     ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, Ids, Label, Phase, RateLimitOutcome,
@@ -21,8 +23,28 @@ pub struct WasmIds;
 impl Ids for WasmIds {
     type Red = RedIds;
     type Breaker = BreakerIds;
-    type Policy = ByLabel<RateLimitOutcome, u32>;
+    type Policy = PolicyIds;
     type Rollout = Vec<CanaryIds>;
+}
+
+/// A rate-limit policy's metrics.
+#[derive(Debug)]
+pub struct PolicyIds {
+    /// `ratelimit_requests_total` by outcome.
+    pub outcomes: ByLabel<RateLimitOutcome, u32>,
+    /// A global policy's: the call histogram, leases and cached rejections.
+    pub global: Option<GlobalIds>,
+}
+
+/// The metrics of a global policy's calls to the rate limit service.
+#[derive(Debug)]
+pub struct GlobalIds {
+    /// `ratelimit_rpc_duration_milliseconds`.
+    pub rpc: u32,
+    /// `ratelimit_leases_total`.
+    pub leases: u32,
+    /// `ratelimit_cached_rejections_total`.
+    pub cached: u32,
 }
 
 /// A canary variant's rollout metrics.
@@ -120,10 +142,23 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
         })
     }
 
-    fn policy(&mut self, policy: &str) -> Result<ByLabel<RateLimitOutcome, u32>, HostError> {
+    fn policy(&mut self, policy: &CompiledRateLimit) -> Result<PolicyIds, HostError> {
         let host = self.0;
-        ByLabel::try_new(|outcome| {
-            host.define_metric(MetricKind::Counter, &ratelimit_requests(policy, outcome))
+        let name = policy.name.as_str();
+        let global = match policy.global {
+            None => None,
+            Some(_) => Some(GlobalIds {
+                rpc: host.define_metric(MetricKind::Histogram, &ratelimit_rpc_duration(name))?,
+                leases: host.define_metric(MetricKind::Counter, &ratelimit_leases(name))?,
+                cached: host
+                    .define_metric(MetricKind::Counter, &ratelimit_cached_rejections(name))?,
+            }),
+        };
+        Ok(PolicyIds {
+            outcomes: ByLabel::try_new(|outcome| {
+                host.define_metric(MetricKind::Counter, &ratelimit_requests(name, outcome))
+            })?,
+            global,
         })
     }
 
@@ -171,8 +206,22 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
                 plugin
                     .policies
                     .get(*policy)
-                    .and_then(|p| p.ids.get(*outcome)),
+                    .and_then(|p| p.ids.outcomes.get(*outcome)),
             ),
+            Event::GlobalCall {
+                policy,
+                duration_ms,
+            } => {
+                if let Some(g) = global_ids(plugin, *policy) {
+                    let _ = host.record_metric(g.rpc, *duration_ms);
+                }
+            }
+            Event::GlobalLease { policy } => {
+                count(host, global_ids(plugin, *policy).map(|g| &g.leases))
+            }
+            Event::GlobalCachedRejection { policy } => {
+                count(host, global_ids(plugin, *policy).map(|g| &g.cached))
+            }
             Event::BreakerTransition {
                 route,
                 instance,
@@ -221,6 +270,10 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
             Event::Warning(message) => host.log(Level::Warn, message),
         }
     }
+}
+
+fn global_ids(plugin: &Runtime<WasmIds>, policy: usize) -> Option<&GlobalIds> {
+    plugin.policies.get(policy)?.ids.global.as_ref()
 }
 
 /// `route/variant` of a canary variant, for logs.

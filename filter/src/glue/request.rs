@@ -3,8 +3,10 @@
 //! Nothing below these functions sends a reply or writes a header.
 
 use meshguard_engine::{
-    Completion, Event, LogRecord, RequestEffects, ResponseEdits, Rng, StreamState,
+    rls_reply, Completion, Event, LogRecord, RequestEffects, ResponseEdits, RlsReply, Rng,
+    StreamState,
 };
+use meshguard_rls_proto::{METHOD, SERVICE};
 
 use super::metrics::{in_flight, record_events, record_red};
 use super::plugin::Plugin;
@@ -25,32 +27,111 @@ fn now(host: &impl Host) -> Option<u64> {
         .ok()
 }
 
-/// `on_http_request_headers`: decide the request and apply the decision.
-pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> StreamState {
+/// A stream as the glue keeps it: the engine's state, and the calls to the rate
+/// limit service it waits for (`token`, `reply`, in the order of `state.pending`).
+#[derive(Debug, Default)]
+pub struct Stream {
+    /// What the engine decided so far.
+    pub state: StreamState,
+    /// Per pending call: its token (none when dispatch failed) and its reply.
+    pub calls: Vec<(Option<u32>, Option<RlsReply>)>,
+}
+
+impl Stream {
+    /// The request must wait: for a reply, or (answered locally) for ever.
+    pub fn must_pause(&self) -> bool {
+        self.state.rejected || self.calls.iter().any(|(_, r)| r.is_none())
+    }
+}
+
+/// `on_http_request_headers`: decide the request and apply the decision; when
+/// global policies must ask the rate limit service, send their calls (the stream
+/// then pauses until [`on_grpc_response`] has every answer).
+pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Stream {
     // A clock failure is reported by the engine, with what it skips.
     let now = host.now_ns().ok();
     let mut view = CachedRequest::new(host);
     let (state, effects) = plugin.decide(&mut view, &mut HostStore(host), rng, now);
-    apply_request(host, plugin, &state, effects);
-    state
+    in_flight(host, state.red.and_then(|slot| plugin.red(slot)), 1);
+    apply_request(host, plugin, effects);
+    let mut stream = Stream {
+        state,
+        calls: Vec::new(),
+    };
+    if let Some(service) = &plugin.rate_limit_service {
+        for call in &stream.state.pending {
+            let sent = host.dispatch_grpc_call(
+                &service.cluster,
+                SERVICE,
+                METHOD,
+                &call.message,
+                service.timeout_ms,
+            );
+            stream.calls.push(match sent {
+                Ok(token) => (Some(token), None),
+                Err(e) => (None, Some(RlsReply::Error(e.to_string()))),
+            });
+        }
+    }
+    if !stream.calls.is_empty() && !stream.must_pause() {
+        resume(host, plugin, &mut stream); // every dispatch failed: decide now
+    }
+    stream
 }
 
-/// The one place a request decision is applied: the in-flight gauge, counts and
-/// logs, then either the local reply or the request-header edits (and the route
-/// re-pick they need).
-pub fn apply_request(
+/// `on_grpc_call_response`: the rate limit service answered call `token` with gRPC
+/// `status` (0: OK, then `size` bytes of answer). Once every call is answered, the
+/// decision goes on and the request resumes (or is answered). True when it did.
+pub fn on_grpc_response(
     host: &impl Host,
     plugin: &Plugin,
-    state: &StreamState,
-    effects: RequestEffects<'_>,
-) {
-    in_flight(host, state.red.and_then(|slot| plugin.red(slot)), 1);
+    stream: &mut Stream,
+    token: u32,
+    status: u32,
+    size: usize,
+) -> bool {
+    let Some(call) = stream.calls.iter_mut().find(|(t, _)| *t == Some(token)) else {
+        return false;
+    };
+    call.1 = Some(if status != 0 {
+        RlsReply::Error(format!("gRPC status {status}"))
+    } else {
+        match host.grpc_response(size) {
+            Ok(Some(body)) => rls_reply(&body),
+            Ok(None) => rls_reply(&[]),
+            Err(e) => RlsReply::Error(e.to_string()),
+        }
+    });
+    if stream.calls.iter().any(|(_, r)| r.is_none()) {
+        return false;
+    }
+    resume(host, plugin, stream);
+    if !stream.state.rejected {
+        warn_on_err(host, host.resume_request());
+    }
+    true
+}
+
+fn resume(host: &impl Host, plugin: &Plugin, stream: &mut Stream) {
+    let replies: Vec<RlsReply> = stream
+        .calls
+        .iter()
+        .map(|(_, r)| r.clone().unwrap_or(RlsReply::Error("no answer".into())))
+        .collect();
+    let now = host.now_ns().ok();
+    let effects = plugin.resume(&mut stream.state, &replies, &mut HostStore(host), now);
+    apply_request(host, plugin, effects);
+}
+
+/// The one place a request decision is applied: counts and logs, then either the
+/// local reply or the request-header edits (and the route re-pick they need).
+pub fn apply_request(host: &impl Host, plugin: &Plugin, effects: RequestEffects<'_>) {
     record_events(host, plugin, &effects.events);
     if let Some(reply) = effects.reply {
         let headers: Vec<(&str, &str)> = reply
             .headers
             .iter()
-            .map(|(k, v)| (*k, v.as_str()))
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
             .collect();
         warn_on_err(
             host,
@@ -60,6 +141,9 @@ pub fn apply_request(
     }
     for (name, value) in effects.headers {
         warn_on_err(host, host.set_request_header(name, value));
+    }
+    for (name, value) in &effects.service_headers {
+        warn_on_err(host, host.set_request_header(name, Some(value.as_bytes())));
     }
     if effects.clear_route_cache {
         warn_on_err(host, host.clear_route_cache());
@@ -86,11 +170,22 @@ pub fn on_response_headers(
 /// The one place response edits are applied.
 pub fn apply_response(host: &impl Host, edits: ResponseEdits<'_>) {
     for (name, value) in edits.set {
-        warn_on_err(host, host.set_response_header(name, value.as_bytes()));
+        warn_on_err(host, host.set_response_header(&name, value.as_bytes()));
     }
     for (name, value) in edits.add {
-        warn_on_err(host, host.add_response_header(name, value.as_bytes()));
+        warn_on_err(host, host.add_response_header(&name, value.as_bytes()));
     }
+}
+
+/// `on_log` of a stream that may still wait for the rate limit service: the calls
+/// belong to the root context and outlive the stream, so they are cancelled.
+pub fn on_stream_end(host: &impl Host, plugin: &Plugin, stream: &Stream) {
+    for (token, reply) in &stream.calls {
+        if let (Some(t), None) = (token, reply) {
+            let _ = host.cancel_grpc_call(*t);
+        }
+    }
+    on_log(host, plugin, &stream.state);
 }
 
 /// `on_log`: the stream is over (answered, reset or abandoned: Envoy calls this

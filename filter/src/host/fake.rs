@@ -16,6 +16,9 @@ use super::{Host, HostError, Level, MetricKind};
 /// A local reply: status, headers, body.
 pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
+/// A gRPC call: cluster, service, method, message, timeout (ms).
+pub type GrpcCall = (String, String, String, Vec<u8>, u64);
+
 /// What every worker shares: shared data and Envoy's (process-wide) metrics.
 #[derive(Debug, Default)]
 pub struct World {
@@ -60,6 +63,16 @@ pub struct FakeHost {
     pub calls: RefCell<Vec<String>>,
     /// The tick period asked for, ms.
     pub tick_period_ms: Cell<Option<u64>>,
+    /// gRPC calls dispatched: cluster, service, method, message, timeout (ms).
+    pub grpc_calls: RefCell<Vec<GrpcCall>>,
+    /// Clusters that exist for gRPC calls (others fail at dispatch).
+    pub grpc_clusters: RefCell<Vec<String>>,
+    /// The body of the gRPC answer being delivered.
+    pub grpc_body: RefCell<Option<Vec<u8>>>,
+    /// gRPC calls cancelled.
+    pub grpc_cancelled: RefCell<Vec<u32>>,
+    /// How often the paused request was resumed.
+    pub resumed: Cell<u32>,
 }
 
 impl FakeHost {
@@ -331,6 +344,47 @@ impl Host for FakeHost {
         if let Some(e) = self.world.metrics.borrow_mut().get_mut(id as usize) {
             e.2 = value as i64;
         }
+        Ok(())
+    }
+
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        self.call("dispatch_grpc_call", cluster);
+        if !self.grpc_clusters.borrow().iter().any(|c| c == cluster) {
+            return Err(HostError {
+                call: format!("dispatch_grpc_call({cluster})"),
+                status: "ParseFailure".into(),
+            });
+        }
+        let mut calls = self.grpc_calls.borrow_mut();
+        calls.push((
+            cluster.into(),
+            service.into(),
+            method.into(),
+            message.to_vec(),
+            timeout_ms,
+        ));
+        Ok(calls.len() as u32)
+    }
+
+    fn grpc_response(&self, _size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        self.call("grpc_response", "");
+        Ok(self.grpc_body.borrow().clone())
+    }
+
+    fn cancel_grpc_call(&self, token: u32) -> Result<(), HostError> {
+        self.grpc_cancelled.borrow_mut().push(token);
+        Ok(())
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.resumed.set(self.resumed.get() + 1);
         Ok(())
     }
 

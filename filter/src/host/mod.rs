@@ -88,6 +88,23 @@ pub trait Host {
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError>;
     /// Records a histogram value (or sets a gauge).
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError>;
+    /// Calls `service`/`method` on gRPC cluster `cluster` with `message`, giving up
+    /// after `timeout_ms`; the answer comes to this stream's context with the
+    /// returned token. An error (an unknown cluster, say) means no answer will come.
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError>;
+    /// The body of the gRPC answer being delivered (`size` bytes).
+    fn grpc_response(&self, size: usize) -> Result<Option<Vec<u8>>, HostError>;
+    /// Cancels a gRPC call that has not been answered.
+    fn cancel_grpc_call(&self, token: u32) -> Result<(), HostError>;
+    /// Lets a paused request go on.
+    fn resume_request(&self) -> Result<(), HostError>;
     /// Asks for the root context's tick every `period_ms` (0: no tick).
     fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError>;
     /// Writes one line to the proxy's log.

@@ -131,6 +131,45 @@ impl Host for ProxyHost {
         hostcalls::record_metric(id, value).map_err(|s| err("record_metric", &id.to_string(), s))
     }
 
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        // An empty cluster name would reach a host path that answers BadArgument,
+        // which the SDK turns into a panic; config validation forbids it, and so
+        // does this.
+        if cluster.is_empty() {
+            return Err(err("dispatch_grpc_call", cluster, Status::BadArgument));
+        }
+        hostcalls::dispatch_grpc_call(
+            cluster,
+            service,
+            method,
+            Vec::new(),
+            Some(message),
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .map_err(|s| err("dispatch_grpc_call", cluster, s))
+    }
+
+    fn grpc_response(&self, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .map_err(|s| err("get_buffer", "grpc_receive", s))
+    }
+
+    fn cancel_grpc_call(&self, token: u32) -> Result<(), HostError> {
+        hostcalls::cancel_grpc_call(token)
+            .map_err(|s| err("cancel_grpc_call", &token.to_string(), s))
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        hostcalls::resume_http_request().map_err(|s| err("resume_http_request", "", s))
+    }
+
     fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
         hostcalls::set_tick_period(std::time::Duration::from_millis(period_ms))
             .map_err(|s| err("set_tick_period", &period_ms.to_string(), s))

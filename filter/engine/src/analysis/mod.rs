@@ -274,9 +274,9 @@ mod tests {
         assert_eq!(rec.variants[0].total.n, sent, "every canary request once");
         assert_eq!(rec.variants[0].total.errors, failed);
         assert_eq!(rec.baseline.n, sent);
-        assert!(events
-            .iter()
-            .any(|e| matches!(e, Event::Warning(w) if w.contains("counts kept for the next tick"))));
+        assert!(events.iter().any(
+            |e| matches!(e, Event::Warning(w) if w.contains("counts kept for the next tick"))
+        ));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -288,9 +288,9 @@ mod tests {
         store.data.insert("k".into(), (vec![1, 2, 3], 1));
         let mut events = Vec::new();
         w.tick(0, &p, &r, &mut store, SEC, &mut events);
-        assert!(events
-            .iter()
-            .any(|e| matches!(e, Event::Warning(m) if m.contains("unreadable and started afresh"))));
+        assert!(events.iter().any(
+            |e| matches!(e, Event::Warning(m) if m.contains("unreadable and started afresh"))
+        ));
         assert!(Record::decode(&store.data["k"].0, 2).is_some());
         assert_eq!(w.view.borrow().weights, vec![5_000, 5_000]);
     }

@@ -101,9 +101,12 @@ fn reply(b: &CompiledBreaker, retry_s: u64, reason: ReplyReason) -> LocalReply<'
     LocalReply {
         status: b.status,
         headers: vec![
-            ("retry-after", retry_s.max(1).to_string()),
-            ("x-meshguard-breaker", why.to_string()),
-            ("content-type", "text/plain; charset=utf-8".to_string()),
+            ("retry-after".into(), retry_s.max(1).to_string()),
+            ("x-meshguard-breaker".into(), why.to_string()),
+            (
+                "content-type".into(),
+                "text/plain; charset=utf-8".to_string(),
+            ),
         ],
         body: &b.body,
         reason,

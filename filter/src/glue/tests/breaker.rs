@@ -20,7 +20,7 @@ fn request(
     for (k, v) in headers {
         h = h.with_header(k, v);
     }
-    let s = on_request_headers(&h, p, &rng(3));
+    let s = on_request_headers(&h, p, &rng(3)).state;
     if !s.rejected {
         h.properties
             .borrow_mut()
@@ -59,7 +59,7 @@ fn opens_after_consecutive_failures_rejects_with_retry_after_then_probes_and_clo
     let mut in_flight = Vec::new();
     for _ in 0..3 {
         let h = world.stream().at(later);
-        let s = on_request_headers(&h, &p, &rng(1));
+        let s = on_request_headers(&h, &p, &rng(1)).state;
         in_flight.push((s, h));
     }
     let rejected: Vec<bool> = in_flight.iter().map(|(s, _)| s.rejected).collect();
@@ -143,7 +143,7 @@ fn the_concurrency_limit_rejects_the_next_request_until_one_completes() {
     // Two requests in flight (their on_log has not run).
     for _ in 0..2 {
         let h = world.stream();
-        let s = on_request_headers(&h, &p, &rng(1));
+        let s = on_request_headers(&h, &p, &rng(1)).state;
         assert!(!s.rejected);
     }
     let (s, h) = request(&p, &world, SEC, &[], 200);
@@ -162,7 +162,7 @@ fn resets_and_timeouts_count_as_failures_whatever_the_status_set() {
     );
     for _ in 0..2 {
         let h = world.stream();
-        let s = on_request_headers(&h, &p, &rng(1));
+        let s = on_request_headers(&h, &p, &rng(1)).state;
         h.properties
             .borrow_mut()
             .push(("response.code".into(), 504));

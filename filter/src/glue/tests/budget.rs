@@ -28,7 +28,7 @@ fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
         .map(|i| {
             host.calls.borrow_mut().clear();
             host.now.set(1_000_000_000 + i as u64 * 20_000);
-            let mut state = on_request_headers(&host, &plugin, &rng);
+            let mut state = on_request_headers(&host, &plugin, &rng).state;
             host.response_headers.borrow_mut().clear();
             host.response_headers
                 .borrow_mut()
@@ -165,7 +165,7 @@ fn the_canary_analysis_costs_one_shared_data_round_trip_per_tick() {
             let h = h
                 .with_header(":path", b"/")
                 .with_header("x-user-id", b"bench-user");
-            let state = on_request_headers(&h, &plugin, &rng);
+            let state = on_request_headers(&h, &plugin, &rng).state;
             on_log(&h, &plugin, &state);
         }
         let t = host.stream().at(tick * 50_000_000 + 49_000_000);

@@ -9,6 +9,7 @@ use crate::host::fake::FakeHost;
 mod apply;
 mod breaker;
 mod budget;
+mod global;
 mod ratelimit;
 mod request;
 mod rollout;

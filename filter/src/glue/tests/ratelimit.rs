@@ -23,7 +23,7 @@ fn send(p: &Plugin, world: &FakeHost, now: u64, n: usize) -> Vec<RequestStateLit
     (0..n)
         .map(|_| {
             let h = client(world, now);
-            let s = on_request_headers(&h, p, &rng(1));
+            let s = on_request_headers(&h, p, &rng(1)).state;
             let replies = h.replies.borrow().clone();
             RequestStateLite {
                 rejected: s.rejected,
@@ -138,7 +138,7 @@ fn a_missing_key_part_exempts_the_request() {
 fn allowed_responses_carry_the_fields_when_asked() {
     let h = host(100 * SEC);
     let p = plugin(&ONE.replace(r#""legacy":true"#, r#""onAllowed":true"#), &h);
-    let s = on_request_headers(&h, &p, &rng(1));
+    let s = on_request_headers(&h, &p, &rng(1)).state;
     let mut s = s;
     on_response_headers(&h, &p, &mut s, false);
     assert_eq!(
@@ -167,7 +167,7 @@ fn store_failures_follow_the_failure_mode_and_are_counted() {
             &h,
         );
         h.world().lose_every_cas.set(true);
-        let s = on_request_headers(&h, &p, &rng(1));
+        let s = on_request_headers(&h, &p, &rng(1)).state;
         assert_eq!(s.rejected, rejected, "{mode}");
         assert_eq!(
             h.metric(&format!(

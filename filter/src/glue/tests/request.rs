@@ -10,7 +10,7 @@ fn config(json: &str) -> Plugin {
 }
 
 fn run(host: &FakeHost, c: &Plugin) -> StreamState {
-    on_request_headers(host, c, &rng(7))
+    on_request_headers(host, c, &rng(7)).state
 }
 
 const CANARY: &str = r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route","routes":[
@@ -180,7 +180,7 @@ fn a_fresh_sticky_cookie_is_issued_once_and_pins_the_next_request() {
     let value = cookie.split(';').next().unwrap().to_string();
     for seed in 0..20 {
         let back = FakeHost::new().with_header("cookie", value.as_bytes());
-        let again = on_request_headers(&back, &c, &rng(seed));
+        let again = on_request_headers(&back, &c, &rng(seed)).state;
         assert_eq!(again.variant, state.variant);
         assert_eq!(again.set_cookie, None);
     }
@@ -192,7 +192,7 @@ fn red_run(p: &Plugin, world: &FakeHost, headers: &[(&str, &[u8])], code: u64, m
         h = h.with_header(k, v);
     }
     h.now.set(1_000_000_000);
-    let s = on_request_headers(&h, p, &rng(2));
+    let s = on_request_headers(&h, p, &rng(2)).state;
     h.now.set(1_000_000_000 + ms * 1_000_000);
     if code > 0 {
         h.properties

@@ -33,7 +33,7 @@ fn request_with(
     for (k, v) in headers {
         h = h.with_header(k, v);
     }
-    let s = on_request_headers(&h, p, &rng(seed));
+    let s = on_request_headers(&h, p, &rng(seed)).state;
     let v = s.variant.unwrap();
     let code = if v == 1 && canary_fails { 503 } else { 200 };
     h.properties

@@ -52,7 +52,11 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
     // The key's first charge creates its slot with the request's token alone.
     let created = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0);
     assert_eq!(remaining(&created), 999_999);
-    assert_eq!(leases.held(fingerprint(b"k")), 0, "no lease on a fresh slot");
+    assert_eq!(
+        leases.held(fingerprint(b"k")),
+        0,
+        "no lease on a fresh slot"
+    );
     let first = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0);
     assert_eq!(
         remaining(&first),

@@ -1,0 +1,260 @@
+use super::*;
+use meshguard_config::load_json;
+use meshguard_config::ratelimit::CompiledRateLimit;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000_000_000_000;
+
+/// The service and the first policy of a config with `global` as that policy's
+/// `global`.
+fn config(global: &str) -> (CompiledRateLimitService, CompiledRateLimit) {
+    let json = format!(
+        r#"{{"schemaVersion":1,"rateLimitService":{{"cluster":"rls","domain":"d","errorsBeforeBackoff":3,"backoffMs":500}},
+            "rateLimits":[{{"name":"g","key":[{{"header":"x-key"}},{{"route":true,"descriptorKey":"r"}}],"global":{global}}}],
+            "routes":[{{"name":"web"}}]}}"#
+    );
+    let c = load_json(json.as_bytes()).unwrap();
+    (c.rate_limit_service.unwrap(), c.rate_limits[0].clone())
+}
+
+fn ok() -> Reply {
+    Reply::Ok {
+        request_headers: vec![],
+        response_headers: vec![],
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn without_a_lease_every_request_asks_for_one_hit() {
+    let (s, p) = config("{}");
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    for i in 0..5 {
+        assert_eq!(state.precheck(g, 7, T0 + i, 10 * MS), Pre::Ask { hits: 1 });
+        let a = state.answer(&s, g, 7, 1, &ok(), T0 + i);
+        assert_eq!(a, Answered::Allowed { leased: false });
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_lease_is_spent_locally_until_it_is_used_up_or_ends() {
+    let (s, p) = config(r#"{"lease":{"hits":5,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 5 });
+    assert_eq!(
+        state.answer(&s, g, 7, 5, &ok(), T0),
+        Answered::Allowed { leased: true }
+    );
+    for _ in 0..4 {
+        assert_eq!(state.precheck(g, 7, T0 + MS, 10 * MS), Pre::Leased);
+    }
+    assert_eq!(
+        state.precheck(g, 7, T0 + MS, 10 * MS),
+        Pre::Ask { hits: 5 },
+        "spent"
+    );
+    state.answer(&s, g, 7, 5, &ok(), T0 + MS);
+    assert_eq!(
+        state.precheck(g, 7, T0 + 200 * MS, 10 * MS),
+        Pre::Ask { hits: 5 },
+        "ended"
+    );
+    assert_eq!(
+        state.precheck(g, 8, T0 + MS, 10 * MS),
+        Pre::Ask { hits: 5 },
+        "another key"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_over_limit_answer_is_remembered_until_the_window_resets() {
+    let (s, p) = config(r#"{"lease":{"hits":5},"overLimitCacheMs":300}"#);
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    let over = Reply::OverLimit {
+        reset_ns: Some(40 * MS),
+        response_headers: vec![],
+    };
+    assert_eq!(
+        state.answer(&s, g, 7, 5, &over, T0),
+        Answered::OverLimit { retry_ns: 40 * MS }
+    );
+    assert_eq!(
+        state.precheck(g, 7, T0 + 10 * MS, 10 * MS),
+        Pre::Cached { retry_ns: 30 * MS }
+    );
+    assert_eq!(
+        state.precheck(g, 7, T0 + 40 * MS, 10 * MS),
+        Pre::Ask { hits: 5 }
+    );
+    // Without a reset time from the service: overLimitCacheMs.
+    let silent = Reply::OverLimit {
+        reset_ns: None,
+        response_headers: vec![],
+    };
+    state.answer(&s, g, 9, 5, &silent, T0);
+    assert_eq!(
+        state.precheck(g, 9, T0 + 299 * MS, 10 * MS),
+        Pre::Cached { retry_ns: MS }
+    );
+    // Without a lease a rejection is not remembered: every request asks.
+    let (s, p) = config("{}");
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    state.answer(&s, g, 7, 1, &over, T0);
+    assert_eq!(state.precheck(g, 7, T0 + MS, 10 * MS), Pre::Ask { hits: 1 });
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn failures_in_a_row_start_a_back_off_and_an_answer_resets_the_count() {
+    let (s, p) = config("{}");
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    let err = Reply::Error("timeout".into());
+    assert_eq!(
+        state.answer(&s, g, 1, 1, &err, T0),
+        Answered::Error { backoff: false }
+    );
+    assert_eq!(
+        state.answer(&s, g, 1, 1, &err, T0),
+        Answered::Error { backoff: false }
+    );
+    state.answer(&s, g, 1, 1, &ok(), T0);
+    assert_eq!(
+        state.answer(&s, g, 1, 1, &err, T0),
+        Answered::Error { backoff: false }
+    );
+    assert_eq!(
+        state.answer(&s, g, 1, 1, &err, T0),
+        Answered::Error { backoff: false }
+    );
+    assert_eq!(
+        state.answer(&s, g, 1, 1, &err, T0),
+        Answered::Error { backoff: true }
+    );
+    assert_eq!(state.precheck(g, 1, T0 + 499 * MS, 10 * MS), Pre::Backoff);
+    assert_eq!(
+        state.precheck(g, 1, T0 + 500 * MS, 10 * MS),
+        Pre::Ask { hits: 1 }
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn descriptors_follow_envoys_entry_conventions_and_stay_valid_utf8() {
+    struct Req;
+    impl RequestView for Req {
+        fn header(&mut self, name: &str) -> Option<&[u8]> {
+            match name {
+                "x-key" => Some(b"k\xff%1"),
+                ":path" => Some(b"/a?b"),
+                _ => None,
+            }
+        }
+        fn source_address(&mut self) -> Option<&[u8]> {
+            Some(b"10.1.2.3:4567")
+        }
+    }
+    let (_, p) = config("{}");
+    let g = p.global.as_ref().unwrap();
+    let e = entries(g, &p.key, "web", &mut Req).unwrap();
+    assert_eq!(
+        e,
+        vec![
+            ("x-key".to_string(), "k%FF%251".to_string()),
+            ("r".to_string(), "web".to_string())
+        ]
+    );
+    assert_eq!(
+        address_value(b"10.1.2.3:4567", 32, 64).as_deref(),
+        Some("10.1.2.3")
+    );
+    assert_eq!(
+        address_value(b"10.1.2.3:4567", 24, 64).as_deref(),
+        Some("10.1.2.0/24")
+    );
+    assert_eq!(
+        address_value(b"[2001:db8::1]:80", 32, 64).as_deref(),
+        Some("2001:db8::/64")
+    );
+    assert_eq!(address_value(b"[::1]:80", 32, 128).as_deref(), Some("::1"));
+    assert_eq!(address_value(b"garbage", 32, 64), None);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn requests_and_answers_round_trip_through_protobuf() {
+    use meshguard_rls_proto::rate_limit_response::DescriptorStatus;
+    use meshguard_rls_proto::HeaderValue;
+    let bytes = request("d", &[("k".into(), "v".into())], 5);
+    let r = RateLimitRequest::decode(bytes.as_slice()).unwrap();
+    assert_eq!((r.domain.as_str(), r.hits_addend), ("d", 5));
+    assert_eq!(r.descriptors[0].entries[0].value, "v");
+    let over = RateLimitResponse {
+        overall_code: Code::OverLimit as i32,
+        statuses: vec![DescriptorStatus {
+            code: Code::OverLimit as i32,
+            duration_until_reset: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 5,
+            }),
+            ..DescriptorStatus::default()
+        }],
+        response_headers_to_add: vec![HeaderValue {
+            key: "X-RateLimit-Reset".into(),
+            value: "2".into(),
+        }],
+        request_headers_to_add: vec![],
+    };
+    assert_eq!(
+        reply(&over.encode_to_vec()),
+        Reply::OverLimit {
+            reset_ns: Some(2_000_000_005),
+            response_headers: vec![("x-ratelimit-reset".into(), "2".into())]
+        }
+    );
+    let ok = RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        ..RateLimitResponse::default()
+    };
+    assert_eq!(
+        reply(&ok.encode_to_vec()),
+        Reply::Ok {
+            request_headers: vec![],
+            response_headers: vec![]
+        }
+    );
+    assert!(
+        matches!(reply(&[]), Reply::Error(_)),
+        "UNKNOWN is no decision"
+    );
+    assert!(matches!(reply(&[0xff, 0xff, 0xff]), Reply::Error(_)));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn while_a_lease_is_asked_for_other_requests_ask_for_their_own_hit_only() {
+    let (s, p) = config(r#"{"lease":{"hits":5}}"#);
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 5 });
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 1 });
+    assert_eq!(
+        state.answer(&s, g, 7, 1, &ok(), T0),
+        Answered::Allowed { leased: false },
+        "a single hit's answer leaves the pending lease alone"
+    );
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 1 });
+    assert_eq!(
+        state.answer(&s, g, 7, 5, &ok(), T0),
+        Answered::Allowed { leased: true }
+    );
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Leased);
+    // An ask whose answer never comes (the stream ended) stops blocking after the
+    // timeout.
+    let mut state = GlobalState::default();
+    assert_eq!(state.precheck(g, 8, T0, 10 * MS), Pre::Ask { hits: 5 });
+    assert_eq!(
+        state.precheck(g, 8, T0 + 10 * MS, 10 * MS),
+        Pre::Ask { hits: 5 }
+    );
+}
