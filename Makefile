@@ -16,12 +16,13 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk redis-server
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build build-trap package manifests bench sim run test test-native test-wasm lint clean
+.PHONY: help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
 	@echo "make test   every test: native, wasm32 under Node, real Envoy"
 	@echo "make build  $(WASM) and $(CLI)"
+	@echo "make run-fleet  Redis, the rate limit server and Envoy with a global rate limit"
 	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
 	@echo "make sim    the canary analysis' seeded simulations (the README's false-rollback table)"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
@@ -98,6 +99,10 @@ run: setup build
 	@echo "  $(CLI) validate config/examples/*                # check a config like Envoy will"
 	@echo
 	exec "$(ENVOY_BIN)" -c envoy/demo.yaml --disable-hot-restart --concurrency 2 --log-level info
+
+# A global rate limit: Redis, meshguard-rls and Envoy with envoy/fleet.yaml.
+run-fleet: setup build
+	scripts/run-fleet.sh
 
 test: setup build build-trap test-wasm test-native
 

@@ -54,6 +54,15 @@ SCENARIOS = {
                         "limit": {"burst": 1000000000, "rate": 1000000000, "per": "second"}}]}},
     "breaker": {"about": "meshguard: one breaker (+ metrics)", "config": {"routes": [{"name": "web",
         "breaker": {"consecutiveFailures": 1000}}]}},
+    "global": {"about": "meshguard: a global rate limit, one call to the rate limit service per request (+ metrics)",
+               "rls": True, "config": {"routes": [{"name": "web"}],
+        "rateLimitService": {"cluster": "ratelimit", "domain": "bench", "timeoutMs": 1000},
+        "rateLimits": [{"name": "fleet", "key": [{"route": True}], "global": {}}]}},
+    "global-lease": {"about": "meshguard: the global rate limit with quota leases of 100 hits (+ metrics)",
+                     "rls": True, "config": {"routes": [{"name": "web"}],
+        "rateLimitService": {"cluster": "ratelimit", "domain": "bench", "timeoutMs": 1000},
+        "rateLimits": [{"name": "fleet", "key": [{"route": True}],
+                        "global": {"lease": {"hits": 100, "ttlMs": 100}}}]}},
     "all": {"about": "meshguard: 10 routes, sticky canary, 2 rate limits, a breaker per route, metrics"},
     "native": {"about": "Envoy native: header-matched route, local_ratelimit, response header"},
 }
@@ -103,6 +112,54 @@ REPLAYS = {
 for name, calls in REPLAYS.items():
     SCENARIOS["replay:" + name] = {"about": f"bench/probe making {name}'s host calls", "wasm": PROBE,
                                    "probe": ",".join(calls)}
+
+
+RLS_BIN = os.path.join(ROOT, "target/release/meshguard-rls")
+RLS_LIMITS = "domain: bench\nlimits:\n  - name: fleet\n    key: [route]\n    requests: 1000000000\n    per: second\n"
+
+
+class RateLimitService:
+    """Redis and meshguard-rls for the global scenarios, started once, when first needed."""
+
+    def __init__(self):
+        self.procs, self.port, self.dir = [], None, None
+
+    def address(self):
+        if self.port is None:
+            self.dir = tempfile.mkdtemp()
+            redis_port, self.port = free_port(), free_port()
+            self.procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            limits = os.path.join(self.dir, "limits.yaml")
+            with open(limits, "w") as f:
+                f.write(RLS_LIMITS)
+            wait_port(redis_port)
+            self.procs.append(subprocess.Popen(
+                [RLS_BIN, "--limits", limits, "--redis", f"redis://127.0.0.1:{redis_port}",
+                 "--listen", f"127.0.0.1:{self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(self.port)
+        return self.port
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+            p.wait()
+        self.procs = []
+
+
+RLS = RateLimitService()
+
+
+def wait_port(port):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def free_port():
@@ -162,6 +219,14 @@ def bootstrap(name, port, admin, wasm):
                "address": "127.0.0.1", "port_value": port}},
                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                                "typed_config": hcm}]}]}]}}
+    if sc.get("rls"):
+        doc["static_resources"]["clusters"] = [{
+            "name": "ratelimit", "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "ratelimit", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": RLS.address()}}}}]}]}}]
     # Top-level keys as `key: <json>` lines: JSON values are YAML flow nodes, so
     # this joins the rendered (block YAML) stats_config in one document.
     return "".join(f"{k}: {json.dumps(v)}\n" for k, v in doc.items())
@@ -231,16 +296,32 @@ def measure(name, conc, a, wasm=MESHGUARD):
             ready_ms = (time.monotonic() - t0) * 1000
             if not a.smoke:
                 run_wrk(port, 1, conc)
+            calls0 = rls_calls(admin)
             c0 = cpu_ticks(env.pid)
             reqs, rps = run_wrk(port, a.seconds, conc)
             c1 = cpu_ticks(env.pid)
+            calls1 = rls_calls(admin)
             p50, p99, p999 = run_oha(port, a.seconds, a.rate, a.smoke, conc)
-            return {"scenario": name, "concurrency": conc, "about": SCENARIOS[name]["about"],
-                    "requests": reqs, "rps": rps, "cpu_us": (c1 - c0) / TICK * 1e6 / reqs,
-                    "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "rss_mb": rss_mb(env.pid), "ready_ms": ready_ms}
+            row = {"scenario": name, "concurrency": conc, "about": SCENARIOS[name]["about"],
+                   "requests": reqs, "rps": rps, "cpu_us": (c1 - c0) / TICK * 1e6 / reqs,
+                   "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "rss_mb": rss_mb(env.pid), "ready_ms": ready_ms}
+            if SCENARIOS[name].get("rls"):
+                row["rls_calls_per_req"] = (calls1 - calls0) / reqs
+            return row
         finally:
             env.terminate()
             env.wait()
+
+
+def rls_calls(admin):
+    """Requests Envoy sent to the rate limit service so far (its cluster's counter)."""
+    try:
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{admin}/stats?filter=^cluster\\.ratelimit\\.upstream_rq_total$", timeout=2).read()
+    except OSError:
+        return 0
+    m = re.search(rb"upstream_rq_total: (\d+)", text)
+    return int(m.group(1)) if m else 0
 
 
 def median_of(samples):
@@ -248,6 +329,8 @@ def median_of(samples):
     row = dict(samples[0])
     for k in ("requests", "rps", "cpu_us", "p50_ms", "p99_ms", "p999_ms", "rss_mb", "ready_ms"):
         row[k] = statistics.median(s[k] for s in samples)
+    if "rls_calls_per_req" in row:
+        row["rls_calls_per_req"] = statistics.median(s["rls_calls_per_req"] for s in samples)
     if len(samples) > 1:
         row["samples"] = [{k: s[k] for k in ("cpu_us", "rps", "p99_ms")} for s in samples]
     return row
@@ -298,7 +381,7 @@ def main():
     PROBE_N = max(1, a.probe_calls)
     if a.smoke:
         a.seconds, a.rate = 1, 200
-    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI):
+    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN):
         if not os.path.exists(path):
             sys.exit(f"bench: {path} missing (make build, make setup)")
     if a.prices:
@@ -333,7 +416,12 @@ def main():
             f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
             "wasm_bytes": os.path.getsize(MESHGUARD), "passthrough_bytes": os.path.getsize(PASSTHROUGH),
             "seconds": a.seconds, "rate": a.rate, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline}
+    RLS.stop()
     md = table(results)
+    calls = [r for r in results if "rls_calls_per_req" in r]
+    if calls:
+        md += "\n\n| scenario | conc | rate limit service calls per request |\n|---|---|---|\n" + "\n".join(
+            "| {} | {} | {:.3f} |".format(r["scenario"], r["concurrency"], r["rls_calls_per_req"]) for r in calls)
     if a.prices:
         md += "\n\n" + prices_table(results)
     os.makedirs(a.out, exist_ok=True)

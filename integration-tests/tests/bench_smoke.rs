@@ -37,6 +37,8 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "analysis",
         "ratelimit",
         "breaker",
+        "global",
+        "global-lease",
         "all",
         "native",
     ];

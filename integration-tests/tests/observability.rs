@@ -63,7 +63,9 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
     // An Envoy whose config uses every feature, so every metric family exists.
     let up = Upstream::start("stable");
     let config = r#"{"schemaVersion":1,
-        "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":5,"rate":5,"per":"second"}}],
+        "rateLimitService":{"cluster":"ratelimit","domain":"d"},
+        "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":5,"rate":5,"per":"second"}},
+                      {"name":"fleet","key":[{"route":true}],"global":{"lease":{"hits":5}}}],
         "routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}],
                                           "revision":"r1","analysis":{"slowCallMs":500}},
                    "breaker":{"maxConcurrent":10}}]}"#;
@@ -89,6 +91,9 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
         "meshguard_breaker_state",
         "meshguard_breaker_transitions_total",
         "meshguard_breaker_rejected_total",
+        "meshguard_ratelimit_rpc_duration_milliseconds",
+        "meshguard_ratelimit_leases_total",
+        "meshguard_ratelimit_cached_rejections_total",
         "meshguard_canary_weight",
         "meshguard_canary_state",
         "meshguard_canary_transitions_total",

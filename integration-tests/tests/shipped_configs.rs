@@ -134,3 +134,37 @@ async fn edge_gateway_scrubs_client_headers_limits_per_client_and_pins_browsers(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_config_limits_each_api_key_through_the_rate_limit_service() {
+    use meshguard_integration_tests::rls::{Redis, RlsServer};
+    let redis = Redis::start();
+    let limits = std::fs::read_to_string(
+        meshguard_integration_tests::repo_root().join("envoy/ratelimit/limits.yaml"),
+    )
+    .unwrap();
+    let rls = RlsServer::start(&limits, Some(&redis.url()), 0);
+    let envoy = Envoy::start_repo_config(
+        "fleet.yaml",
+        &[(8081, rls.addr.port())],
+        &[9901, 10000, 10001],
+        2,
+    );
+    let base = format!("http://{}", envoy.listener("main"));
+    // Warm the connection to the service (a cold one may miss the 50 ms timeout,
+    // and onError: allow would then admit).
+    send_all(&base, vec![Req::get("/").header("x-api-key", "warm-up")], 1).await;
+    let answers = send_all(&base, vec![Req::get("/").header("x-api-key", "k1"); 30], 4).await;
+    let admitted = answers.iter().filter(|r| r.status == 200).count() as u64;
+    let errors = envoy
+        .stat("wasmcustom.meshguard.ratelimit_requests_total.policy.per-api-key.outcome.error_allowed")
+        .unwrap_or(0);
+    // 10 per second per key, fleet-wide (a second may begin during the burst).
+    assert!(
+        (1..=20 + errors).contains(&admitted),
+        "{admitted} admitted, {errors} calls failed"
+    );
+    assert!(answers.iter().any(|r| r.status == 429));
+    let other = send_all(&base, vec![Req::get("/").header("x-api-key", "k2")], 1).await;
+    assert_eq!(other[0].status, 200, "each key its own counter");
+}
