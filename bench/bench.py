@@ -98,16 +98,14 @@ for call in PRICES:
 # --replay: the host calls each meshguard scenario makes per request in steady state
 # (asserted in filter/src/glue/budget.rs), made by bench/probe without meshguard's
 # code; "meshguard - replay" is what meshguard's own code and memory cost.
-RED = ["current_time*1", "counter*1", "response_status_header*1", "log_current_time*1", "log_counter*2",
-       "histogram*1"]
+RED = ["current_time*1", "response_status_header*1", "log_current_time*1", "histogram*1"]
 REPLAYS = {
     "metrics": RED,
-    "canary": RED + ["request_header_present*1", "set_request_header*2", "clear_route_cache*1"],
-    "analysis": RED + ["request_header_present*1", "set_request_header*2", "clear_route_cache*1"],
-    "ratelimit": RED + ["property_source_address*1", "counter*1"],
+    "canary": RED + ["request_header_present*1", "set_request_header*2"],
+    "analysis": RED + ["request_header_present*1", "set_request_header*2"],
+    "ratelimit": RED + ["property_source_address*1"],
     "breaker": RED,
-    "all": RED + ["request_header_present*2", "property_source_address*1", "counter*2", "set_request_header*2",
-                  "clear_route_cache*1"],
+    "all": RED + ["request_header_present*2", "property_source_address*1", "set_request_header*2"],
 }
 for name, calls in REPLAYS.items():
     SCENARIOS["replay:" + name] = {"about": f"bench/probe making {name}'s host calls", "wasm": PROBE,
@@ -250,8 +248,34 @@ def pin(cores):
     return ["taskset", "-c", cores] if os.cpu_count() and os.cpu_count() >= 2 else []
 
 
+# Request header sets (--headers): what the load generators send besides the request
+# line. "bench" is the sticky key alone; "mesh" is a sidecar-to-sidecar call (8 headers
+# with tracing); "browser" is a page load through an edge (15 headers with cookies).
+HEADER_SETS = {
+    "bench": ["x-user-id: bench-user"],
+    "mesh": ["x-user-id: bench-user", "user-agent: grpc-go/1.64.0", "content-type: application/json",
+             "x-request-id: 0f8fad5b-d9cb-469f-a165-70867728950e",
+             "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+             "x-forwarded-proto: http", "accept-encoding: gzip"],
+    "browser": ["x-user-id: bench-user",
+                "user-agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+                "accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+                "accept-language: en-US,en;q=0.9,de;q=0.8", "accept-encoding: gzip, deflate, br, zstd",
+                "cookie: session=7f3c9a1e5b2d4c6f8a0b1c2d3e4f5a6b; theme=dark; _ga=GA1.1.123456789.1700000000; "
+                "_ga_XYZ=GS1.1.1700000000.1.1.1700000100.0.0.0; consent=analytics%3Dyes%26ads%3Dno",
+                "referer: https://shop.example.com/catalog?page=2", "sec-fetch-dest: document",
+                "sec-fetch-mode: navigate", "sec-fetch-site: same-origin", "sec-ch-ua-platform: \"Linux\"",
+                "upgrade-insecure-requests: 1", "cache-control: max-age=0"],
+}
+HEADERS = HEADER_SETS["bench"]
+
+
+def header_args():
+    return [a for h in HEADERS for a in ("-H", h)]
+
+
 def run_wrk(port, seconds, conc):
-    cmd = (pin("1") if conc == 1 else []) + ["wrk", "-t1", "-c32", f"-d{seconds}s", "-H", "x-user-id: bench-user",
+    cmd = (pin("1") if conc == 1 else []) + ["wrk", "-t1", "-c32", f"-d{seconds}s", *header_args(),
                                               f"http://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -265,7 +289,7 @@ def run_wrk(port, seconds, conc):
 def run_oha(port, seconds, rate, smoke, conc):
     args = ["-n", "200"] if smoke else ["-z", f"{seconds}s"]
     cmd = (pin("1") if conc == 1 else []) + ["oha", *args, "-q", str(rate), "-c", "16", "--latency-correction",
-                                              "--no-tui", "--output-format", "json", "-H", "x-user-id: bench-user",
+                                              "--no-tui", "--output-format", "json", *header_args(),
                                               f"http://127.0.0.1:{port}/"]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     p = out["latencyPercentiles"]
@@ -307,6 +331,11 @@ def measure(name, conc, a, wasm=MESHGUARD):
                    "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "rss_mb": rss_mb(env.pid), "ready_ms": ready_ms}
             if SCENARIOS[name].get("rls"):
                 row["rls_calls_per_req"] = (calls1 - calls0) / reqs
+            if a.idle:
+                time.sleep(2)  # past meshguard's 1 s of idle ticks before its tick stops
+                i0 = cpu_ticks(env.pid)
+                time.sleep(a.idle)
+                row["idle_ms_per_s"] = (cpu_ticks(env.pid) - i0) / TICK * 1000 / a.idle
             return row
         finally:
             env.terminate()
@@ -329,8 +358,9 @@ def median_of(samples):
     row = dict(samples[0])
     for k in ("requests", "rps", "cpu_us", "p50_ms", "p99_ms", "p999_ms", "rss_mb", "ready_ms"):
         row[k] = statistics.median(s[k] for s in samples)
-    if "rls_calls_per_req" in row:
-        row["rls_calls_per_req"] = statistics.median(s["rls_calls_per_req"] for s in samples)
+    for k in ("rls_calls_per_req", "idle_ms_per_s"):
+        if k in row:
+            row[k] = statistics.median(s[k] for s in samples)
     if len(samples) > 1:
         row["samples"] = [{k: s[k] for k in ("cpu_us", "rps", "p99_ms")} for s in samples]
     return row
@@ -339,14 +369,17 @@ def median_of(samples):
 def table(results):
     base = {r["concurrency"]: r for r in results if r["scenario"] == "router"}
     floor = {r["concurrency"]: r for r in results if r["scenario"] == "passthrough"}
-    lines = ["| scenario | conc | CPU µs/req | +µs vs router | +µs vs pass-through | req/s | req/s vs router | p50 ms | p99 ms | p99.9 ms | RSS MB | ready ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    idle = any("idle_ms_per_s" in r for r in results)
+    lines = ["| scenario | conc | CPU µs/req | +µs vs router | +µs vs pass-through | req/s | req/s vs router | p50 ms | p99 ms | p99.9 ms | RSS MB | ready ms |"
+             + (" idle CPU ms/s |" if idle else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if idle else "")]
     for r in results:
         b, f = base.get(r["concurrency"]), floor.get(r["concurrency"])
         lines.append("| {} | {} | {:.1f} | {:+.1f} | {} | {:.0f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.0f} |".format(
             r["scenario"], r["concurrency"], r["cpu_us"], r["cpu_us"] - b["cpu_us"] if b else 0,
             "{:+.1f}".format(r["cpu_us"] - f["cpu_us"]) if f else "-", r["rps"], r["rps"] / b["rps"] if b else 0,
-            r["p50_ms"], r["p99_ms"], r["p999_ms"], r["rss_mb"], r["ready_ms"]))
+            r["p50_ms"], r["p99_ms"], r["p999_ms"], r["rss_mb"], r["ready_ms"])
+            + (" {:.2f} |".format(r["idle_ms_per_s"]) if "idle_ms_per_s" in r else ""))
     return "\n".join(lines)
 
 
@@ -376,8 +409,13 @@ def main():
     ap.add_argument("--probe-calls", type=int, default=20, help="calls per request for --prices (20)")
     ap.add_argument("--baseline", metavar="WASM",
                     help="another meshguard.wasm: every meshguard scenario also runs on it, as NAME@base")
+    ap.add_argument("--headers", choices=sorted(HEADER_SETS), default="bench",
+                    help="request headers sent: bench (the sticky key), mesh (8), browser (15, with cookies)")
+    ap.add_argument("--idle", type=int, default=0, metavar="SECONDS",
+                    help="also measure each Envoy's CPU with no traffic for SECONDS after the load (idle_ms_per_s)")
     a = ap.parse_args()
-    global PROBE_N
+    global PROBE_N, HEADERS
+    HEADERS = HEADER_SETS[a.headers]
     PROBE_N = max(1, a.probe_calls)
     if a.smoke:
         a.seconds, a.rate = 1, 200
@@ -415,7 +453,7 @@ def main():
     meta = {"date": stamp.isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
             "wasm_bytes": os.path.getsize(MESHGUARD), "passthrough_bytes": os.path.getsize(PASSTHROUGH),
-            "seconds": a.seconds, "rate": a.rate, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline}
+            "seconds": a.seconds, "rate": a.rate, "headers": a.headers, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline}
     RLS.stop()
     md = table(results)
     calls = [r for r in results if "rls_calls_per_req" in r]
