@@ -29,6 +29,9 @@ pub struct CompiledConfig {
     pub count_unmatched: bool,
     /// The rate limit service global policies ask.
     pub rate_limit_service: Option<crate::ratelimit::CompiledRateLimitService>,
+    /// How the filter uses its host (routing headers, route cache, header reads,
+    /// client address, counters).
+    pub tuning: crate::tuning::Tuning,
 }
 
 /// A route with its matchers prepared.

@@ -20,6 +20,7 @@ pub mod canary;
 pub mod cidr;
 pub mod compiled;
 pub mod fingerprint;
+mod jsonpath;
 pub mod matcher;
 pub mod names;
 pub mod problem;
@@ -31,6 +32,7 @@ pub mod rollout;
 pub mod route;
 pub mod status;
 pub mod telemetry;
+pub mod tuning;
 pub mod validate;
 
 pub use compiled::CompiledConfig;
@@ -49,15 +51,20 @@ pub fn parse_json(bytes: &[u8]) -> Result<Config, Problem> {
                 .into(),
         });
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let line_col = (e.inner().line(), e.inner().column());
-        let mut reason = strip_position(&e.inner().to_string());
-        if line_col.0 > 0 {
-            reason = format!("{reason} (line {}, column {})", line_col.0, line_col.1);
+    serde_json::from_slice(bytes).map_err(|e: serde_json::Error| {
+        let (line, column) = (e.line(), e.column());
+        let mut reason = strip_position(&e.to_string());
+        if line > 0 {
+            reason = format!("{reason} (line {line}, column {column})");
         }
+        // A syntax error has no field; a shape error is in the value being read.
+        let path = if e.is_syntax() || e.is_eof() {
+            String::new()
+        } else {
+            jsonpath::path_at(bytes, line, column)
+        };
         Problem {
-            path: display_path(&e.path().to_string()),
+            path: display_path(&path),
             reason,
         }
     })

@@ -33,6 +33,22 @@ pub struct Config {
     /// `cluster_header`. Default `x-meshguard-cluster`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_header: Option<String>,
+    /// Which routing headers a canary route writes: `both` (default), `variant` or
+    /// `cluster`; one fewer header write per request when Envoy's routes use one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_headers: Option<crate::tuning::RoutingHeaders>,
+    /// How Envoy re-picks the route after the routing headers change: `auto`
+    /// (default; Envoy does it for this module's ABI) or `clear` (always ask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_cache: Option<crate::tuning::RouteCache>,
+    /// How request headers are read: `auto` (default: all in one call when the
+    /// config may read two or more), `each` or `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<crate::tuning::RequestHeaders>,
+    /// Where the client address comes from (rate-limit `clientAddress` keys, sticky
+    /// `clientAddress`, `trustedSources`); default Envoy's `source.address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_address: Option<crate::tuning::ClientAddress>,
     /// Rate-limit policies that apply to every route (requests that match no route
     /// are not limited).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -108,6 +124,10 @@ pub struct MetricsConfig {
     /// Requests that match no route: `count` them under route `other` (default) or `skip` them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmatched: Option<String>,
+    /// When counters and the in-flight gauge reach Envoy: `batched` (default; on
+    /// the worker's next tick, at most 50 ms late) or `immediate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<crate::tuning::CounterUpdates>,
 }
 
 /// A rate-limit policy: a token bucket per key.

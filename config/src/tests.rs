@@ -91,6 +91,23 @@ fn oversized_regex_is_refused() {
     );
 }
 
+/// Unicode case folding, the Unicode `\w \d \s` classes and `.` as one UTF-8
+/// character work in the shipped feature set. (Property classes such as
+/// `\p{Greek}` are not in the module; other workspace crates enable them in native
+/// test builds, so `integration-tests/tests/tuning.rs` checks the refusal in Envoy.)
+#[wasm_bindgen_test(unsupported = test)]
+fn unicode_classes_and_case_folding_work() {
+    let c = load_json(
+        r#"{"schemaVersion":1,"routes":[{"name":"a","match":{"pathRegex":"(?i)/straße/\\w+/.."}}]}"#
+            .as_bytes(),
+    )
+    .unwrap();
+    let m = c.routes[0].path.as_ref().unwrap();
+    assert!(!m.matches("/STRASSE/é/éé".as_bytes()));
+    assert!(m.matches("/STRAßE/été/éé".as_bytes()));
+    assert!(!m.matches(b"/strasse/x/ab/c"));
+}
+
 #[wasm_bindgen_test(unsupported = test)]
 fn duplicate_route_names_are_refused() {
     assert_one(

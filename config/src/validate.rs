@@ -14,6 +14,7 @@ use crate::problem::{at_most, index, join, Problem, Problems};
 use crate::ratelimit::{compile_rate_limit, compile_service};
 use crate::raw::{Config, RateLimit, SCHEMA_VERSION};
 use crate::route::compile_route;
+use crate::tuning::{compile_tuning, resolve_header_reads};
 
 /// Default request header for the chosen variant.
 pub const DEFAULT_VARIANT_HEADER: &str = "x-meshguard-variant";
@@ -116,8 +117,9 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             true
         }
     };
+    let tuning = compile_tuning(raw, &mut p);
     if p.is_empty() {
-        Ok(CompiledConfig {
+        let mut config = CompiledConfig {
             count_unmatched,
             has_canary: routes.iter().any(|r| r.canary.is_some()),
             routes,
@@ -127,7 +129,10 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             rate_limits: limits,
             top_level_rate_limits,
             rate_limit_service,
-        })
+            tuning,
+        };
+        resolve_header_reads(raw, &mut config);
+        Ok(config)
     } else {
         Err(p.into_vec())
     }

@@ -11,6 +11,11 @@ use crate::bootstrap::Bootstrap;
 /// How long Envoy may take to load the wasm and open its listeners.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long after a request its counts may take to reach Envoy: meshguard's
+/// workers hand batched counters over on their 50 ms tick (`metrics.counters`);
+/// two ticks and some scheduling slack.
+pub const COUNTS_LAG: Duration = Duration::from_millis(120);
+
 /// A running Envoy; killed (and its log printed if the test failed) on drop.
 pub struct Envoy {
     child: Child,
@@ -257,14 +262,29 @@ impl Envoy {
         crate::http_get(self.admin, path)
     }
 
-    /// A counter or gauge from `/stats` by exact name, if Envoy has it.
+    /// A counter or gauge from `/stats` by exact name, if Envoy has it, read after
+    /// [`COUNTS_LAG`] (meshguard hands its counters to Envoy on each worker's tick).
     pub fn stat(&self, name: &str) -> Option<u64> {
+        std::thread::sleep(COUNTS_LAG);
+        self.stat_now(name)
+    }
+
+    /// A counter or gauge as Envoy has it at this moment.
+    pub fn stat_now(&self, name: &str) -> Option<u64> {
         let (_, body) = self
             .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
             .ok()?;
         body.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `/stats/prometheus`, read after [`COUNTS_LAG`].
+    pub fn scrape(&self) -> String {
+        std::thread::sleep(COUNTS_LAG);
+        self.admin_get("/stats/prometheus")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 
     /// Connections worker `w` of the listener `main` accepted so far.

@@ -178,13 +178,75 @@ async fn the_upstream_changes_even_when_an_earlier_filter_resolved_the_route() {
         "name": "envoy.filters.http.fault",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}
     });
-    let rig = rig(&config(0, ""), Some(fault));
-    let reqs = (0..50)
-        .map(|_| Req::get("/").header("x-user-type", "beta-tester"))
-        .collect();
-    let answers = send_all(&base(&rig.envoy), reqs, 4).await;
-    assert!(answers.iter().all(|r| answered_by(r) == "canary"));
-    assert_eq!((rig.canary.requests(), rig.stable.requests()), (50, 0));
+    // `routeCache: auto` (the default) makes no clear_route_cache call with this
+    // module's ABI 0.2.1: Envoy re-picks the route after the header edits by
+    // itself. `clear` asks explicitly. Both must reach canary.
+    for mode in ["auto", "clear"] {
+        let cfg = config(0, "").replacen(
+            r#"{"schemaVersion":1"#,
+            &format!(r#"{{"schemaVersion":1,"routeCache":"{mode}""#),
+            1,
+        );
+        let rig = rig(&cfg, Some(fault.clone()));
+        let reqs = (0..50)
+            .map(|_| Req::get("/").header("x-user-type", "beta-tester"))
+            .collect();
+        let answers = send_all(&base(&rig.envoy), reqs, 4).await;
+        assert!(answers.iter().all(|r| answered_by(r) == "canary"), "{mode}");
+        assert_eq!(
+            (rig.canary.requests(), rig.stable.requests()),
+            (50, 0),
+            "{mode}"
+        );
+    }
+}
+
+/// `routingHeaders`: one header, the one Envoy's routes use, is enough to reach the
+/// canary, and the other is not written.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_routing_header_reaches_the_canary_through_the_route_that_uses_it() {
+    for (mode, written, absent) in [
+        ("cluster", "x-meshguard-cluster", "x-meshguard-variant"),
+        ("variant", "x-meshguard-variant", "x-meshguard-cluster"),
+    ] {
+        let stable = Upstream::start("stable");
+        let canary = Upstream::start("canary");
+        let cfg = config(0, "").replacen(
+            r#"{"schemaVersion":1"#,
+            &format!(r#"{{"schemaVersion":1,"routingHeaders":"{mode}""#),
+            1,
+        );
+        let mut b = Bootstrap::new(&cfg)
+            .cluster("stable", stable.addr)
+            .cluster("canary", canary.addr);
+        b = if mode == "cluster" {
+            b.canary_routes("x-meshguard-cluster", "stable")
+        } else {
+            // Istio-style: a header match on the variant picks the subset.
+            b.route(json!({
+                "match": {"prefix": "/", "headers": [{"name": "x-meshguard-variant",
+                    "string_match": {"exact": "canary"}}]},
+                "route": {"cluster": "canary"}
+            }))
+            .route(json!({"match": {"prefix": "/"}, "route": {"cluster": "stable"}}))
+        };
+        let envoy = Envoy::start(&b, 1);
+        let reqs = vec![
+            Req::get("/").header("x-user-type", "beta-tester"),
+            Req::get("/").header("x-user-id", "u1"),
+        ];
+        let answers = send_all(&envoy.url(""), reqs, 1).await;
+        let got: Vec<&str> = answers
+            .iter()
+            .map(|r| r.header("x-upstream").unwrap_or("?"))
+            .collect();
+        assert_eq!(got, ["canary", "stable"], "{mode}");
+        for r in &answers {
+            let echo: serde_json::Value = serde_json::from_str(&r.body).expect("echo body");
+            assert_eq!(echoed_header(&echo, written).len(), 1, "{mode}: {r:?}");
+            assert!(echoed_header(&echo, absent).is_empty(), "{mode}: {r:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -142,7 +142,7 @@ async fn demo_exposes_labelled_series_for_every_route() {
         1,
     )
     .await;
-    let (_, scrape) = envoy.admin_get("/stats/prometheus").unwrap();
+    let scrape = envoy.scrape();
     for series in [
         r#"meshguard_requests_total{route="web",variant="stable",code_class="2xx"}"#,
         r#"meshguard_requests_total{route="limited",variant="none",code_class="2xx"} 1"#,

@@ -221,7 +221,7 @@ async fn envoys_own_ratelimit_filter_and_meshguard_send_the_same_descriptor() {
 
 /// Calls to the rate limit service an Envoy made (its call histogram's count).
 fn rpc_calls(e: &Envoy) -> u64 {
-    let (_, text) = e.admin_get("/stats/prometheus").unwrap_or_default();
+    let text = e.scrape();
     text.lines()
         .find(|l| {
             l.starts_with(

@@ -87,7 +87,7 @@ async fn prometheus_sees_exact_counts_per_label_set_and_the_latency_bucket() {
 }
 
 fn meshguard_series(envoy: &Envoy) -> BTreeSet<String> {
-    let (_, body) = envoy.admin_get("/stats/prometheus").expect("scrape");
+    let body = envoy.scrape();
     body.lines()
         .filter(|l| l.starts_with("meshguard_"))
         .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))

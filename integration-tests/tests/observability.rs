@@ -75,7 +75,7 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
             .cluster("canary", up.addr),
         1,
     );
-    let (_, scrape) = envoy.admin_get("/stats/prometheus").unwrap();
+    let scrape = envoy.scrape();
     let emitted: BTreeSet<String> = scrape
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -1,6 +1,7 @@
 //! `make package`'s OCI image goes through a real registry (Debian's
 //! docker-registry on 127.0.0.1) and comes back byte-identical, with the digest
-//! that `meshguard render` pins in the Istio WasmPlugin.
+//! that `meshguard render` pins in the Istio WasmPlugin; the module itself keeps
+//! its size budget and exports the ABI its route-cache choice assumes.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -159,4 +160,38 @@ fn the_image_round_trips_through_a_registry_byte_identical_with_the_pinned_diges
         digest.trim_start_matches("sha256:")
     );
     assert_eq!(validate(plugin), Vec::<String>::new());
+}
+
+/// The module stays under 1 MiB (README, Cost per request: every worker's V8
+/// compiles all of it, and its size drives Envoy's memory and start time).
+#[test]
+fn the_module_stays_under_one_mebibyte() {
+    let size = std::fs::metadata(wasm_path()).expect("make build").len();
+    assert!(size <= 1 << 20, "meshguard.wasm is {size} bytes");
+}
+
+/// `routeCache: auto` skips `clear_route_cache` because the module targets
+/// Proxy-Wasm ABI 0.2.1 (`filter/build.rs`, from Cargo.lock): the built module must
+/// export exactly that ABI's marker, or Envoy would not clear the route cache by
+/// itself and canary routing would silently stay on the first route.
+#[test]
+fn the_module_exports_the_abi_the_route_cache_choice_assumes() {
+    let bytes = std::fs::read(wasm_path()).expect("make build");
+    let exports: Vec<String> = (0..bytes.len())
+        .filter(|&i| bytes[i..].starts_with(b"proxy_abi_version_"))
+        .map(|i| {
+            let end = bytes[i..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                .map_or(bytes.len(), |n| i + n);
+            String::from_utf8_lossy(&bytes[i..end]).into_owned()
+        })
+        .collect();
+    assert_eq!(exports, ["proxy_abi_version_0_2_1"]);
+    let lock = std::fs::read_to_string(repo_root().join("Cargo.lock")).unwrap();
+    let sdk = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"proxy-wasm\""))
+        .expect("proxy-wasm in Cargo.lock");
+    assert!(sdk.contains("version = \"0.2."), "{sdk}");
 }

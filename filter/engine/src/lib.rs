@@ -38,7 +38,7 @@ pub use breaker::machine::Transition;
 pub use breaker::state::{snapshot as breaker_snapshot, Phase, Snapshot as BreakerSnapshot};
 pub use breaker::window::Totals;
 pub use breaker::Ticket;
-pub use canary::Reason;
+pub use canary::{parse_source_address, Reason};
 pub use decision::{
     Advertised, Completion, Event, LocalReply, LogRecord, RedSample, RedSlot, ReplyReason,
     RequestEffects, ResponseEdits, StreamState,

@@ -169,10 +169,15 @@ impl<I: Ids> Runtime<I> {
     ) {
         match variant {
             Some(v) => {
-                fx.headers
-                    .push((&self.headers.variant, Some(v.name.as_bytes())));
-                fx.headers
-                    .push((&self.headers.cluster, Some(v.cluster.as_bytes())));
+                let write = self.tuning.routing_headers;
+                if write.variant() {
+                    fx.headers
+                        .push((&self.headers.variant, Some(v.name.as_bytes())));
+                }
+                if write.cluster() {
+                    fx.headers
+                        .push((&self.headers.cluster, Some(v.cluster.as_bytes())));
+                }
                 fx.clear_route_cache = true;
             }
             None if self.scrub_routing_headers => {

@@ -80,6 +80,8 @@ pub struct Runtime<I: Ids> {
     pub store_prefix: String,
     /// The rate limit service global policies ask.
     pub rate_limit_service: Option<CompiledRateLimitService>,
+    /// How the host is used (routing headers, route cache, reads, counters).
+    pub tuning: meshguard_config::tuning::Tuning,
 }
 
 /// One route and what deciding its requests needs.
@@ -190,6 +192,7 @@ impl<I: Ids> Runtime<I> {
             top_level_rate_limits,
             count_unmatched,
             rate_limit_service,
+            tuning,
         } = config;
         let policies = rate_limits
             .into_iter()
@@ -235,6 +238,7 @@ impl<I: Ids> Runtime<I> {
             unmatched,
             store_prefix,
             rate_limit_service,
+            tuning,
         })
     }
 
@@ -244,6 +248,16 @@ impl<I: Ids> Runtime<I> {
         self.routes
             .iter()
             .any(|r| !r.breakers.is_empty() || r.rollout.is_some())
+    }
+
+    /// Whether a tick has work now: a breaker holds outcomes not yet written, or a
+    /// rollout holds counts not yet folded. When neither, a worker may stop its
+    /// tick until its next request (which ticks once before it is decided).
+    pub fn holds_work(&self) -> bool {
+        self.routes.iter().any(|r| {
+            r.breakers.iter().any(|b| b.local.borrow().pending() > 0)
+                || r.rollout.as_ref().is_some_and(|ro| ro.state.holds_work())
+        })
     }
 
     /// The RED series of `slot`.

@@ -6,6 +6,7 @@ use meshguard_config::{load_json, Problem};
 
 use super::plugin::{build, Plugin};
 use super::request::on_tick;
+use super::worker::Worker;
 
 use crate::host::{Host, Level};
 
@@ -13,7 +14,7 @@ use crate::host::{Host, Level};
 /// same `path: reason` text as `meshguard validate`) and returns `None`, so the
 /// root context returns `false` and Envoy rejects the config instead of running
 /// part of it.
-pub fn configure(host: &impl Host) -> Option<Rc<Plugin>> {
+pub fn configure(host: &impl Host, worker: Rc<Worker>) -> Option<Rc<Plugin>> {
     let bytes = match host.plugin_configuration() {
         Ok(b) => b.unwrap_or_default(),
         Err(e) => {
@@ -27,7 +28,7 @@ pub fn configure(host: &impl Host) -> Option<Rc<Plugin>> {
     match load_json(&bytes) {
         Ok(c) => {
             let routes = c.routes.len();
-            match build(host, c) {
+            match build(host, c, worker) {
                 Ok(plugin) => {
                     // Rollouts route by their shared state from the first request
                     // (a verdict reached before this config or VM survives).
@@ -75,7 +76,7 @@ mod tests {
     #[test]
     fn valid_config_compiles() {
         let host = FakeHost::new().with_config(r#"{"schemaVersion":1,"routes":[{"name":"web"}]}"#);
-        let c = configure(&host).unwrap();
+        let c = configure(&host, Rc::default()).unwrap();
         assert_eq!(c.routes[0].route.name, "web");
         assert_eq!(c.store_prefix, "mg1.meshguard");
     }
@@ -85,7 +86,7 @@ mod tests {
         let host = FakeHost::new().with_config(
             r#"{"schemaVersion":1,"routes":[{"name":""},{"name":"b","match":{"pathPrefix":"b"}}]}"#,
         );
-        assert!(configure(&host).is_none());
+        assert!(configure(&host, Rc::default()).is_none());
         let logs = host.logs.borrow();
         let errors: Vec<&str> = logs
             .iter()
@@ -105,7 +106,7 @@ mod tests {
     #[test]
     fn missing_config_is_refused_with_a_reason() {
         let host = FakeHost::new();
-        assert!(configure(&host).is_none());
+        assert!(configure(&host, Rc::default()).is_none());
         assert!(host.logs.borrow()[0]
             .1
             .contains("(root): configuration is empty"));

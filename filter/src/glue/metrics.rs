@@ -11,9 +11,10 @@ use meshguard_engine::metrics::{
 };
 use meshguard_engine::{
     ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, Ids, Label, Phase, RateLimitOutcome,
-    RedSample, RejectKind, Runtime, Signal, VariantStatus,
+    RedSample, RejectKind, Signal, VariantStatus,
 };
 
+use super::plugin::Plugin;
 use crate::host::{Host, HostError, Level, MetricKind};
 
 /// The Wasm host's metric ids, as the engine's [`Ids`] family.
@@ -191,18 +192,19 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
     }
 }
 
-fn count(host: &impl Host, id: Option<&u32>) {
+fn count(host: &impl Host, plugin: &Plugin, id: Option<&u32>) {
     if let Some(id) = id {
-        let _ = host.increment_metric(*id, 1);
+        plugin.add(host, *id, 1);
     }
 }
 
 /// Counts and logs what the engine reported.
-pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Event]) {
+pub fn record_events(host: &impl Host, plugin: &Plugin, events: &[Event]) {
     for e in events {
         match e {
             Event::RateLimit { policy, outcome } => count(
                 host,
+                plugin,
                 plugin
                     .policies
                     .get(*policy)
@@ -217,10 +219,10 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
                 }
             }
             Event::GlobalLease { policy } => {
-                count(host, global_ids(plugin, *policy).map(|g| &g.leases))
+                count(host, plugin, global_ids(plugin, *policy).map(|g| &g.leases))
             }
             Event::GlobalCachedRejection { policy } => {
-                count(host, global_ids(plugin, *policy).map(|g| &g.cached))
+                count(host, plugin, global_ids(plugin, *policy).map(|g| &g.cached))
             }
             Event::BreakerTransition {
                 route,
@@ -235,7 +237,7 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
                     continue;
                 };
                 let _ = host.record_metric(b.ids.state, t.to.gauge());
-                count(host, b.ids.transitions.get(t.to));
+                count(host, plugin, b.ids.transitions.get(t.to));
                 host.log(
                     Level::Info,
                     &format!(
@@ -253,6 +255,7 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
                 kind,
             } => count(
                 host,
+                plugin,
                 plugin
                     .routes
                     .get(*route)
@@ -272,12 +275,12 @@ pub fn record_events(host: &impl Host, plugin: &Runtime<WasmIds>, events: &[Even
     }
 }
 
-fn global_ids(plugin: &Runtime<WasmIds>, policy: usize) -> Option<&GlobalIds> {
+fn global_ids(plugin: &Plugin, policy: usize) -> Option<&GlobalIds> {
     plugin.policies.get(policy)?.ids.global.as_ref()
 }
 
 /// `route/variant` of a canary variant, for logs.
-fn variant_name(plugin: &Runtime<WasmIds>, route: usize, variant: usize) -> String {
+fn variant_name(plugin: &Plugin, route: usize, variant: usize) -> String {
     let r = plugin.routes.get(route);
     let v = r
         .and_then(|r| r.route.canary.as_ref())
@@ -289,7 +292,7 @@ fn variant_name(plugin: &Runtime<WasmIds>, route: usize, variant: usize) -> Stri
     )
 }
 
-fn rollout_change(host: &impl Host, plugin: &Runtime<WasmIds>, route: usize, change: &Change) {
+fn rollout_change(host: &impl Host, plugin: &Plugin, route: usize, change: &Change) {
     match change {
         Change::State {
             variant,
@@ -303,7 +306,7 @@ fn rollout_change(host: &impl Host, plugin: &Runtime<WasmIds>, route: usize, cha
                 .and_then(|r| r.rollout.as_ref())
                 .and_then(|r| r.ids.get(*variant))
                 .and_then(|v| v.judged.as_ref());
-            count(host, ids.and_then(|j| j.transitions.get(*to)));
+            count(host, plugin, ids.and_then(|j| j.transitions.get(*to)));
             host.log(
                 Level::Info,
                 &format!(
@@ -354,24 +357,24 @@ fn publish(host: &impl Host, ids: &CanaryIds, status: &VariantStatus) {
 }
 
 /// The in-flight gauge of a stream's RED series, up (`1`) or down (`-1`).
-pub fn in_flight(host: &impl Host, red: Option<&RedIds>, delta: i64) {
+pub fn in_flight(host: &impl Host, plugin: &Plugin, red: Option<&RedIds>, delta: i64) {
     if let Some(ids) = red {
-        let _ = host.increment_metric(ids.in_flight, delta);
+        plugin.add(host, ids.in_flight, delta);
     }
 }
 
 /// Records one RED sample: the in-flight gauge down, the request counted under
 /// its variant and class, its duration.
-pub fn record_red(host: &impl Host, plugin: &Runtime<WasmIds>, sample: &RedSample) {
+pub fn record_red(host: &impl Host, plugin: &Plugin, sample: &RedSample) {
     let ids = plugin.red(sample.slot);
-    in_flight(host, ids, -1);
+    in_flight(host, plugin, ids, -1);
     let Some(ids) = ids else { return };
     // The chosen variant's series, or the trailing `none` series.
     let slot = sample
         .variant
         .unwrap_or(ids.variants.len().saturating_sub(1));
     if let Some(v) = ids.variants.get(slot) {
-        count(host, v.requests.get(sample.class));
+        count(host, plugin, v.requests.get(sample.class));
         if let Some(ms) = sample.duration_ms {
             let _ = host.record_metric(v.duration, ms);
         }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod request;
 pub mod root;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

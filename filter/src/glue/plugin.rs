@@ -1,20 +1,61 @@
 //! What `on_configure` builds for a VM: the engine's runtime of the compiled config,
 //! with the ids of every metric it can produce (defined once, here, never on the
 //! request path) and the shared-data prefix that keeps this plugin's state apart
-//! from any other's.
+//! from any other's, next to the worker's VM-wide state.
+
+use std::ops::Deref;
+use std::rc::Rc;
 
 use meshguard_config::CompiledConfig;
 use meshguard_engine::Runtime;
 
 use super::metrics::{Definer, WasmIds};
+use super::worker::Worker;
 use crate::host::{Host, HostError};
 
-/// A configured plugin instance: one struct per route and per rate-limit policy
-/// (see [`meshguard_engine::RouteRuntime`]), carrying this host's metric ids.
-pub type Plugin = Runtime<WasmIds>;
+/// A configured plugin instance: the engine's runtime (one struct per route and
+/// per rate-limit policy, see [`meshguard_engine::RouteRuntime`], carrying this
+/// host's metric ids) and the worker it runs on.
+#[derive(Debug)]
+pub struct Plugin {
+    /// The engine's runtime of this configuration.
+    pub runtime: Runtime<WasmIds>,
+    /// The worker's counts and tick, shared with every other configuration of
+    /// this VM.
+    pub worker: Rc<Worker>,
+}
+
+impl Deref for Plugin {
+    type Target = Runtime<WasmIds>;
+
+    fn deref(&self) -> &Runtime<WasmIds> {
+        &self.runtime
+    }
+}
+
+impl Plugin {
+    /// Adds `delta` to counter or gauge `id`, batched or not as configured.
+    pub fn add(&self, host: &impl Host, id: u32, delta: i64) {
+        self.worker
+            .add(host, id, delta, self.runtime.tuning.batch_counters);
+    }
+
+    /// Whether this configuration needs the tick at all: breakers, rollouts, or
+    /// batched counts to hand over.
+    pub fn needs_tick(&self) -> bool {
+        self.runtime.needs_tick() || self.runtime.tuning.batch_counters
+    }
+}
 
 /// Builds the plugin from a compiled config, defining its metrics.
-pub fn build(host: &impl Host, config: CompiledConfig) -> Result<Plugin, HostError> {
+pub fn build(
+    host: &impl Host,
+    config: CompiledConfig,
+    worker: Rc<Worker>,
+) -> Result<Plugin, HostError> {
     let name = host.plugin_name()?.unwrap_or_default();
-    Runtime::build(config, &name, &mut Definer(host))
+    Ok(Plugin {
+        runtime: Runtime::build(config, &name, &mut Definer(host))?,
+        worker,
+    })
 }

@@ -8,11 +8,14 @@ use meshguard_engine::{
 };
 use meshguard_rls_proto::{METHOD, SERVICE};
 
+use meshguard_config::tuning::RouteCache;
+
 use super::metrics::{in_flight, record_events, record_red};
 use super::plugin::Plugin;
+use super::root::TICK_MS;
 use crate::host::store::HostStore;
-use crate::host::view::CachedRequest;
-use crate::host::{Host, HostError, Level};
+use crate::host::view::{CachedRequest, ReadPlan};
+use crate::host::{host_clears_route_cache, Host, HostError, Level};
 
 fn warn_on_err(host: &impl Host, r: Result<(), HostError>) {
     if let Err(e) = r {
@@ -48,11 +51,19 @@ impl Stream {
 /// global policies must ask the rate limit service, send their calls (the stream
 /// then pauses until [`on_grpc_response`] has every answer).
 pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Stream {
+    wake(host, plugin);
     // A clock failure is reported by the engine, with what it skips.
     let now = host.now_ns().ok();
-    let mut view = CachedRequest::new(host);
+    let tuning = &plugin.tuning;
+    let mut view = CachedRequest::planned(
+        host,
+        ReadPlan {
+            all_at_once: tuning.read_all_headers,
+            client_address_header: tuning.client_address_header.as_deref(),
+        },
+    );
     let (state, effects) = plugin.decide(&mut view, &mut HostStore(host), rng, now);
-    in_flight(host, state.red.and_then(|slot| plugin.red(slot)), 1);
+    in_flight(host, plugin, state.red.and_then(|slot| plugin.red(slot)), 1);
     apply_request(host, plugin, effects);
     let mut stream = Stream {
         state,
@@ -145,9 +156,16 @@ pub fn apply_request(host: &impl Host, plugin: &Plugin, effects: RequestEffects<
     for (name, value) in &effects.service_headers {
         warn_on_err(host, host.set_request_header(name, Some(value.as_bytes())));
     }
-    if effects.clear_route_cache {
+    if effects.clear_route_cache && must_clear_route_cache(plugin.tuning.route_cache) {
         warn_on_err(host, host.clear_route_cache());
     }
+}
+
+/// Whether routing-header edits need an explicit `clear_route_cache`: always with
+/// `routeCache: clear`; with `auto`, only when Envoy does not clear the cache
+/// itself for this module's ABI.
+pub fn must_clear_route_cache(mode: RouteCache) -> bool {
+    mode == RouteCache::Clear || !host_clears_route_cache()
 }
 
 /// `on_http_response_headers`: note the status for stream end and add what the
@@ -226,10 +244,31 @@ pub fn apply_log(host: &impl Host, plugin: &Plugin, record: LogRecord) {
     record_events(host, plugin, &record.events);
 }
 
-/// The root context's tick.
+/// The root context's tick: the engine's (breaker outcomes held, rollouts folded
+/// and read), then the worker's counts handed to Envoy. After enough ticks with
+/// nothing to do, the tick stops until the next request.
 pub fn on_tick(host: &impl Host, plugin: &Plugin) {
+    let worker = &plugin.worker;
+    let busy = worker.holds_counts() || plugin.holds_work();
     if let Some(now) = now(host) {
         let events: Vec<Event> = plugin.tick(&mut HostStore(host), now);
         record_events(host, plugin, &events);
+    }
+    worker.flush(host);
+    if worker.ticking() && worker.idle_tick(busy) {
+        worker.set_tick(host, 0);
+    }
+}
+
+/// A request arrived: when the tick had stopped (an idle worker), start it and
+/// tick once now, so the request sees the rollouts' shared state.
+fn wake(host: &impl Host, plugin: &Plugin) {
+    let worker = &plugin.worker;
+    if !worker.ticking()
+        && !worker.refused_tick()
+        && plugin.needs_tick()
+        && worker.set_tick(host, TICK_MS)
+    {
+        on_tick(host, plugin);
     }
 }

@@ -11,6 +11,7 @@ use super::configure::configure;
 use super::http::Http;
 use super::plugin::Plugin;
 use super::request::on_tick;
+use super::worker::Worker;
 use crate::host::proxy::ProxyHost;
 use crate::host::{Host, Level};
 
@@ -22,6 +23,7 @@ pub const TICK_MS: u64 = MAX_DELAY_NS / 1_000_000;
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
+    worker: Rc<Worker>,
 }
 
 impl Default for Root {
@@ -35,6 +37,7 @@ impl Default for Root {
         Root {
             plugin: None,
             rng: Rc::new(Rng::new(seed)),
+            worker: Rc::new(Worker::default()),
         }
     }
 }
@@ -45,14 +48,16 @@ impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         // Swap the compiled config whole; on error keep nothing and refuse.
         let host = ProxyHost;
-        self.plugin = configure(&host);
+        // Counts of the configuration being replaced go to Envoy first.
+        self.worker.flush(&host);
+        self.plugin = configure(&host, self.worker.clone());
         let tick = if self.plugin.as_ref().is_some_and(|p| p.needs_tick()) {
             TICK_MS
         } else {
             0
         };
-        if let Err(e) = host.set_tick_period(tick) {
-            host.log(Level::Warn, &format!("meshguard: no tick ({e}): an idle worker's breaker outcomes wait for its next request, and canary analysis does not run"));
+        if !self.worker.set_tick(&host, tick) && tick > 0 {
+            host.log(Level::Warn, "meshguard: no tick: an idle worker's breaker outcomes and batched counts wait for its next request, and canary analysis does not run");
         }
         self.plugin.is_some()
     }

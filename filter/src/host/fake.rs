@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::pairs::HeaderPairs;
 use super::{Host, HostError, Level, MetricKind};
 
 /// A local reply: status, headers, body.
@@ -19,9 +20,15 @@ pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 /// A gRPC call: cluster, service, method, message, timeout (ms).
 pub type GrpcCall = (String, String, String, Vec<u8>, u64);
 
+/// Something to do before a test reads a metric (a worker's batched counts flushed).
+pub type BeforeRead = Rc<dyn Fn(&FakeHost)>;
+
 /// What every worker shares: shared data and Envoy's (process-wide) metrics.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct World {
+    /// Run before [`FakeHost::metric`] reads: each worker's pending counts handed
+    /// over, as its next tick would.
+    pub before_read: RefCell<Vec<BeforeRead>>,
     /// Shared data: value and CAS token.
     pub data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
     /// Every shared-data write loses its compare-and-swap (another worker always wins).
@@ -63,6 +70,8 @@ pub struct FakeHost {
     pub calls: RefCell<Vec<String>>,
     /// The tick period asked for, ms.
     pub tick_period_ms: Cell<Option<u64>>,
+    /// Setting the tick period fails.
+    pub tick_fails: Cell<bool>,
     /// gRPC calls dispatched: cluster, service, method, message, timeout (ms).
     pub grpc_calls: RefCell<Vec<GrpcCall>>,
     /// Clusters that exist for gRPC calls (others fail at dispatch).
@@ -75,10 +84,24 @@ pub struct FakeHost {
     pub resumed: Cell<u32>,
 }
 
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("data", &self.data)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FakeHost {
     /// An empty fake host in a world of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Runs `hook` before every metric read (in any stream of this world).
+    pub fn before_metric_read(&self, hook: BeforeRead) {
+        self.world.before_read.borrow_mut().push(hook);
     }
 
     /// Another stream (or worker) of the same world: shared data and metrics are
@@ -133,8 +156,18 @@ impl FakeHost {
             .collect()
     }
 
-    /// The value of metric `name` (0 when undefined).
+    /// The value of metric `name` (0 when undefined) after every worker's next
+    /// tick: counts they hold are handed over first (see [`World::before_read`]).
     pub fn metric(&self, name: &str) -> i64 {
+        let hooks: Vec<BeforeRead> = self.world.before_read.borrow().clone();
+        for hook in hooks {
+            hook(self);
+        }
+        self.metric_now(name)
+    }
+
+    /// A metric's value as Envoy has it now (counts a worker still holds left out).
+    pub fn metric_now(&self, name: &str) -> i64 {
         self.world
             .metrics
             .borrow()
@@ -143,7 +176,8 @@ impl FakeHost {
             .map_or(0, |(_, _, v)| *v)
     }
 
-    /// Makes reads of `name` fail as a broken host would.
+    /// Makes reads of `name` fail as a broken host would (`*`: the read of every
+    /// request header in one call).
     pub fn failing_read(mut self, name: &str) -> Self {
         self.failing_reads.push(name.to_owned());
         self
@@ -177,6 +211,22 @@ impl FakeHost {
 impl Host for FakeHost {
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
         Ok(self.config.clone())
+    }
+
+    fn request_headers(&self) -> Result<HeaderPairs, HostError> {
+        self.call("request_headers", "");
+        if self.failing_reads.iter().any(|n| n == "*") {
+            return Err(HostError {
+                call: "get_header_map_pairs(request)".into(),
+                status: "InternalFailure".into(),
+            });
+        }
+        let headers = self.headers.borrow();
+        let pairs: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        Ok(HeaderPairs::parse(HeaderPairs::encode(&pairs)).unwrap_or_default())
     }
 
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
@@ -389,6 +439,13 @@ impl Host for FakeHost {
     }
 
     fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
+        self.call("set_tick_period", period_ms);
+        if self.tick_fails.get() {
+            return Err(HostError {
+                call: "set_tick_period".into(),
+                status: "InternalFailure".into(),
+            });
+        }
         self.tick_period_ms.set(Some(period_ms));
         Ok(())
     }

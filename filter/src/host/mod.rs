@@ -9,11 +9,25 @@
 
 #[cfg(test)]
 pub mod fake;
+pub mod pairs;
 pub mod proxy;
 pub mod store;
 pub mod view;
 
 use std::fmt;
+
+use pairs::HeaderPairs;
+
+/// The Proxy-Wasm ABI this module targets: what the SDK in Cargo.lock exports
+/// (`build.rs`), `unknown` for an SDK this code does not know.
+pub const PROXY_WASM_ABI: &str = env!("MESHGUARD_PROXY_WASM_ABI");
+
+/// Whether Envoy clears the route cache by itself when this module edits request
+/// headers: it does for modules of ABI 0.2.1 and, since Envoy 1.30, not for later
+/// ABIs. When false, the glue calls `clear_route_cache` after routing headers.
+pub fn host_clears_route_cache() -> bool {
+    PROXY_WASM_ABI == "0.2.1"
+}
 
 /// A host call that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +61,8 @@ pub trait Host {
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError>;
     /// A request header's raw value (no UTF-8 assumption); `None` when absent.
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// Every request header, in one call.
+    fn request_headers(&self) -> Result<HeaderPairs, HostError>;
     /// Replaces a request header (`Some`) or removes every copy of it (`None`).
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError>;
     /// Envoy's `source.address` property (`ip:port`).

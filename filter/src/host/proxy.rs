@@ -7,6 +7,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
 
+use super::pairs::HeaderPairs;
 use super::{Host, HostError, Level, MetricKind};
 
 /// The real proxy, reached through the Proxy-Wasm ABI.
@@ -29,6 +30,25 @@ impl Host for ProxyHost {
     fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
             .map_err(|s| err("get_map_value_bytes", name, s))
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn request_headers(&self) -> Result<HeaderPairs, HostError> {
+        let buf = super::pairs::raw::request_pairs()
+            .map_err(|s| err("get_header_map_pairs", "request", s))?;
+        HeaderPairs::parse(buf).ok_or_else(|| HostError {
+            call: "get_header_map_pairs(request)".into(),
+            status: "malformed map".into(),
+        })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn request_headers(&self) -> Result<HeaderPairs, HostError> {
+        Err(err(
+            "get_header_map_pairs",
+            "request",
+            Status::InternalFailure,
+        ))
     }
 
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {

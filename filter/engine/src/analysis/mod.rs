@@ -108,6 +108,11 @@ impl RolloutRuntime {
         }
     }
 
+    /// Whether the next tick has counts to fold (a settled rollout folds nothing).
+    pub fn holds_work(&self) -> bool {
+        !self.view.borrow().settled && self.pending.borrow().iter().any(|c| c.n > 0)
+    }
+
     /// The tick at `now`: folds this worker's counts into the shared record (one
     /// read and, when something changed, one compare-and-swap) and routes by what it
     /// reads back. On a store failure the counts are kept for the next tick.

@@ -58,17 +58,12 @@ fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
 }
 
 // The clock is read first (time is an argument of the decision), then whatever
-// the decision reads, then the decision is applied: the in-flight gauge, the
-// counters, the header writes.
+// the decision reads, then the decision is applied: the header writes. Counters
+// and the in-flight gauge are batched (handed to Envoy on the tick, see
+// `the_tick_hands_over_one_count_per_metric`), and Envoy re-picks the route by
+// itself after a header edit of a module of ABI 0.2.1.
 const NOW: [&str; 1] = ["now"];
-const IN_FLIGHT: [&str; 1] = ["increment_metric"];
-const RED_END: [&str; 5] = [
-    "response_header(:status)",
-    "now",
-    "increment_metric",
-    "increment_metric",
-    "record_metric",
-];
+const RED_END: [&str; 3] = ["response_header(:status)", "now", "record_metric"];
 
 fn steady(config: &str) -> Vec<String> {
     calls(config, 3).pop().unwrap()
@@ -81,9 +76,14 @@ fn list(parts: &[&[&str]]) -> Vec<String> {
         .collect()
 }
 
+/// `config` with top-level fields `extra` (JSON members) added.
+fn with(config: &str, extra: &str) -> String {
+    format!("{{{extra}, {}", config.trim_start().trim_start_matches('{'))
+}
+
 #[test]
-fn metrics_alone_cost_one_header_read_and_cheap_metric_calls() {
-    assert_eq!(steady(METRICS), list(&[&NOW, &IN_FLIGHT, &RED_END]));
+fn metrics_alone_cost_the_status_read_the_clock_and_the_histogram() {
+    assert_eq!(steady(METRICS), list(&[&NOW, &RED_END]));
 }
 
 #[test]
@@ -92,27 +92,104 @@ fn a_sticky_canary_reads_its_key_and_sets_two_routing_headers() {
     let write = [
         "set_request_header(x-meshguard-variant)",
         "set_request_header(x-meshguard-cluster)",
-        "clear_route_cache()",
     ];
-    assert_eq!(
-        steady(CANARY),
-        list(&[&NOW, &read, &IN_FLIGHT, &write, &RED_END])
+    assert_eq!(steady(CANARY), list(&[&NOW, &read, &write, &RED_END]));
+}
+
+#[test]
+fn the_old_calls_come_back_when_asked_for() {
+    // Immediate counters: the in-flight gauge up and down and the request counter;
+    // routeCache clear: the explicit re-pick; one routing header only.
+    let config = with(
+        &CANARY.replace(
+            r#""routes""#,
+            r#""metrics": {"counters": "immediate"}, "routes""#,
+        ),
+        r#""routeCache": "clear", "routingHeaders": "variant""#,
     );
+    let want = [
+        "now",
+        "request_header(x-user-id)",
+        "increment_metric",
+        "set_request_header(x-meshguard-variant)",
+        "clear_route_cache()",
+        "response_header(:status)",
+        "now",
+        "increment_metric",
+        "increment_metric",
+        "record_metric",
+    ];
+    assert_eq!(steady(&config), list(&[&want]));
+}
+
+#[test]
+fn one_routing_header_is_one_write() {
+    let config = with(CANARY, r#""routingHeaders": "cluster""#);
+    let want = [
+        "now",
+        "request_header(x-user-id)",
+        "set_request_header(x-meshguard-cluster)",
+    ];
+    assert_eq!(steady(&config), list(&[&want, &RED_END]));
 }
 
 #[test]
 fn a_per_client_rate_limit_reads_the_address_and_spends_a_lease() {
     let read = ["property(source.address)"];
-    let count = ["increment_metric"];
+    assert_eq!(steady(RATELIMIT), list(&[&NOW, &read, &RED_END]));
+}
+
+#[test]
+fn the_client_address_from_a_header_is_a_header_read() {
+    let config = with(RATELIMIT, r#""clientAddress": {"header": "x-client-ip"}"#);
+    let host = FakeHost::new()
+        .with_header(":path", b"/")
+        .with_header("x-client-ip", b"192.0.2.7");
+    let plugin = plugin(&config, &host);
+    let rng = rng(1);
+    for _ in 0..3 {
+        host.calls.borrow_mut().clear();
+        let state = on_request_headers(&host, &plugin, &rng).state;
+        on_log(&host, &plugin, &state);
+    }
+    let calls = host.calls.take();
+    assert!(
+        calls.contains(&"request_header(x-client-ip)".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("property(source")),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn three_headers_or_more_are_read_in_one_call() {
+    // Path (routes), sticky key, and a rule header: `auto` reads them all at once.
+    let config = r#"{"schemaVersion": 1, "routes": [{"name": "web", "match": {"pathPrefix": "/"}, "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}, "rules": [{"variant": "canary", "header": {"name": "x-beta", "exact": "1"}}]}}]}"#;
+    let reads: Vec<String> = steady(config)
+        .into_iter()
+        .filter(|c| c.starts_with("request_header"))
+        .collect();
+    assert_eq!(reads, ["request_headers()"]);
+    let each = with(config, r#""requestHeaders": "each""#);
+    let reads: Vec<String> = steady(&each)
+        .into_iter()
+        .filter(|c| c.starts_with("request_header"))
+        .collect();
     assert_eq!(
-        steady(RATELIMIT),
-        list(&[&NOW, &read, &IN_FLIGHT, &count, &RED_END])
+        reads,
+        [
+            "request_header(:path)",
+            "request_header(x-beta)",
+            "request_header(x-user-id)"
+        ]
     );
 }
 
 #[test]
 fn a_closed_breaker_touches_no_shared_data_between_batches() {
-    assert_eq!(steady(BREAKER), list(&[&NOW, &IN_FLIGHT, &RED_END]));
+    assert_eq!(steady(BREAKER), list(&[&NOW, &RED_END]));
 }
 
 #[test]
@@ -122,14 +199,41 @@ fn all_features_on_ten_routes() {
         "request_header(:path)",
         "property(source.address)",
         "request_header(x-user-id)",
-        "increment_metric",
-        "increment_metric",
-        "increment_metric",
         "set_request_header(x-meshguard-variant)",
         "set_request_header(x-meshguard-cluster)",
-        "clear_route_cache()",
     ];
     assert_eq!(steady(ALL), list(&[&all, &RED_END]));
+}
+
+#[test]
+fn the_tick_hands_over_one_count_per_metric() {
+    let host = FakeHost::new()
+        .with_header(":path", b"/r3")
+        .with_header("x-user-id", b"bench-user")
+        .from_address("127.0.0.1:5000");
+    let plugin = plugin(ALL, &host);
+    let rng = rng(1);
+    for i in 0..100u64 {
+        host.now.set(1_000_000_000 + i * 20_000);
+        let state = on_request_headers(&host, &plugin, &rng).state;
+        on_log(&host, &plugin, &state);
+    }
+    host.calls.borrow_mut().clear();
+    crate::glue::request::on_tick(&host, &plugin);
+    let increments = host
+        .calls
+        .take()
+        .iter()
+        .filter(|c| c.starts_with("increment_metric"))
+        .count();
+    // Two rate-limit outcome counters and one request counter (class `none`, no
+    // response); the in-flight gauge went up and down 100 times: no call.
+    assert_eq!(increments, 3);
+    assert_eq!(host.metric_now("meshguard.requests_in_flight.route.r3"), 0);
+    assert_eq!(
+        host.metric_now("meshguard.requests_total.route.r3.variant.stable.code_class.none"),
+        100
+    );
 }
 
 #[test]

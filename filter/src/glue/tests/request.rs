@@ -99,7 +99,24 @@ fn each_header_is_read_at_most_once_per_request() {
 }
 
 #[test]
-fn canary_choice_sets_variant_and_cluster_headers_and_clears_the_route_cache() {
+fn route_cache_clear_asks_envoy_explicitly_and_auto_does_for_an_unknown_abi() {
+    use crate::glue::request::must_clear_route_cache;
+    use meshguard_config::tuning::RouteCache;
+    let c = config(&CANARY.replacen('{', r#"{"routeCache":"clear","#, 1));
+    let host = FakeHost::new()
+        .with_header(":path", b"/")
+        .with_header("x-user-type", b"beta-tester");
+    run(&host, &c);
+    assert_eq!(host.route_cache_clears.get(), 1);
+    assert!(must_clear_route_cache(RouteCache::Clear));
+    assert_eq!(
+        must_clear_route_cache(RouteCache::Auto),
+        !crate::host::host_clears_route_cache()
+    );
+}
+
+#[test]
+fn canary_choice_sets_variant_and_cluster_headers_and_lets_envoy_repick_the_route() {
     let c = config(CANARY);
     let host = FakeHost::new()
         .with_header(":path", b"/")
@@ -115,7 +132,9 @@ fn canary_choice_sets_variant_and_cluster_headers_and_clears_the_route_cache() {
         host.header_values("x-meshguard-cluster"),
         vec![b"web-v2".to_vec()]
     );
-    assert_eq!(host.route_cache_clears.get(), 1);
+    // ABI 0.2.1: Envoy clears the route cache on the header edits by itself.
+    assert_eq!(crate::host::PROXY_WASM_ABI, "0.2.1");
+    assert_eq!(host.route_cache_clears.get(), 0);
     let mut state = state;
     on_response_headers(&host, &c, &mut state, false);
     assert_eq!(

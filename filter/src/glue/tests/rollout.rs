@@ -129,15 +129,21 @@ fn a_new_worker_or_config_of_the_same_revision_routes_by_the_verdict_from_its_fi
     }
     assert_eq!(weight(&world, "canary"), 0);
     // A fresh VM (say after FAIL_RELOAD) configures: it reads the record at once.
-    let fresh = crate::glue::configure::configure(&world.stream().with_config(BAD_CANARY).at(now))
-        .expect("configures");
+    let fresh = crate::glue::configure::configure(
+        &world.stream().with_config(BAD_CANARY).at(now),
+        Default::default(),
+    )
+    .expect("configures");
     for i in 0..100 {
         assert_eq!(request(&fresh, &world, now, 5_000 + i, false), 0);
     }
     // A new revision starts afresh.
     let next = BAD_CANARY.replace(r#""revision":"v2""#, r#""revision":"v3""#);
-    let next = crate::glue::configure::configure(&world.stream().with_config(&next).at(now))
-        .expect("configures");
+    let next = crate::glue::configure::configure(
+        &world.stream().with_config(&next).at(now),
+        Default::default(),
+    )
+    .expect("configures");
     let canary = (0..200)
         .filter(|i| request(&next, &world, now, 9_000 + i, false) == 1)
         .count();
