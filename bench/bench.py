@@ -84,6 +84,10 @@ def all_config():
 
 
 SCENARIOS["all"]["config"] = all_config()
+# HTTP/2 (cleartext, prior knowledge): one connection, 32 streams at a time from oha,
+# against Envoy alone over HTTP/2 as the baseline.
+SCENARIOS["router-h2"] = {"about": "Envoy router only, HTTP/2 load", "h2": True}
+SCENARIOS["all-h2"] = {"about": "the all scenario under HTTP/2 load", "h2": True, "config": all_config()}
 
 # --prices: the pass-through filter plus PROBE_N copies of one host call per request
 # (bench/probe); price = (CPU µs/req - pass-through's) / PROBE_N.
@@ -286,9 +290,25 @@ def run_wrk(port, seconds, conc):
     return reqs, rps
 
 
-def run_oha(port, seconds, rate, smoke, conc):
+def run_oha_saturation(port, seconds, conc):
+    """HTTP/2 saturation (wrk speaks only HTTP/1.1): oha closed loop, one connection
+    with 32 streams in parallel; (requests, req/s)."""
+    cmd = (pin("1") if conc == 1 else []) + ["oha", "-z", f"{seconds}s", "-c", "1", "-p", "32", "--http2",
+                                              "--no-tui", "--output-format", "json", *header_args(),
+                                              f"http://127.0.0.1:{port}/"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    codes = out.get("statusCodeDistribution", {})
+    bad = {k: v for k, v in codes.items() if not k.startswith("2")}
+    if bad:
+        raise RuntimeError(f"oha saw non-2xx responses: {bad}")
+    reqs = sum(codes.values())
+    return reqs, out["summary"]["requestsPerSec"]
+
+
+def run_oha(port, seconds, rate, smoke, conc, h2=False):
     args = ["-n", "200"] if smoke else ["-z", f"{seconds}s"]
-    cmd = (pin("1") if conc == 1 else []) + ["oha", *args, "-q", str(rate), "-c", "16", "--latency-correction",
+    proto = ["--http2", "-c", "1", "-p", "16"] if h2 else ["-c", "16"]
+    cmd = (pin("1") if conc == 1 else []) + ["oha", *args, "-q", str(rate), *proto, "--latency-correction",
                                               "--no-tui", "--output-format", "json", *header_args(),
                                               f"http://127.0.0.1:{port}/"]
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
@@ -318,14 +338,16 @@ def measure(name, conc, a, wasm=MESHGUARD):
                     raise RuntimeError(f"{name}: Envoy did not start:\n" + open(log.name).read())
                 time.sleep(0.02)
             ready_ms = (time.monotonic() - t0) * 1000
+            h2 = SCENARIOS[name].get("h2", False)
+            saturate = run_oha_saturation if h2 else run_wrk
             if not a.smoke:
-                run_wrk(port, 1, conc)
+                saturate(port, 1, conc)
             calls0 = rls_calls(admin)
             c0 = cpu_ticks(env.pid)
-            reqs, rps = run_wrk(port, a.seconds, conc)
+            reqs, rps = saturate(port, a.seconds, conc)
             c1 = cpu_ticks(env.pid)
             calls1 = rls_calls(admin)
-            p50, p99, p999 = run_oha(port, a.seconds, a.rate, a.smoke, conc)
+            p50, p99, p999 = run_oha(port, a.seconds, a.rate, a.smoke, conc, h2)
             row = {"scenario": name, "concurrency": conc, "about": SCENARIOS[name]["about"],
                    "requests": reqs, "rps": rps, "cpu_us": (c1 - c0) / TICK * 1e6 / reqs,
                    "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "rss_mb": rss_mb(env.pid), "ready_ms": ready_ms}
@@ -367,14 +389,17 @@ def median_of(samples):
 
 
 def table(results):
-    base = {r["concurrency"]: r for r in results if r["scenario"] == "router"}
+    # HTTP/2 rows compare with Envoy alone under HTTP/2 load.
+    base = {(r["concurrency"], False): r for r in results if r["scenario"] == "router"}
+    base.update({(r["concurrency"], True): r for r in results if r["scenario"] == "router-h2"})
     floor = {r["concurrency"]: r for r in results if r["scenario"] == "passthrough"}
     idle = any("idle_ms_per_s" in r for r in results)
     lines = ["| scenario | conc | CPU µs/req | +µs vs router | +µs vs pass-through | req/s | req/s vs router | p50 ms | p99 ms | p99.9 ms | RSS MB | ready ms |"
              + (" idle CPU ms/s |" if idle else ""),
              "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if idle else "")]
     for r in results:
-        b, f = base.get(r["concurrency"]), floor.get(r["concurrency"])
+        h2 = r["scenario"].split("@")[0].endswith("-h2")
+        b, f = base.get((r["concurrency"], h2)), (None if h2 else floor.get(r["concurrency"]))
         lines.append("| {} | {} | {:.1f} | {:+.1f} | {} | {:.0f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.0f} |".format(
             r["scenario"], r["concurrency"], r["cpu_us"], r["cpu_us"] - b["cpu_us"] if b else 0,
             "{:+.1f}".format(r["cpu_us"] - f["cpu_us"]) if f else "-", r["rps"], r["rps"] / b["rps"] if b else 0,

@@ -90,6 +90,8 @@ pub struct CompiledBreaker {
     pub status: u16,
     /// Body for `status`.
     pub body: String,
+    /// The gRPC status of the reply to a gRPC request.
+    pub grpc_status: u32,
     /// Changes whenever a parameter that gives stored state its meaning changes.
     pub fingerprint: u64,
 }
@@ -103,10 +105,15 @@ pub fn compile_breaker(
     p: &mut Problems,
 ) -> Option<CompiledBreaker> {
     let mut local = Problems::default();
-    let failures = match &b.failure_statuses {
+    let mut failures = match &b.failure_statuses {
         Some(list) => failure_statuses(list, &join(path, "failureStatuses"), &mut local),
         None => default_failure_statuses(),
     };
+    failures.grpc = crate::grpc::failure_codes(
+        b.failure_grpc_codes.as_ref(),
+        &join(path, "failureGrpcCodes"),
+        &mut local,
+    );
     let failure_rate = percentage(
         &mut local,
         &join(path, "failureRateThreshold"),
@@ -190,6 +197,12 @@ pub fn compile_breaker(
         "",
     );
     let body = wo.body.unwrap_or_else(|| "circuit open\n".into());
+    let grpc_status = crate::grpc::reply_code(
+        wo.grpc_status.as_ref(),
+        crate::grpc::UNAVAILABLE,
+        &join(path, "whenOpen.grpcStatus"),
+        &mut local,
+    );
     let when_open = match &wo.fallback_variant {
         None => OpenAction::Respond {
             status,
@@ -232,6 +245,7 @@ pub fn compile_breaker(
         when_open,
         status,
         body,
+        grpc_status,
         fingerprint: fingerprint(&[
             window_code,
             u64::from(probes),

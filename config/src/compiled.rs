@@ -53,4 +53,8 @@ pub struct CompiledRoute {
     pub rate_limits: Vec<usize>,
     /// Circuit breaker, if any.
     pub breaker: Option<CompiledBreaker>,
+    /// How the route treats gRPC.
+    pub protocol: crate::grpc::Protocol,
+    /// What its duration histogram measures.
+    pub latency: crate::route::Latency,
 }

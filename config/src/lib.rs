@@ -20,6 +20,7 @@ pub mod canary;
 pub mod cidr;
 pub mod compiled;
 pub mod fingerprint;
+pub mod grpc;
 mod jsonpath;
 pub mod matcher;
 pub mod names;

@@ -119,6 +119,8 @@ pub struct CompiledRateLimit {
     pub status: u16,
     /// Reply body when limited.
     pub body: String,
+    /// The gRPC status of the reply to a gRPC request.
+    pub grpc_status: u32,
     /// Headers on allowed responses too.
     pub headers_on_allowed: bool,
     /// The legacy `x-ratelimit-*` trio.
@@ -341,6 +343,12 @@ pub fn compile_rate_limit(
     if body.len() > 4096 {
         local.push(join(path, "response.body"), "must be at most 4096 bytes");
     }
+    let grpc_status = crate::grpc::reply_code(
+        resp.grpc_status.as_ref(),
+        crate::grpc::RESOURCE_EXHAUSTED,
+        &join(path, "response.grpcStatus"),
+        &mut local,
+    );
     let headers = r.headers.clone().unwrap_or_default();
     let ok = local.merge_into(p);
     ok.then(|| CompiledRateLimit {
@@ -358,6 +366,7 @@ pub fn compile_rate_limit(
         shadow: r.shadow,
         on_store_error: r.on_store_error.unwrap_or_default(),
         status,
+        grpc_status,
         body,
         headers_on_allowed: headers.on_allowed,
         legacy_headers: headers.legacy,

@@ -242,9 +242,12 @@ pub struct LimitResponse {
     /// HTTP status, 400–599; default 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// Body; default `rate limited\n`.
+    /// Body; default `rate limited\n`; a gRPC request gets it as `grpc-message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The status a gRPC request gets (default `RESOURCE_EXHAUSTED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
 }
 
 /// Header options.
@@ -280,6 +283,14 @@ pub struct Route {
     /// Circuit breaker for this route (kept per variant by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<Breaker>,
+    /// How the route treats gRPC: `auto` (default: a `grpc-status` decides the
+    /// outcome when present), `grpc` (also counts by gRPC status) or `http`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<crate::grpc::Protocol>,
+    /// What the duration histogram measures: `stream` (default: to the stream's
+    /// end) or `headers` (to the response headers, for long streams).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<crate::route::Latency>,
 }
 
 /// A circuit breaker policy.
@@ -295,6 +306,10 @@ pub struct Breaker {
     /// Default `["5xx"]`. Upstream resets, timeouts and overflows always count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_statuses: Option<Vec<String>>,
+    /// gRPC codes that count as failures (names such as `UNAVAILABLE`, or numbers).
+    /// Default `UNKNOWN`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_grpc_codes: Option<Vec<String>>,
     /// Open when at least this percentage of calls in the window failed (1–100,
     /// default 50), once `minimumCalls` calls are in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,9 +378,12 @@ pub struct WhenOpen {
     /// Status, 400–599 (default 503).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// Body (default `circuit open\n`).
+    /// Body (default `circuit open\n`); a gRPC request gets it as `grpc-message`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The status a gRPC request gets (default `UNAVAILABLE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
     /// Instead of answering, send the request to this variant of the route's canary
     /// policy (e.g. `stable` when canary's breaker is open). Needs `perVariant`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -434,6 +452,10 @@ pub struct Analysis {
     /// overflows always count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_statuses: Option<Vec<String>>,
+    /// gRPC codes that count as errors; default: the route breaker's
+    /// `failureGrpcCodes`, else its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_grpc_codes: Option<Vec<String>>,
     /// Also judge slow calls: a call longer than this many milliseconds is slow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_call_ms: Option<u64>,

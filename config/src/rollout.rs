@@ -63,6 +63,8 @@ pub struct CompiledAnalysis {
     /// `failures` came from the analysis itself (else the route's breaker's may
     /// replace them).
     pub own_failures: bool,
+    /// Whether `failureGrpcCodes` was given (else the breaker's codes apply).
+    pub own_grpc: bool,
     /// Slow-call threshold, ns (`None`: slow calls are not judged).
     pub slow_ns: Option<u64>,
     /// Never act on a verdict.
@@ -198,6 +200,13 @@ fn compile_analysis(a: &Analysis, path: &str, p: &mut Problems) -> Option<Compil
         ),
         None => (default_failure_statuses(), false),
     };
+    let own_grpc = a.failure_grpc_codes.is_some();
+    let mut failures = failures;
+    failures.grpc = crate::grpc::failure_codes(
+        a.failure_grpc_codes.as_ref(),
+        &join(path, "failureGrpcCodes"),
+        &mut local,
+    );
     let slow_ns = a.slow_call_ms.map(|ms| {
         let at = join(path, "slowCallMs");
         in_range(&mut local, &at, ms, (1, MAX_SLOW_CALL_MS), "");
@@ -257,6 +266,7 @@ fn compile_analysis(a: &Analysis, path: &str, p: &mut Problems) -> Option<Compil
         min_requests: u64::from(min_requests),
         failures,
         own_failures,
+        own_grpc,
         slow_ns,
         shadow: a.shadow,
         sequential,

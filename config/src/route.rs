@@ -14,6 +14,19 @@ use crate::names::{check_name, is_tchar, UNMATCHED_ROUTE};
 use crate::problem::{bounded_list, index, join, Problems};
 use crate::raw::{Route, RouteMatch};
 
+/// What a route's duration histogram measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum Latency {
+    /// From the request headers to the stream's end (default).
+    #[default]
+    Stream,
+    /// From the request headers to the response headers: for routes of long
+    /// streams (server-sent events, gRPC streaming), whose length is not latency.
+    Headers,
+}
+
 /// Most header conditions per route.
 pub const MAX_HEADER_MATCHES: usize = 32;
 /// Most authority patterns per route.
@@ -59,7 +72,11 @@ pub fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Comp
             .and_then(|r| r.analysis.as_mut()),
     ) {
         if !a.own_failures {
-            a.failures = b.failures.clone();
+            a.failures.classes = b.failures.classes.clone();
+            a.failures.codes = b.failures.codes.clone();
+        }
+        if !a.own_grpc {
+            a.failures.grpc = b.failures.grpc.clone();
         }
     }
     let clean = local.merge_into(p);
@@ -73,6 +90,8 @@ pub fn compile_route(route: &Route, path: &str, p: &mut Problems) -> Option<Comp
         canary,
         rate_limits: Vec::new(),
         breaker,
+        protocol: route.protocol.unwrap_or_default(),
+        latency: route.latency.unwrap_or_default(),
     })
 }
 

@@ -3,10 +3,11 @@
 //! filter) because `meshguard render` writes it into deployment manifests.
 
 /// Every label any meshguard metric uses, in the order they appear in names.
-pub const LABELS: [&str; 7] = [
+pub const LABELS: [&str; 8] = [
     "route",
     "variant",
     "code_class",
+    "grpc_status",
     "policy",
     "outcome",
     "state",

@@ -10,6 +10,7 @@
 
 pub mod bootstrap;
 pub mod envoy;
+pub mod grpc;
 pub mod load;
 pub mod prometheus;
 pub mod rls;

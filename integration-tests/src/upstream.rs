@@ -3,6 +3,8 @@
 //! - `x-test-status: 503`   status to answer with (default 200)
 //! - `x-test-delay-ms: 250` wait before answering
 //! - `x-test-body: text`    body to answer with (default: the JSON echo below)
+//! - `x-test-echo-body: 1`  answer with the request body, byte for byte
+//! - `x-test-size: 10485760` answer with that many bytes of [`pattern`], chunked
 //!
 //! [`Upstream::start_failing`] makes an upstream that fails every Nth request
 //! itself (a canary with a known error rate, whatever the client sends).
@@ -121,7 +123,87 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Byte `i` of the `x-test-size` body.
+pub fn pattern_byte(i: usize) -> u8 {
+    (i.wrapping_mul(31).wrapping_add(7) % 251) as u8
+}
+
+/// The first `n` bytes of the `x-test-size` body.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(pattern_byte).collect()
+}
+
+/// A body of `left` pattern bytes sent in 64 KiB frames, with no length known in
+/// advance (so HTTP/1.1 sends it chunked).
+struct Chunked {
+    sent: usize,
+    left: usize,
+}
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(64 * 1024);
+        let chunk: Vec<u8> = (self.sent..self.sent + n).map(pattern_byte).collect();
+        self.sent += n;
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(chunk)))))
+    }
+}
+
+type AnyBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
 async fn answer(
+    name: &str,
+    count: &AtomicU64,
+    default_status: u16,
+    fail_every: u64,
+    req: Request<Incoming>,
+) -> Response<AnyBody> {
+    use http_body_util::BodyExt;
+    let status = header(&req, "x-test-status").and_then(|s| s.parse::<u16>().ok());
+    if header(&req, "x-test-echo-body").is_some() {
+        count.fetch_add(1, Ordering::SeqCst);
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Response::builder()
+            .status(status.unwrap_or(200))
+            .header("x-upstream", name)
+            .body(Full::new(body).boxed())
+            .expect("valid test response");
+    }
+    if let Some(size) = header(&req, "x-test-size").and_then(|s| s.parse::<usize>().ok()) {
+        count.fetch_add(1, Ordering::SeqCst);
+        return Response::builder()
+            .status(status.unwrap_or(200))
+            .header("x-upstream", name)
+            .body(
+                Chunked {
+                    sent: 0,
+                    left: size,
+                }
+                .boxed(),
+            )
+            .expect("valid test response");
+    }
+    answer_echo(name, count, default_status, fail_every, req)
+        .await
+        .map(|b| b.boxed())
+}
+
+async fn answer_echo(
     name: &str,
     count: &AtomicU64,
     default_status: u16,
@@ -186,4 +268,71 @@ pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<Vec<u8>> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A WebSocket echo server (tokio-tungstenite) on its own thread: every text or
+/// binary message comes back; stops when dropped.
+pub struct WsEcho {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl WsEcho {
+    /// Starts the server on a free loopback port.
+    pub fn start() -> WsEcho {
+        use futures_util::{SinkExt, StreamExt};
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime for the WebSocket upstream");
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ws");
+                addr_tx
+                    .send(listener.local_addr().expect("ws address"))
+                    .expect("report ws address");
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            tokio::spawn(async move {
+                                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                                    return;
+                                };
+                                while let Some(Ok(msg)) = ws.next().await {
+                                    if msg.is_text() || msg.is_binary() {
+                                        if ws.send(msg).await.is_err() {
+                                            break;
+                                        }
+                                    } else if msg.is_close() {
+                                        let _ = ws.close(None).await;
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("WebSocket upstream started");
+        WsEcho {
+            addr,
+            stop: Some(stop_tx),
+        }
+    }
+}
+
+impl Drop for WsEcho {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

@@ -41,6 +41,8 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "global-lease",
         "all",
         "native",
+        "router-h2",
+        "all-h2",
     ];
     assert_eq!(results.len(), scenarios.len() * 2, "{text}");
     for conc in [1, 2] {

@@ -191,7 +191,8 @@ async fn without_the_filter_a_missing_or_bad_header_falls_back_to_the_connection
 /// its size): Envoy refuses a config that asks for one, naming the field.
 #[test]
 fn envoy_refuses_a_unicode_property_class_with_its_path() {
-    let bad = r#"{"schemaVersion":1,"routes":[{"name":"web","match":{"pathRegex":"/\\p{Greek}+"}}]}"#;
+    let bad =
+        r#"{"schemaVersion":1,"routes":[{"name":"web","match":{"pathRegex":"/\\p{Greek}+"}}]}"#;
     let b = Bootstrap::new(bad).cluster("web", "127.0.0.1:9".parse().unwrap());
     let (status, log) = Envoy::run_expecting_exit(&b, Duration::from_secs(60));
     assert!(!status.success());

@@ -66,6 +66,14 @@ pub struct StreamState {
     pub pending: Vec<PendingCall>,
     /// Headers the rate limit service asked to add to the response.
     pub service_headers: Vec<(String, String)>,
+    /// The gRPC status the response carried (`grpc-status` in its headers, as a
+    /// trailers-only answer, or in its trailers); `None`: none seen.
+    pub grpc_status: Option<u32>,
+    /// When the response headers passed, ns (read only for `latency: headers`).
+    pub headers_ns: Option<u64>,
+    /// The request is gRPC (noted only when it waits for the rate limit service,
+    /// whose verdict may need a gRPC reply).
+    pub grpc_request: bool,
 }
 
 impl StreamState {
@@ -107,6 +115,20 @@ pub struct LocalReply<'rt> {
     pub body: &'rt str,
     /// Why.
     pub reason: ReplyReason,
+    /// The gRPC status this reply carries when the request is gRPC.
+    pub grpc_status: u32,
+    /// The request is gRPC: answer as gRPC does (see [`GrpcReply`]).
+    pub grpc: Option<GrpcReply<'rt>>,
+}
+
+/// A local reply to a gRPC request: HTTP 200, trailers-only, with `grpc-status`
+/// and `grpc-message` (Envoy builds it from these), and the headers of the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcReply<'rt> {
+    /// `grpc-status`.
+    pub status: u32,
+    /// `grpc-message`: the body without its trailing newline.
+    pub message: &'rt str,
 }
 
 /// Something to count or log.
@@ -221,8 +243,36 @@ pub struct RedSample {
     pub variant: Option<usize>,
     /// The status class.
     pub class: CodeClass,
-    /// Duration in ms (`None`: the clock failed, nothing to record).
+    /// The gRPC status label, on routes with `protocol: grpc`.
+    pub grpc: Option<crate::metrics::GrpcLabel>,
+    /// Duration in ms (`None`: nothing to record: the clock failed, or the stream
+    /// was upgraded, e.g. a WebSocket, whose length is not latency).
     pub duration_ms: Option<u64>,
+}
+
+/// What the glue read from the response headers (each only when
+/// [`crate::Runtime::response_reads`] asked for it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// `:status`.
+    pub status: Option<u64>,
+    /// `grpc-status` (a trailers-only gRPC answer).
+    pub grpc_status: Option<u32>,
+    /// The time, ns.
+    pub now: Option<u64>,
+    /// The response ends with its headers.
+    pub end_of_stream: bool,
+}
+
+/// Which response values a stream needs read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseReads {
+    /// `:status` (metrics or a breaker judge the stream).
+    pub status: bool,
+    /// `grpc-status`, from the headers of a 200 response or from the trailers.
+    pub grpc_status: bool,
+    /// The clock at the response headers (`latency: headers`).
+    pub time: bool,
 }
 
 /// What to record when a stream ends.

@@ -17,6 +17,7 @@ mod analysis;
 mod breaker;
 mod canary;
 pub mod decision;
+mod grpc;
 mod hash;
 mod le;
 pub mod metrics;
@@ -40,11 +41,13 @@ pub use breaker::window::Totals;
 pub use breaker::Ticket;
 pub use canary::{parse_source_address, Reason};
 pub use decision::{
-    Advertised, Completion, Event, LocalReply, LogRecord, RedSample, RedSlot, ReplyReason,
-    RequestEffects, ResponseEdits, StreamState,
+    Advertised, Completion, Event, GrpcReply, LocalReply, LogRecord, RedSample, RedSlot,
+    ReplyReason, RequestEffects, ResponseEdits, ResponseHead, ResponseReads, StreamState,
 };
-pub use metrics::{ByLabel, CanaryState, CodeClass, Label, RateLimitOutcome, RejectKind, Signal};
-pub use outcome::{flags_matter, is_failure, FAILURE_FLAGS};
+pub use metrics::{
+    ByLabel, CanaryState, CodeClass, GrpcLabel, Label, RateLimitOutcome, RejectKind, Signal,
+};
+pub use outcome::{flags_matter, is_failure, parse_grpc_status, FAILURE_FLAGS};
 pub use ratelimit::global::{reply as rls_reply, Reply as RlsReply};
 pub use ratelimit::PendingCall;
 pub use rng::Rng;

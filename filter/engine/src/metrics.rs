@@ -193,6 +193,71 @@ pub fn requests_total(route: &str, variant: &str, class: CodeClass) -> String {
     )
 }
 
+label_enum! {
+    /// gRPC status codes, the `grpc_status` label of `meshguard_grpc_requests_total`
+    /// (`none`: no `grpc-status` was seen, e.g. a reset stream).
+    GrpcLabel {
+        /// 0.
+        Ok = "OK",
+        /// 1.
+        Cancelled = "CANCELLED",
+        /// 2 (and any code above 16).
+        Unknown = "UNKNOWN",
+        /// 3.
+        InvalidArgument = "INVALID_ARGUMENT",
+        /// 4.
+        DeadlineExceeded = "DEADLINE_EXCEEDED",
+        /// 5.
+        NotFound = "NOT_FOUND",
+        /// 6.
+        AlreadyExists = "ALREADY_EXISTS",
+        /// 7.
+        PermissionDenied = "PERMISSION_DENIED",
+        /// 8.
+        ResourceExhausted = "RESOURCE_EXHAUSTED",
+        /// 9.
+        FailedPrecondition = "FAILED_PRECONDITION",
+        /// 10.
+        Aborted = "ABORTED",
+        /// 11.
+        OutOfRange = "OUT_OF_RANGE",
+        /// 12.
+        Unimplemented = "UNIMPLEMENTED",
+        /// 13.
+        Internal = "INTERNAL",
+        /// 14.
+        Unavailable = "UNAVAILABLE",
+        /// 15.
+        DataLoss = "DATA_LOSS",
+        /// 16.
+        Unauthenticated = "UNAUTHENTICATED",
+        /// No status.
+        None = "none",
+    }
+}
+
+impl GrpcLabel {
+    /// The label of a stream's gRPC status (`None`: none seen).
+    pub fn of(code: Option<u32>) -> GrpcLabel {
+        match code {
+            None => GrpcLabel::None,
+            Some(c) => GrpcLabel::ALL
+                .get(c as usize)
+                .copied()
+                .filter(|l| *l != GrpcLabel::None)
+                .unwrap_or(GrpcLabel::Unknown),
+        }
+    }
+}
+
+/// `meshguard.grpc_requests_total.route.<r>.variant.<v>.grpc_status.<s>`.
+pub fn grpc_requests_total(route: &str, variant: &str, status: GrpcLabel) -> String {
+    format!(
+        "meshguard.grpc_requests_total.route.{route}.variant.{variant}.grpc_status.{}",
+        status.label()
+    )
+}
+
 /// `meshguard.request_duration_milliseconds.route.<r>.variant.<v>`.
 pub fn request_duration(route: &str, variant: &str) -> String {
     format!("meshguard.request_duration_milliseconds.route.{route}.variant.{variant}")

@@ -14,9 +14,11 @@ use std::borrow::Cow;
 use crate::breaker::{self, Gate};
 use crate::canary::{self, Split};
 use crate::decision::{
-    Completion, Event, LogRecord, RedSample, RedSlot, RequestEffects, ResponseEdits, StreamState,
+    Completion, Event, LogRecord, RedSample, RedSlot, RequestEffects, ResponseEdits, ResponseHead,
+    ResponseReads, StreamState,
 };
-use crate::metrics::CodeClass;
+use crate::grpc;
+use crate::metrics::{CodeClass, GrpcLabel};
 use crate::outcome::flags_matter;
 use crate::ratelimit;
 use crate::ratelimit::global::Reply;
@@ -25,6 +27,7 @@ use crate::route::select_route;
 use crate::runtime::{Ids, Runtime};
 use crate::store::SharedStore;
 use crate::view::RequestView;
+use meshguard_config::route::Latency;
 
 /// Logged when the host's clock fails on the request path.
 const NO_CLOCK: &str =
@@ -65,7 +68,8 @@ impl<I: Ids> Runtime<I> {
                     state.advertise = charged.advertise;
                     state.pending = charged.calls;
                 }
-                Err(reply) => {
+                Err(mut reply) => {
+                    grpc::shape(&mut reply, grpc::is_grpc_request(req));
                     state.rejected = true;
                     fx.reply = Some(reply);
                     return (state, fx);
@@ -92,6 +96,11 @@ impl<I: Ids> Runtime<I> {
         }
         if state.pending.is_empty() {
             self.pass_limits(i, &mut state, &mut fx, store, now);
+            if let Some(reply) = &mut fx.reply {
+                grpc::shape(reply, grpc::is_grpc_request(req));
+            }
+        } else {
+            state.grpc_request = grpc::is_grpc_request(req);
         }
         (state, fx)
     }
@@ -109,7 +118,8 @@ impl<I: Ids> Runtime<I> {
         let pending = std::mem::take(&mut state.pending);
         let at = now.unwrap_or_else(|| pending.iter().map(|c| c.sent_at).max().unwrap_or(0));
         match ratelimit::answer_calls(self, &pending, replies, at, &mut fx.events) {
-            Err(reply) => {
+            Err(mut reply) => {
+                grpc::shape(&mut reply, state.grpc_request);
                 state.rejected = true;
                 fx.reply = Some(reply);
             }
@@ -118,6 +128,9 @@ impl<I: Ids> Runtime<I> {
                 state.service_headers = added.response;
                 if let Some(i) = state.route {
                     self.pass_limits(i, state, &mut fx, store, now);
+                    if let Some(reply) = &mut fx.reply {
+                        grpc::shape(reply, state.grpc_request);
+                    }
                 }
             }
         }
@@ -191,16 +204,32 @@ impl<I: Ids> Runtime<I> {
         }
     }
 
-    /// The response headers passed: note the status (`status`, read only when
-    /// [`StreamState::needs_status`]) and say what to add to the response.
+    /// What the glue must read from this stream's response: the status (when the
+    /// stream is counted or judged), `grpc-status` (on 200 responses of routes that
+    /// look for gRPC: the glue reads the status first), the clock (`latency:
+    /// headers`).
+    pub fn response_reads(&self, state: &StreamState) -> ResponseReads {
+        let status = state.needs_status();
+        let route = state.route.and_then(|i| self.routes.get(i));
+        ResponseReads {
+            status,
+            grpc_status: status
+                && route.is_none_or(|r| r.route.protocol != meshguard_config::grpc::Protocol::Http),
+            time: status && route.is_some_and(|r| r.route.latency == Latency::Headers),
+        }
+    }
+
+    /// The response headers passed: note what the glue read (as
+    /// [`Runtime::response_reads`] asked) and say what to add to the response.
     pub fn respond<'rt>(
         &'rt self,
         state: &mut StreamState,
-        status: Option<u64>,
-        end_of_stream: bool,
+        head: ResponseHead,
     ) -> ResponseEdits<'rt> {
-        state.response_complete |= end_of_stream;
-        state.code = status;
+        state.response_complete |= head.end_of_stream;
+        state.code = head.status;
+        state.grpc_status = head.grpc_status;
+        state.headers_ns = head.now;
         let mut edits = ResponseEdits {
             set: ratelimit::response_fields(self, &state.advertise),
             add: Vec::new(),
@@ -232,6 +261,15 @@ impl<I: Ids> Runtime<I> {
         edits
     }
 
+    /// The response trailers passed (the response is complete), with the
+    /// `grpc-status` they carry (read when [`ResponseReads::grpc_status`]).
+    pub fn trailers(&self, state: &mut StreamState, grpc_status: Option<u32>) {
+        state.response_complete = true;
+        if grpc_status.is_some() {
+            state.grpc_status = grpc_status;
+        }
+    }
+
     /// Whether stream end needs Envoy's response flags for a call with final status
     /// `code`: a breaker or a canary analysis judges it and the flags can change the
     /// verdict.
@@ -252,23 +290,35 @@ impl<I: Ids> Runtime<I> {
         store: &mut impl SharedStore,
     ) -> LogRecord {
         let mut record = LogRecord::default();
+        let route = state.route.and_then(|i| self.routes.get(i));
         if let Some(slot) = state.red {
+            let headers_only = route.is_some_and(|r| r.route.latency == Latency::Headers);
+            let until = if headers_only {
+                state.headers_ns.or(end.now)
+            } else {
+                end.now
+            };
             record.red = Some(RedSample {
                 slot,
                 variant: state.variant,
                 class: CodeClass::of(end.code),
+                grpc: route
+                    .filter(|r| r.route.protocol == meshguard_config::grpc::Protocol::Grpc)
+                    .map(|_| GrpcLabel::of(state.grpc_status)),
+                // An upgraded stream (101: a WebSocket) lasts as long as its
+                // session: its length is not a request's latency.
                 duration_ms: state
                     .start_ns
-                    .zip(end.now)
+                    .zip(until)
+                    .filter(|_| end.code != 101)
                     .map(|(start, now)| now.saturating_sub(start) / 1_000_000),
             });
         }
         if let Some(t) = &state.ticket {
             if let Some(route) = self.routes.get(t.route) {
-                breaker::settle(route, t, &end, store, &mut record.events);
+                breaker::settle(route, t, &end, state.grpc_status, store, &mut record.events);
             }
         }
-        let route = state.route.and_then(|i| self.routes.get(i));
         let rollout = route.and_then(|r| {
             Some((
                 r.rollout.as_ref()?,
@@ -280,7 +330,7 @@ impl<I: Ids> Runtime<I> {
                 .start_ns
                 .zip(end.now)
                 .map(|(s, n)| n.saturating_sub(s));
-            rt.state.count(config, v, &end, duration);
+            rt.state.count(config, v, &end, state.grpc_status, duration);
         }
         record
     }
@@ -391,7 +441,12 @@ mod tests {
             &Rng::new(1),
             Some(SEC),
         );
-        let edits = rt.respond(&mut state, Some(503), true);
+        let head = ResponseHead {
+            status: Some(503),
+            end_of_stream: true,
+            ..ResponseHead::default()
+        };
+        let edits = rt.respond(&mut state, head);
         assert_eq!(
             edits.set,
             vec![("x-meshguard-variant".into(), "canary".to_string())]
@@ -411,6 +466,7 @@ mod tests {
                 slot: RedSlot::Route(1),
                 variant: Some(1),
                 class: CodeClass::ServerError,
+                grpc: None,
                 duration_ms: Some(42)
             })
         );

@@ -38,8 +38,9 @@ pub trait Ids {
 pub trait DefineIds<I: Ids> {
     /// Why a metric could not be defined.
     type Error;
-    /// The RED series of `route`, with one set per label in `variants`.
-    fn red(&mut self, route: &str, variants: &[&str]) -> Result<I::Red, Self::Error>;
+    /// The RED series of `route`, with one set per label in `variants` (and the
+    /// gRPC status series when `grpc`: routes with `protocol: grpc`).
+    fn red(&mut self, route: &str, variants: &[&str], grpc: bool) -> Result<I::Red, Self::Error>;
     /// The metrics of the breaker of `route` kept for `variant` (or `all`).
     fn breaker(&mut self, route: &str, variant: &str) -> Result<I::Breaker, Self::Error>;
     /// The metrics of rate-limit policy `policy` (global ones have more).
@@ -221,7 +222,7 @@ impl<I: Ids> Runtime<I> {
             .map(|route| build_route(route, &store_prefix, define))
             .collect::<Result<_, D::Error>>()?;
         let unmatched = if count_unmatched {
-            Some(define.red(UNMATCHED_ROUTE, &[NO_VARIANT])?)
+            Some(define.red(UNMATCHED_ROUTE, &[NO_VARIANT], false)?)
         } else {
             None
         };
@@ -274,7 +275,8 @@ fn build_route<I: Ids, D: DefineIds<I>>(
     store_prefix: &str,
     define: &mut D,
 ) -> Result<RouteRuntime<I>, D::Error> {
-    let red = define.red(&route.name, &red_labels(&route))?;
+    let grpc = route.protocol == meshguard_config::grpc::Protocol::Grpc;
+    let red = define.red(&route.name, &red_labels(&route), grpc)?;
     let fp = route.breaker.as_ref().map_or(0, |b| b.fingerprint);
     let breakers = breaker_labels(&route)
         .into_iter()
@@ -333,7 +335,7 @@ pub mod testing {
 
     impl DefineIds<NoIds> for NoIds {
         type Error = std::convert::Infallible;
-        fn red(&mut self, _: &str, _: &[&str]) -> Result<(), Self::Error> {
+        fn red(&mut self, _: &str, _: &[&str], _: bool) -> Result<(), Self::Error> {
             Ok(())
         }
         fn breaker(&mut self, _: &str, _: &str) -> Result<(), Self::Error> {

@@ -9,7 +9,8 @@ use meshguard_engine::Rng;
 
 use super::plugin::Plugin;
 use super::request::{
-    on_grpc_response, on_request_headers, on_response_headers, on_stream_end, Stream,
+    on_grpc_response, on_request_headers, on_response_headers, on_response_trailers, on_stream_end,
+    Stream,
 };
 use crate::host::proxy::ProxyHost;
 
@@ -73,7 +74,10 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.stream.state.response_complete = true;
+        match &self.plugin {
+            Some(plugin) => on_response_trailers(&ProxyHost, plugin, &mut self.stream.state),
+            None => self.stream.state.response_complete = true,
+        }
         Action::Continue
     }
 

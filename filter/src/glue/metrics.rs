@@ -5,13 +5,13 @@
 use meshguard_config::ratelimit::CompiledRateLimit;
 use meshguard_engine::metrics::{
     breaker_rejected, breaker_state, breaker_transitions, canary_evidence, canary_shadow_verdict,
-    canary_state, canary_transitions, canary_weight, ratelimit_cached_rejections, ratelimit_leases,
-    ratelimit_requests, ratelimit_rpc_duration, request_duration, requests_in_flight,
-    requests_total,
+    canary_state, canary_transitions, canary_weight, grpc_requests_total,
+    ratelimit_cached_rejections, ratelimit_leases, ratelimit_requests, ratelimit_rpc_duration,
+    request_duration, requests_in_flight, requests_total,
 };
 use meshguard_engine::{
-    ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, Ids, Label, Phase, RateLimitOutcome,
-    RedSample, RejectKind, Signal, VariantStatus,
+    ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, GrpcLabel, Ids, Label, Phase,
+    RateLimitOutcome, RedSample, RejectKind, Signal, VariantStatus,
 };
 
 use super::plugin::Plugin;
@@ -84,6 +84,8 @@ pub struct RedIds {
 pub struct VariantRed {
     /// `requests_total` per status class.
     pub requests: ByLabel<CodeClass, u32>,
+    /// `grpc_requests_total` per gRPC status (routes with `protocol: grpc`).
+    pub grpc: Option<ByLabel<GrpcLabel, u32>>,
     /// The duration histogram.
     pub duration: u32,
 }
@@ -105,7 +107,7 @@ pub struct Definer<'h, H: Host>(pub &'h H);
 impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
     type Error = HostError;
 
-    fn red(&mut self, route: &str, variants: &[&str]) -> Result<RedIds, HostError> {
+    fn red(&mut self, route: &str, variants: &[&str], grpc: bool) -> Result<RedIds, HostError> {
         let host = self.0;
         Ok(RedIds {
             in_flight: host.define_metric(MetricKind::Gauge, &requests_in_flight(route))?,
@@ -119,6 +121,16 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
                                 &requests_total(route, v, class),
                             )
                         })?,
+                        grpc: if grpc {
+                            Some(ByLabel::try_new(|status| {
+                                host.define_metric(
+                                    MetricKind::Counter,
+                                    &grpc_requests_total(route, v, status),
+                                )
+                            })?)
+                        } else {
+                            None
+                        },
                         duration: host
                             .define_metric(MetricKind::Histogram, &request_duration(route, v))?,
                     })
@@ -375,6 +387,9 @@ pub fn record_red(host: &impl Host, plugin: &Plugin, sample: &RedSample) {
         .unwrap_or(ids.variants.len().saturating_sub(1));
     if let Some(v) = ids.variants.get(slot) {
         count(host, plugin, v.requests.get(sample.class));
+        if let (Some(grpc), Some(label)) = (&v.grpc, sample.grpc) {
+            count(host, plugin, grpc.get(label));
+        }
         if let Some(ms) = sample.duration_ms {
             let _ = host.record_metric(v.duration, ms);
         }

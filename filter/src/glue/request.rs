@@ -3,8 +3,8 @@
 //! Nothing below these functions sends a reply or writes a header.
 
 use meshguard_engine::{
-    rls_reply, Completion, Event, LogRecord, RequestEffects, ResponseEdits, RlsReply, Rng,
-    StreamState,
+    parse_grpc_status, rls_reply, Completion, Event, LogRecord, RequestEffects, ResponseEdits,
+    ResponseHead, RlsReply, Rng, StreamState,
 };
 use meshguard_rls_proto::{METHOD, SERVICE};
 
@@ -132,6 +132,7 @@ fn resume(host: &impl Host, plugin: &Plugin, stream: &mut Stream) {
     let now = host.now_ns().ok();
     let effects = plugin.resume(&mut stream.state, &replies, &mut HostStore(host), now);
     apply_request(host, plugin, effects);
+    keep_ticking(host, plugin);
 }
 
 /// The one place a request decision is applied: counts and logs, then either the
@@ -144,10 +145,11 @@ pub fn apply_request(host: &impl Host, plugin: &Plugin, effects: RequestEffects<
             .iter()
             .map(|(k, v)| (k.as_ref(), v.as_str()))
             .collect();
-        warn_on_err(
-            host,
-            host.send_local_reply(reply.status, &headers, reply.body.as_bytes()),
-        );
+        let sent = match &reply.grpc {
+            Some(g) => host.send_grpc_reply(g.status, g.message, &headers),
+            None => host.send_local_reply(reply.status, &headers, reply.body.as_bytes()),
+        };
+        warn_on_err(host, sent);
         return;
     }
     for (name, value) in effects.headers {
@@ -176,13 +178,42 @@ pub fn on_response_headers(
     state: &mut StreamState,
     end_of_stream: bool,
 ) {
-    let status = if state.needs_status() {
+    let reads = plugin.response_reads(state);
+    let status = if reads.status {
         host.response_status().ok().flatten()
     } else {
         None
     };
-    let edits = plugin.respond(state, status, end_of_stream);
+    // gRPC answers are HTTP 200; a trailers-only one carries its status here.
+    let grpc_status = if reads.grpc_status && status == Some(200) {
+        grpc_status(host.response_header("grpc-status"))
+    } else {
+        None
+    };
+    let head = ResponseHead {
+        status,
+        grpc_status,
+        now: if reads.time { host.now_ns().ok() } else { None },
+        end_of_stream,
+    };
+    let edits = plugin.respond(state, head);
     apply_response(host, edits);
+}
+
+/// `on_http_response_trailers`: the response is complete; a gRPC answer's status
+/// is in its trailers.
+pub fn on_response_trailers(host: &impl Host, plugin: &Plugin, state: &mut StreamState) {
+    let grpc = if plugin.response_reads(state).grpc_status {
+        grpc_status(host.response_trailer("grpc-status"))
+    } else {
+        None
+    };
+    plugin.trailers(state, grpc);
+}
+
+/// A `grpc-status` read: its code, or `None` when absent, unreadable or not a number.
+fn grpc_status(read: Result<Option<Vec<u8>>, HostError>) -> Option<u32> {
+    read.ok().flatten().as_deref().and_then(parse_grpc_status)
 }
 
 /// The one place response edits are applied.
@@ -234,6 +265,18 @@ pub fn on_log(host: &impl Host, plugin: &Plugin, state: &StreamState) {
     };
     let record = plugin.finish(state, end, &mut HostStore(host));
     apply_log(host, plugin, record);
+    keep_ticking(host, plugin);
+}
+
+/// A stream ended on a worker whose tick had stopped (a long stream: nothing else
+/// came by meanwhile): what it left to hand over (counts, a breaker outcome held)
+/// needs the tick again. No tick runs now; the next one is 50 ms away.
+fn keep_ticking(host: &impl Host, plugin: &Plugin) {
+    let worker = &plugin.worker;
+    if !worker.ticking() && !worker.refused_tick() && (worker.holds_counts() || plugin.holds_work())
+    {
+        worker.set_tick(host, TICK_MS);
+    }
 }
 
 /// The one place a stream's record is applied.

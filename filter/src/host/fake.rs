@@ -51,6 +51,8 @@ pub struct FakeHost {
     source: Option<Vec<u8>>,
     /// Response headers written.
     pub response_headers: RefCell<Vec<(String, Vec<u8>)>>,
+    /// Response trailers (as the upstream sent them).
+    pub response_trailers: RefCell<Vec<(String, Vec<u8>)>>,
     /// How often the route cache was cleared.
     pub route_cache_clears: Cell<u32>,
     /// The clock, in nanoseconds.
@@ -278,6 +280,26 @@ impl Host for FakeHost {
             .and_then(|(_, v)| super::parse_status(v)))
     }
 
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.call("response_header", name);
+        Ok(self
+            .response_headers
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone()))
+    }
+
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.call("response_trailer", name);
+        Ok(self
+            .response_trailers
+            .borrow()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone()))
+    }
+
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.call("set_response_header", name);
         let mut h = self.response_headers.borrow_mut();
@@ -368,6 +390,23 @@ impl Host for FakeHost {
         self.replies
             .borrow_mut()
             .push((status, headers, body.to_vec()));
+        Ok(())
+    }
+
+    fn send_grpc_reply(
+        &self,
+        status: u32,
+        message: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), HostError> {
+        self.call("send_grpc_reply", status);
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        headers.push(("grpc-status".into(), status.to_string()));
+        headers.push(("grpc-message".into(), message.to_string()));
+        self.replies.borrow_mut().push((200, headers, Vec::new()));
         Ok(())
     }
 

@@ -73,6 +73,10 @@ pub trait Host {
     /// The response's `:status` (in `on_http_response_headers`); `None` when absent
     /// or not a number.
     fn response_status(&self) -> Result<Option<u64>, HostError>;
+    /// A response header's raw value (in `on_http_response_headers`).
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    /// A response trailer's raw value (in `on_http_response_trailers`).
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Replaces a response header.
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// Adds a response header (keeps existing copies, as `set-cookie` needs).
@@ -97,6 +101,14 @@ pub trait Host {
         status: u16,
         headers: &[(&str, &str)],
         body: &[u8],
+    ) -> Result<(), HostError>;
+    /// Answers a gRPC request locally: HTTP 200, trailers-only, with gRPC status
+    /// `status` (1 to 16) and `message` as `grpc-message`.
+    fn send_grpc_reply(
+        &self,
+        status: u32,
+        message: &str,
+        headers: &[(&str, &str)],
     ) -> Result<(), HostError>;
     /// Defines (or finds) a metric by name; returns its id.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;

@@ -5,7 +5,7 @@
 //! [`HostError`]; the glue decides the fallback.
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{BufferType, GrpcStatusCode, LogLevel, MapType, MetricType, Status};
 
 use super::pairs::HeaderPairs;
 use super::{Host, HostError, Level, MetricKind};
@@ -73,6 +73,16 @@ impl Host for ProxyHost {
         Ok(value.as_deref().and_then(super::parse_status))
     }
 
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .map_err(|s| err("get_map_value_bytes(response)", name, s))
+    }
+
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseTrailers, name)
+            .map_err(|s| err("get_map_value_bytes(trailers)", name, s))
+    }
+
     fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
         hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, name, Some(value))
             .map_err(|s| err("set_map_value_bytes(response)", name, s))
@@ -131,6 +141,22 @@ impl Host for ProxyHost {
     ) -> Result<(), HostError> {
         hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body))
             .map_err(|s| err("send_http_response", &status.to_string(), s))
+    }
+
+    fn send_grpc_reply(
+        &self,
+        status: u32,
+        message: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), HostError> {
+        let code = grpc_code(status).ok_or_else(|| HostError {
+            call: "send_grpc_response".into(),
+            status: format!("no gRPC status {status}"),
+        })?;
+        let metadata: Vec<(&str, &[u8])> =
+            headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        hostcalls::send_grpc_response(code, Some(message), metadata)
+            .map_err(|s| err("send_grpc_response", &status.to_string(), s))
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
@@ -204,4 +230,28 @@ impl Host for ProxyHost {
         // Nothing sensible remains to be done if logging itself fails.
         let _ = hostcalls::log(level, message);
     }
+}
+
+/// The SDK's code for a rejection status (config validation allows 1 to 16).
+fn grpc_code(status: u32) -> Option<GrpcStatusCode> {
+    use GrpcStatusCode as G;
+    Some(match status {
+        1 => G::Cancelled,
+        2 => G::Unknown,
+        3 => G::InvalidArgument,
+        4 => G::DeadlineExceeded,
+        5 => G::NotFound,
+        6 => G::AlreadyExists,
+        7 => G::PermissionDenied,
+        8 => G::ResourceExhausted,
+        9 => G::FailedPrecondition,
+        10 => G::Aborted,
+        11 => G::OutOfRange,
+        12 => G::Unimplemented,
+        13 => G::Internal,
+        14 => G::Unavailable,
+        15 => G::DataLoss,
+        16 => G::Unauthenticated,
+        _ => return None,
+    })
 }

@@ -88,6 +88,7 @@ impl RolloutRuntime {
         rollout: &CompiledRollout,
         variant: usize,
         end: &Completion,
+        grpc: Option<u32>,
         duration_ns: Option<u64>,
     ) {
         if self.view.borrow().settled {
@@ -99,7 +100,7 @@ impl RolloutRuntime {
         };
         c.n = c.n.saturating_add(1);
         if let Some(a) = &rollout.analysis {
-            c.errors += u64::from(is_failure(&a.failures, end.code, end.flags));
+            c.errors += u64::from(is_failure(&a.failures, end.code, grpc, end.flags));
             c.slow += u64::from(
                 a.slow_ns
                     .zip(duration_ns)
@@ -260,8 +261,8 @@ mod tests {
             for (i, w) in workers.iter().enumerate() {
                 for j in 0..(3 + i as u64) {
                     let code = if (tick + j) % 7 == 0 { 503 } else { 200 };
-                    w.count(&r, 1, &ok(code), Some(1));
-                    w.count(&r, 0, &ok(200), Some(1));
+                    w.count(&r, 1, &ok(code), None, Some(1));
+                    w.count(&r, 0, &ok(200), None, Some(1));
                     sent += 1;
                     failed += u64::from(code == 503);
                 }

@@ -110,6 +110,8 @@ fn reply(b: &CompiledBreaker, retry_s: u64, reason: ReplyReason) -> LocalReply<'
         ],
         body: &b.body,
         reason,
+        grpc_status: b.grpc_status,
+        grpc: None,
     }
 }
 
@@ -190,6 +192,7 @@ pub fn settle<I: Ids>(
     route: &RouteRuntime<I>,
     t: &Ticket,
     end: &Completion,
+    grpc: Option<u32>,
     store: &mut impl SharedStore,
     events: &mut Vec<Event>,
 ) {
@@ -209,7 +212,7 @@ pub fn settle<I: Ids>(
     // cannot be judged slow.
     let now = end.now.unwrap_or(t.start_ns);
     let outcome = Outcome {
-        failed: is_failure(&b.failures, end.code, end.flags),
+        failed: is_failure(&b.failures, end.code, grpc, end.flags),
         slow: end.now.is_some()
             && b.slow
                 .is_some_and(|s| now.saturating_sub(t.start_ns) > s.threshold_ns),

@@ -393,6 +393,10 @@ fn reply<'rt, I: Ids>(
         } else {
             ReplyReason::RateLimitStoreError { policy: limiter }
         },
+        grpc_status: policy.map_or(meshguard_config::grpc::RESOURCE_EXHAUSTED, |p| {
+            p.grpc_status
+        }),
+        grpc: None,
     }
 }
 

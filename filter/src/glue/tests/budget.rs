@@ -63,7 +63,14 @@ fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
 // `the_tick_hands_over_one_count_per_metric`), and Envoy re-picks the route by
 // itself after a header edit of a module of ABI 0.2.1.
 const NOW: [&str; 1] = ["now"];
-const RED_END: [&str; 3] = ["response_header(:status)", "now", "record_metric"];
+// A 200 response may be a gRPC answer: its `grpc-status` is looked for (absent
+// here, the cheapest read) unless the route says `protocol: http`.
+const RED_END: [&str; 4] = [
+    "response_header(:status)",
+    "response_header(grpc-status)",
+    "now",
+    "record_metric",
+];
 
 fn steady(config: &str) -> Vec<String> {
     calls(config, 3).pop().unwrap()
@@ -114,11 +121,19 @@ fn the_old_calls_come_back_when_asked_for() {
         "set_request_header(x-meshguard-variant)",
         "clear_route_cache()",
         "response_header(:status)",
+        "response_header(grpc-status)",
         "now",
         "increment_metric",
         "increment_metric",
         "record_metric",
     ];
+    assert_eq!(steady(&config), list(&[&want]));
+}
+
+#[test]
+fn an_http_route_does_not_look_for_grpc_status() {
+    let config = METRICS.replace(r#""name": "web""#, r#""name": "web", "protocol": "http""#);
+    let want = ["now", "response_header(:status)", "now", "record_metric"];
     assert_eq!(steady(&config), list(&[&want]));
 }
 

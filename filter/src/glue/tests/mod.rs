@@ -13,6 +13,7 @@ mod apply;
 mod breaker;
 mod budget;
 mod global;
+mod grpc;
 mod ratelimit;
 mod request;
 mod rollout;

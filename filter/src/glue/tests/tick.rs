@@ -124,3 +124,30 @@ fn immediate_counters_need_no_tick() {
     );
     assert!(!Worker::default().holds_counts());
 }
+
+#[test]
+fn a_long_stream_ending_after_the_tick_stopped_starts_it_again() {
+    let host = FakeHost::new().at(1_000 * MS);
+    let p = plugin(METRICS, &host);
+    assert!(p.worker.set_tick(&host, TICK_MS));
+    // A WebSocket-like stream starts; its +1 is handed over, then nothing happens
+    // for more than a second and the tick stops.
+    let s = on_request_headers(&host, &p, &rng(1)).state;
+    ticks(&host, &p, IDLE_TICKS + 1);
+    assert!(!p.worker.ticking());
+    assert_eq!(host.metric_now("meshguard.requests_in_flight.route.web"), 1);
+    // It ends: its counts wait, so the tick starts again and hands them over.
+    host.calls.borrow_mut().clear();
+    on_log(&host, &p, &s);
+    assert!(p.worker.ticking());
+    assert!(host
+        .calls
+        .borrow()
+        .contains(&"set_tick_period(50)".to_string()));
+    ticks(&host, &p, 1);
+    assert_eq!(host.metric_now("meshguard.requests_in_flight.route.web"), 0);
+    assert_eq!(
+        host.metric_now("meshguard.requests_total.route.web.variant.none.code_class.none"),
+        1
+    );
+}
