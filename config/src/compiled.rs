@@ -32,6 +32,11 @@ pub struct CompiledConfig {
     /// How the filter uses its host (routing headers, route cache, header reads,
     /// client address, counters).
     pub tuning: crate::tuning::Tuning,
+    /// Decision records and the status document, when any is on.
+    pub explain: Option<crate::explain::CompiledExplain>,
+    /// The config's revision: a fingerprint of its bytes (0 until
+    /// [`crate::load_json`] sets it).
+    pub revision: u64,
 }
 
 /// A route with its matchers prepared.

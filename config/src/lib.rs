@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod canary;
 pub mod cidr;
 pub mod compiled;
+pub mod explain;
 pub mod fingerprint;
 pub mod grpc;
 mod jsonpath;
@@ -29,6 +30,7 @@ pub mod ratelimit;
 pub mod raw;
 #[cfg(feature = "cli")]
 pub mod render;
+pub mod report;
 pub mod rollout;
 pub mod route;
 pub mod status;
@@ -96,7 +98,9 @@ pub fn parse_yaml(bytes: &[u8]) -> Result<Config, Problem> {
 /// Parses, validates and compiles a JSON config: what `on_configure` does.
 pub fn load_json(bytes: &[u8]) -> Result<CompiledConfig, Vec<Problem>> {
     let raw = parse_json(bytes).map_err(|p| vec![p])?;
-    validate::validate(&raw)
+    let mut config = validate::validate(&raw)?;
+    config.revision = fingerprint::fingerprint_bytes(&[bytes]);
+    Ok(config)
 }
 
 fn display_path(p: &str) -> String {

@@ -41,6 +41,11 @@ impl Problems {
         self.list.is_empty()
     }
 
+    /// How many problems were recorded.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
     /// Moves these problems into `into`; true when there were none (the part they
     /// were collected for is valid).
     pub fn merge_into(self, into: &mut Problems) -> bool {

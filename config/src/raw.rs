@@ -59,6 +59,9 @@ pub struct Config {
     /// RED metrics options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// Decision records and the status document (all off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<crate::explain::Explain>,
 }
 
 /// A rate limit service speaking Envoy's `envoy.service.ratelimit.v3` API.

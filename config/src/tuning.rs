@@ -146,7 +146,8 @@ pub fn resolve_header_reads(raw: &Config, config: &mut CompiledConfig) {
 
 /// Every request header (pseudo-headers included) the config may read for some
 /// request: route conditions, canary rules and sticky keys, the routing header of
-/// trusted callers, rate-limit keys, and the client-address header.
+/// trusted callers, rate-limit keys, the client-address header, and what
+/// `explain` reads (its ask header, `:path` for the status path).
 pub fn headers_read(config: &CompiledConfig) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let client_address = |names: &mut BTreeSet<String>| {
@@ -186,6 +187,17 @@ pub fn headers_read(config: &CompiledConfig) -> BTreeSet<String> {
         }
         if !c.trusted.is_empty() {
             names.insert(config.variant_header.clone());
+            client_address(&mut names);
+        }
+    }
+    if let Some(e) = &config.explain {
+        if let Some((ask, _)) = &e.header {
+            names.insert(ask.clone());
+        }
+        if e.status_path.is_some() {
+            names.insert(":path".into());
+        }
+        if e.header.is_some() || e.status_path.is_some() {
             client_address(&mut names);
         }
     }

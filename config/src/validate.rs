@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 
 use crate::compiled::CompiledConfig;
+use crate::explain::compile_explain;
 use crate::names::check_header_name;
 use crate::problem::{at_most, index, join, Problem, Problems};
 use crate::ratelimit::{compile_rate_limit, compile_service};
@@ -118,6 +119,19 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
         }
     };
     let tuning = compile_tuning(raw, &mut p);
+    let taken: Vec<&str> = [
+        Some(&variant_header),
+        Some(&cluster_header),
+        route_header.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::as_str)
+    .collect();
+    let explain = raw
+        .explain
+        .as_ref()
+        .and_then(|e| compile_explain(e, "explain", &taken, &mut p));
     if p.is_empty() {
         let mut config = CompiledConfig {
             count_unmatched,
@@ -130,6 +144,8 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             top_level_rate_limits,
             rate_limit_service,
             tuning,
+            explain,
+            revision: 0,
         };
         resolve_header_reads(raw, &mut config);
         Ok(config)

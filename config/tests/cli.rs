@@ -188,6 +188,44 @@ fn schema_is_json_naming_every_top_level_field() {
 }
 
 #[test]
+fn the_decision_and_status_schemas_describe_their_documents() {
+    let (code, out, _) = meshguard(&["schema", "decision"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for field in [
+        "route", "variant", "reason", "limits", "breaker", "analysis", "reply",
+    ] {
+        assert!(schema["properties"].get(field).is_some(), "{field}: {out}");
+    }
+    let (code, out, _) = meshguard(&["schema", "status"]);
+    assert_eq!(code, 0);
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for field in ["schema", "plugin", "revision", "routes", "policies"] {
+        assert!(schema["properties"].get(field).is_some(), "{field}: {out}");
+    }
+    assert_eq!(meshguard(&["schema", "nope"]).0, 2);
+}
+
+#[test]
+fn status_needs_one_http_url_and_fails_when_nothing_answers() {
+    assert_eq!(meshguard(&["status"]).0, 2);
+    assert_eq!(meshguard(&["status", "https://example.test/s"]).0, 2);
+    assert_eq!(meshguard(&["status", "http://a/", "http://b/"]).0, 2);
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = meshguard(&["status", &format!("http://127.0.0.1:{port}/s")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("meshguard status: http://127.0.0.1:"),
+        "{err}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_two() {
     assert_eq!(meshguard(&[]).0, 2);
     assert_eq!(meshguard(&["validate"]).0, 2);

@@ -40,6 +40,9 @@ fn command(config: &Path, dir: &Path, concurrency: u32, log: &Path) -> Command {
         .arg("info")
         .arg("--drain-time-s")
         .arg("0")
+        // Access log files reach the disk within 100 ms (tests read them).
+        .arg("--file-flush-interval-msec")
+        .arg("100")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("clone log handle"))
         .stderr(log_file);

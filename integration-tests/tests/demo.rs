@@ -190,4 +190,66 @@ async fn demo_checkout_canary_fails_half_its_requests_and_is_rolled_back_under_l
     assert!(envoy
         .log()
         .contains("meshguard: canary checkout/canary: holding -> rolled_back (errors: e-value"));
+    // Open the breaker on /flaky, then ask `meshguard status` what the demo is doing.
+    let fail = Req::get("/flaky").header("x-demo-fail", "1");
+    send_all(&base, vec![fail; 5], 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let out = std::process::Command::new(repo_root().join("target/release/meshguard"))
+        .args(["status", &format!("{base}/.well-known/meshguard/status")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let block = |route: &str| {
+        let start = table
+            .find(&format!("route {route}"))
+            .unwrap_or_else(|| panic!("{route}: {table}"));
+        let rest = &table[start + 1..];
+        rest[..rest.find("\nroute ").unwrap_or(rest.len())].to_string()
+    };
+    let checkout = block("checkout");
+    assert!(
+        checkout
+            .lines()
+            .any(|l| l.trim_start().starts_with("canary")
+                && l.contains("0.00%")
+                && l.contains("rolled_back")),
+        "{table}"
+    );
+    assert!(
+        checkout.contains("stable           100.00%  baseline"),
+        "{table}"
+    );
+    let flaky = block("flaky");
+    assert!(
+        flaky
+            .lines()
+            .any(|l| l.trim_start().starts_with("all") && l.contains(" open ")),
+        "{table}"
+    );
+    assert!(table.contains("per-client"), "{table}");
+    // Every request leaves an access log line with its decision: the rejected one too.
+    let r = send_all(&base, vec![Req::get("/flaky")], 1).await;
+    assert_eq!(r[0].status, 503);
+    let want = r#"meshguard={"route":"flaky","breaker":"open","reply":"breaker_open"}"#;
+    let mut log = String::new();
+    for _ in 0..40 {
+        log = envoy.log();
+        if log
+            .lines()
+            .any(|l| l.contains("\"GET /flaky\" 503") && l.contains(want))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET /flaky\" 503") && l.contains(want)),
+        "{log}"
+    );
 }

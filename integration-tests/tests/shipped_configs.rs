@@ -57,6 +57,7 @@ async fn sidecar_routes_variants_and_keeps_propagated_canary_requests_on_canary(
     let on_canary = first.iter().filter(|u| *u == "canary").count();
     // Binomial(2000, 0.1): sd 13.4; 3 sd = 40.
     assert!((on_canary as i64 - 200).abs() <= 40, "{on_canary}");
+    assert_decisions_logged(&envoy);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -133,6 +134,7 @@ async fn edge_gateway_scrubs_client_headers_limits_per_client_and_pins_browsers(
             "allowed responses advertise the limit"
         );
     }
+    assert_decisions_logged(&envoy);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,4 +169,21 @@ async fn fleet_config_limits_each_api_key_through_the_rate_limit_service() {
     assert!(answers.iter().any(|r| r.status == 429));
     let other = send_all(&base, vec![Req::get("/").header("x-api-key", "k2")], 1).await;
     assert_eq!(other[0].status, 200, "each key its own counter");
+    assert_decisions_logged(&envoy);
+}
+
+/// The shipped access log line carries meshguard's decision with Envoy's request id.
+fn assert_decisions_logged(envoy: &Envoy) {
+    let mut log = String::new();
+    for _ in 0..40 {
+        log = envoy.log();
+        if log
+            .lines()
+            .any(|l| l.contains(" id=") && l.contains(r#"meshguard={"route":""#))
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no access log line with a decision:\n{log}");
 }

@@ -16,7 +16,11 @@ USAGE:
     meshguard validate FILE...   check configs (.json, .yaml, .yml); one line per problem
     meshguard render --target envoy|istio|envoy-gateway [OPTIONS] FILE
                                  print deployment manifests with the config embedded
-    meshguard schema             print the JSON Schema of the config
+    meshguard schema [config|decision|status]
+                                 print a JSON Schema (default: the config's)
+    meshguard status [--json] URL
+                                 fetch a live status document (explain.statusPath)
+                                 and print it as tables, or as JSON with --json
     meshguard help               this text
 
 RENDER OPTIONS:
@@ -28,13 +32,15 @@ RENDER OPTIONS:
     --gateway NAME               Envoy Gateway Gateway to attach to (default eg)
     --wasm-file PATH             wasm path for plain Envoy (default /etc/envoy/meshguard.wasm)
 
-Exit status: 0 when every file is valid, 1 when any has a problem, 2 on usage errors.";
+Exit status: 0 when every file is valid (status: fetched), 1 when any has a
+problem (status: unreachable or not a status document), 2 on usage errors.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("validate") if args.len() > 1 => validate_files(args.get(1..).unwrap_or_default()),
-        Some("schema") if args.len() == 1 => print_schema(),
+        Some("schema") if args.len() <= 2 => print_schema(args.get(1).map(String::as_str)),
+        Some("status") => status(args.get(1..).unwrap_or_default()),
         Some("render") => render(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
@@ -193,8 +199,19 @@ fn validate_files(files: &[String]) -> ExitCode {
     }
 }
 
-fn print_schema() -> ExitCode {
-    let schema = schemars::schema_for!(meshguard_config::Config);
+fn print_schema(which: Option<&str>) -> ExitCode {
+    use meshguard_config::report::{decision_schema, status_schema};
+    let schema = match which {
+        None | Some("config") => schemars::schema_for!(meshguard_config::Config),
+        Some("decision") => decision_schema(),
+        Some("status") => status_schema(),
+        Some(other) => {
+            eprintln!(
+                "meshguard schema: unknown document {other:?}: use config, decision or status"
+            );
+            return ExitCode::from(2);
+        }
+    };
     match serde_json::to_string_pretty(&schema) {
         Ok(s) => {
             println!("{s}");
@@ -205,4 +222,64 @@ fn print_schema() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `meshguard status [--json] URL`: GET the status document and print it.
+fn status(args: &[String]) -> ExitCode {
+    let json = args.iter().any(|a| a == "--json");
+    let urls: Vec<&String> = args.iter().filter(|a| *a != "--json").collect();
+    let [url] = urls.as_slice() else {
+        eprintln!("meshguard status: needs one URL, e.g. http://127.0.0.1:10000/.well-known/meshguard/status\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    if !url.starts_with("http://") {
+        eprintln!("meshguard status: the URL must start with http://, got {url:?}");
+        return ExitCode::from(2);
+    }
+    let body = match fetch(url) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("meshguard status: {url}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let doc: meshguard_config::report::Status = match serde_json::from_str(&body) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "meshguard status: {url} did not answer a status document ({e}); is the caller in explain.trustedSources?"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&doc) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("meshguard status: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", meshguard_config::report::render_table(&doc));
+    }
+    ExitCode::SUCCESS
+}
+
+fn fetch(url: &str) -> Result<String, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {}", body.trim()));
+    }
+    Ok(body)
 }

@@ -74,6 +74,15 @@ pub struct StreamState {
     /// The request is gRPC (noted only when it waits for the rate limit service,
     /// whose verdict may need a gRPC reply).
     pub grpc_request: bool,
+    /// A trusted caller asked for the decision header.
+    pub asked: bool,
+    /// The decision header's value, to add to the response.
+    pub decision_header: Option<String>,
+    /// The breaker of the chosen variant was open: its fallback variant serves.
+    pub fallback: bool,
+    /// Rate-limit events from before a wait for the rate limit service, kept for
+    /// the decision record (only when `explain` builds one).
+    pub earlier: Vec<Event>,
 }
 
 impl StreamState {
@@ -102,6 +111,8 @@ pub enum ReplyReason {
     BreakerHalfOpen,
     /// The route's concurrency limit is reached.
     Concurrency,
+    /// A trusted caller asked for the status document.
+    Status,
 }
 
 /// A local reply: the request is answered by meshguard, not the upstream.
@@ -112,7 +123,7 @@ pub struct LocalReply<'rt> {
     /// Response headers (a rate limit service may name some).
     pub headers: Vec<(Cow<'static, str>, String)>,
     /// Body.
-    pub body: &'rt str,
+    pub body: Cow<'rt, str>,
     /// Why.
     pub reason: ReplyReason,
     /// The gRPC status this reply carries when the request is gRPC.
@@ -128,7 +139,7 @@ pub struct GrpcReply<'rt> {
     /// `grpc-status`.
     pub status: u32,
     /// `grpc-message`: the body without its trailing newline.
-    pub message: &'rt str,
+    pub message: Cow<'rt, str>,
 }
 
 /// Something to count or log.
@@ -140,6 +151,24 @@ pub enum Event {
         policy: usize,
         /// What happened.
         outcome: RateLimitOutcome,
+        /// Whole tokens left after the charge, when a local bucket decided.
+        remaining: Option<u64>,
+    },
+    /// A local charge of policy `policy` used its table: the shared overflow
+    /// bucket (`overflow`), or a slot no key had held before (`claimed`).
+    TableUse {
+        /// Index of the policy.
+        policy: usize,
+        /// Charged to the overflow bucket: every candidate slot was busy.
+        overflow: bool,
+        /// A new key took a slot never used before (the table's occupancy grew).
+        claimed: bool,
+    },
+    /// A local charge of policy `policy` gave up after its compare-and-swap
+    /// retries ran out (other workers kept writing the same slot).
+    StoreConflict {
+        /// Index of the policy.
+        policy: usize,
     },
     /// A breaker instance changed phase.
     BreakerTransition {
@@ -210,6 +239,9 @@ pub struct RequestEffects<'rt> {
     pub reply: Option<LocalReply<'rt>>,
     /// What to count and log.
     pub events: Vec<Event>,
+    /// The decision record, JSON, for filter state and the debug log (when
+    /// `explain` asks for them).
+    pub decision: Option<String>,
 }
 
 /// What to add to the response as it passes.

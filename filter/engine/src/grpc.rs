@@ -38,7 +38,10 @@ pub fn shape(reply: &mut LocalReply<'_>, grpc: bool) {
     }
     reply.grpc = Some(GrpcReply {
         status: reply.grpc_status,
-        message: reply.body.trim_end_matches('\n'),
+        message: match &reply.body {
+            Cow::Borrowed(b) => Cow::Borrowed(b.trim_end_matches('\n')),
+            Cow::Owned(b) => Cow::Owned(b.trim_end_matches('\n').to_owned()),
+        },
     });
 }
 
@@ -83,7 +86,7 @@ mod tests {
                 ("content-type".into(), "text/plain; charset=utf-8".into()),
                 ("ratelimit".into(), "\"api\";r=0;t=3".into()),
             ],
-            body: "rate limited\n",
+            body: "rate limited\n".into(),
             reason: ReplyReason::RateLimited { policy: 0 },
             grpc_status: 8,
             grpc: None,
@@ -96,7 +99,7 @@ mod tests {
             r.grpc,
             Some(GrpcReply {
                 status: 8,
-                message: "rate limited"
+                message: "rate limited".into()
             })
         );
         let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_ref()).collect();

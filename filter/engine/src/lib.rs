@@ -17,6 +17,7 @@ mod analysis;
 mod breaker;
 mod canary;
 pub mod decision;
+mod explain;
 mod grpc;
 mod hash;
 mod le;

@@ -180,6 +180,24 @@ pub fn ratelimit_leases(policy: &str) -> String {
     format!("meshguard.ratelimit_leases_total.policy.{policy}")
 }
 
+/// `meshguard.ratelimit_overflow_total.policy.<policy>`: charges that went to the
+/// shared overflow bucket (every candidate slot busy: `maxKeys` exhausted).
+pub fn ratelimit_overflow(policy: &str) -> String {
+    format!("meshguard.ratelimit_overflow_total.policy.{policy}")
+}
+
+/// `meshguard.ratelimit_table_keys.policy.<policy>`: slots of the table that a key
+/// has taken since Envoy started (a gauge every worker adds to).
+pub fn ratelimit_table_keys(policy: &str) -> String {
+    format!("meshguard.ratelimit_table_keys.policy.{policy}")
+}
+
+/// `meshguard.ratelimit_store_conflicts_total.policy.<policy>`: charges that gave
+/// up after their compare-and-swap retries ran out.
+pub fn ratelimit_store_conflicts(policy: &str) -> String {
+    format!("meshguard.ratelimit_store_conflicts_total.policy.{policy}")
+}
+
 /// `meshguard.ratelimit_cached_rejections_total.policy.<policy>`.
 pub fn ratelimit_cached_rejections(policy: &str) -> String {
     format!("meshguard.ratelimit_cached_rejections_total.policy.{policy}")

@@ -44,6 +44,14 @@ impl<I: Ids> Runtime<I> {
         now: Option<u64>,
     ) -> (StreamState, RequestEffects<'rt>) {
         let mut fx = RequestEffects::default();
+        if self.wants_status(req) {
+            fx.reply = Some(self.status_reply(store, now));
+            let state = StreamState {
+                rejected: true,
+                ..StreamState::default()
+            };
+            return (state, fx);
+        }
         let index = select_route(self.routes.iter().map(|r| &r.route), req);
         let route = index.and_then(|i| self.routes.get(i));
         let mut state = StreamState {
@@ -58,8 +66,10 @@ impl<I: Ids> Runtime<I> {
         if now.is_none() && route.is_some() {
             fx.events.push(Event::Warning(NO_CLOCK.into()));
         }
+        state.asked = self.asks_decision(req);
         let Some((i, route)) = index.zip(route) else {
             self.routing_headers(None, None, &mut fx);
+            self.explain_decision(&mut state, &[], &mut fx);
             return (state, fx);
         };
         if let Some(now) = now {
@@ -72,6 +82,7 @@ impl<I: Ids> Runtime<I> {
                     grpc::shape(&mut reply, grpc::is_grpc_request(req));
                     state.rejected = true;
                     fx.reply = Some(reply);
+                    self.explain_decision(&mut state, &[], &mut fx);
                     return (state, fx);
                 }
             }
@@ -99,8 +110,12 @@ impl<I: Ids> Runtime<I> {
             if let Some(reply) = &mut fx.reply {
                 grpc::shape(reply, grpc::is_grpc_request(req));
             }
+            self.explain_decision(&mut state, &[], &mut fx);
         } else {
             state.grpc_request = grpc::is_grpc_request(req);
+            if self.explain.is_some() {
+                state.earlier.clone_from(&fx.events);
+            }
         }
         (state, fx)
     }
@@ -134,6 +149,8 @@ impl<I: Ids> Runtime<I> {
                 }
             }
         }
+        let earlier = std::mem::take(&mut state.earlier);
+        self.explain_decision(state, &earlier, &mut fx);
         fx
     }
 
@@ -156,6 +173,7 @@ impl<I: Ids> Runtime<I> {
                 Gate::Fallback(v, ticket) => {
                     state.variant = Some(v);
                     state.ticket = Some(ticket);
+                    state.fallback = true;
                 }
                 Gate::Rejected(reply) => {
                     state.rejected = true;
@@ -240,6 +258,10 @@ impl<I: Ids> Runtime<I> {
                 .iter()
                 .map(|(k, v)| (Cow::Owned(k.clone()), v.clone())),
         );
+        let asked = self.explain.as_ref().and_then(|e| e.header.as_ref());
+        if let (Some((_, name)), Some(value)) = (asked, state.decision_header.take()) {
+            edits.set.push((Cow::Borrowed(name.as_str()), value));
+        }
         let policy = state
             .route
             .and_then(|i| self.routes.get(i))
@@ -495,7 +517,7 @@ mod tests {
         let (state, fx) = rt.decide(&mut Req::default(), &mut store, &Rng::new(1), Some(SEC));
         assert!(state.rejected);
         let reply = fx.reply.expect("a reply");
-        assert_eq!((reply.status, reply.body), (503, "slow down"));
+        assert_eq!((reply.status, reply.body.as_ref()), (503, "slow down"));
         assert_eq!(reply.reason, ReplyReason::RateLimited { policy: 0 });
         assert!(reply
             .headers
@@ -505,7 +527,8 @@ mod tests {
             fx.events,
             vec![Event::RateLimit {
                 policy: 0,
-                outcome: RateLimitOutcome::Limited
+                outcome: RateLimitOutcome::Limited,
+                remaining: Some(0),
             }]
         );
     }

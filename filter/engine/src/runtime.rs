@@ -6,7 +6,7 @@
 //! so each route, breaker instance and policy carries its own ids as named fields
 //! and the engine never needs to know what they are.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use meshguard_config::compiled::{CompiledConfig, CompiledRoute};
 use meshguard_config::ratelimit::{CompiledRateLimit, CompiledRateLimitService};
@@ -83,6 +83,10 @@ pub struct Runtime<I: Ids> {
     pub rate_limit_service: Option<CompiledRateLimitService>,
     /// How the host is used (routing headers, route cache, reads, counters).
     pub tuning: meshguard_config::tuning::Tuning,
+    /// Decision records and the status document, when any is on.
+    pub explain: Option<meshguard_config::explain::CompiledExplain>,
+    /// The config's revision (a fingerprint of its bytes).
+    pub revision: u64,
 }
 
 /// One route and what deciding its requests needs.
@@ -135,6 +139,8 @@ pub struct PolicyRuntime<I: Ids> {
     pub global: Option<RefCell<GlobalState>>,
     /// Its metrics.
     pub ids: I::Policy,
+    /// What this worker counted for the status document.
+    pub counts: Cell<meshguard_config::report::WorkerCounts>,
 }
 
 /// The `variant` labels of a route's RED series: its variants and `none` (requests
@@ -194,6 +200,8 @@ impl<I: Ids> Runtime<I> {
             count_unmatched,
             rate_limit_service,
             tuning,
+            explain,
+            revision,
         } = config;
         let policies = rate_limits
             .into_iter()
@@ -213,6 +221,7 @@ impl<I: Ids> Runtime<I> {
                         max_keys: policy.max_keys,
                     },
                     leases: RefCell::new(Leases::default()),
+                    counts: Cell::default(),
                     policy,
                 })
             })
@@ -240,6 +249,8 @@ impl<I: Ids> Runtime<I> {
             store_prefix,
             rate_limit_service,
             tuning,
+            explain,
+            revision,
         })
     }
 

@@ -6,8 +6,9 @@ use meshguard_config::ratelimit::CompiledRateLimit;
 use meshguard_engine::metrics::{
     breaker_rejected, breaker_state, breaker_transitions, canary_evidence, canary_shadow_verdict,
     canary_state, canary_transitions, canary_weight, grpc_requests_total,
-    ratelimit_cached_rejections, ratelimit_leases, ratelimit_requests, ratelimit_rpc_duration,
-    request_duration, requests_in_flight, requests_total,
+    ratelimit_cached_rejections, ratelimit_leases, ratelimit_overflow, ratelimit_requests,
+    ratelimit_rpc_duration, ratelimit_store_conflicts, ratelimit_table_keys, request_duration,
+    requests_in_flight, requests_total,
 };
 use meshguard_engine::{
     ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, GrpcLabel, Ids, Label, Phase,
@@ -35,6 +36,12 @@ pub struct PolicyIds {
     pub outcomes: ByLabel<RateLimitOutcome, u32>,
     /// A global policy's: the call histogram, leases and cached rejections.
     pub global: Option<GlobalIds>,
+    /// `ratelimit_overflow_total`.
+    pub overflow: u32,
+    /// `ratelimit_table_keys` (a gauge).
+    pub keys: u32,
+    /// `ratelimit_store_conflicts_total`.
+    pub conflicts: u32,
 }
 
 /// The metrics of a global policy's calls to the rate limit service.
@@ -172,6 +179,9 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
                 host.define_metric(MetricKind::Counter, &ratelimit_requests(name, outcome))
             })?,
             global,
+            overflow: host.define_metric(MetricKind::Counter, &ratelimit_overflow(name))?,
+            keys: host.define_metric(MetricKind::Gauge, &ratelimit_table_keys(name))?,
+            conflicts: host.define_metric(MetricKind::Counter, &ratelimit_store_conflicts(name))?,
         })
     }
 
@@ -214,7 +224,27 @@ fn count(host: &impl Host, plugin: &Plugin, id: Option<&u32>) {
 pub fn record_events(host: &impl Host, plugin: &Plugin, events: &[Event]) {
     for e in events {
         match e {
-            Event::RateLimit { policy, outcome } => count(
+            Event::TableUse {
+                policy,
+                overflow,
+                claimed,
+            } => {
+                let ids = plugin.policies.get(*policy).map(|p| &p.ids);
+                if *overflow {
+                    count(host, plugin, ids.map(|i| &i.overflow));
+                }
+                if *claimed {
+                    count(host, plugin, ids.map(|i| &i.keys));
+                }
+            }
+            Event::StoreConflict { policy } => count(
+                host,
+                plugin,
+                plugin.policies.get(*policy).map(|p| &p.ids.conflicts),
+            ),
+            Event::RateLimit {
+                policy, outcome, ..
+            } => count(
                 host,
                 plugin,
                 plugin

@@ -8,6 +8,7 @@ use meshguard_engine::{
 };
 use meshguard_rls_proto::{METHOD, SERVICE};
 
+use meshguard_config::explain::FILTER_STATE_KEY;
 use meshguard_config::tuning::RouteCache;
 
 use super::metrics::{in_flight, record_events, record_red};
@@ -139,6 +140,17 @@ fn resume(host: &impl Host, plugin: &Plugin, stream: &mut Stream) {
 /// local reply or the request-header edits (and the route re-pick they need).
 pub fn apply_request(host: &impl Host, plugin: &Plugin, effects: RequestEffects<'_>) {
     record_events(host, plugin, &effects.events);
+    if let (Some(decision), Some(explain)) = (&effects.decision, &plugin.explain) {
+        if explain.filter_state {
+            warn_on_err(
+                host,
+                host.set_property(FILTER_STATE_KEY, decision.as_bytes()),
+            );
+        }
+        if explain.log {
+            host.log(Level::Debug, &format!("meshguard: decision {decision}"));
+        }
+    }
     if let Some(reply) = effects.reply {
         let headers: Vec<(&str, &str)> = reply
             .headers
@@ -146,7 +158,7 @@ pub fn apply_request(host: &impl Host, plugin: &Plugin, effects: RequestEffects<
             .map(|(k, v)| (k.as_ref(), v.as_str()))
             .collect();
         let sent = match &reply.grpc {
-            Some(g) => host.send_grpc_reply(g.status, g.message, &headers),
+            Some(g) => host.send_grpc_reply(g.status, &g.message, &headers),
             None => host.send_local_reply(reply.status, &headers, reply.body.as_bytes()),
         };
         warn_on_err(host, sent);

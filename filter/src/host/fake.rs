@@ -55,6 +55,8 @@ pub struct FakeHost {
     pub response_trailers: RefCell<Vec<(String, Vec<u8>)>>,
     /// How often the route cache was cleared.
     pub route_cache_clears: Cell<u32>,
+    /// Properties set (Envoy's filter state), in order.
+    pub filter_state: RefCell<Vec<(String, Vec<u8>)>>,
     /// The clock, in nanoseconds.
     pub now: Cell<u64>,
     /// The clock fails.
@@ -261,6 +263,14 @@ impl Host for FakeHost {
     fn source_address(&self) -> Result<Option<Vec<u8>>, HostError> {
         self.call("property", "source.address");
         Ok(self.source.clone())
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.call("set_property", name);
+        self.filter_state
+            .borrow_mut()
+            .push((name.to_owned(), value.to_vec()));
+        Ok(())
     }
 
     fn clear_route_cache(&self) -> Result<(), HostError> {

@@ -53,6 +53,8 @@ pub enum Level {
     Warn,
     /// Notable events.
     Info,
+    /// Per-request detail (the decision log, `explain.log`).
+    Debug,
 }
 
 /// The proxy, as the glue sees it.
@@ -67,6 +69,9 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError>;
     /// Envoy's `source.address` property (`ip:port`).
     fn source_address(&self) -> Result<Option<Vec<u8>>, HostError>;
+    /// Sets the stream's property `name` (Envoy keeps it as filter state
+    /// `wasm.<name>`, readable by access logs).
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError>;
     /// Makes Envoy pick the route again after a routing header changed (Envoy's
     /// `clear_route_cache` foreign function; header edits alone do not always do it).
     fn clear_route_cache(&self) -> Result<(), HostError>;

@@ -61,6 +61,10 @@ impl Host for ProxyHost {
             .map_err(|s| err("get_property", "source.address", s))
     }
 
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_property(vec![name], Some(value)).map_err(|s| err("set_property", name, s))
+    }
+
     fn clear_route_cache(&self) -> Result<(), HostError> {
         hostcalls::call_foreign_function("clear_route_cache", None)
             .map(|_| ())
@@ -226,6 +230,7 @@ impl Host for ProxyHost {
             Level::Error => LogLevel::Error,
             Level::Warn => LogLevel::Warn,
             Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
         };
         // Nothing sensible remains to be done if logging itself fails.
         let _ = hostcalls::log(level, message);

@@ -3,6 +3,8 @@
 //! says no); at stream end give the slot back and record the outcome once; on the
 //! tick write what an idle worker still holds.
 
+use std::borrow::Cow;
+
 use meshguard_config::breaker::{CompiledBreaker, OpenAction};
 
 use super::machine::{Admission, Outcome, Transition};
@@ -108,7 +110,7 @@ fn reply(b: &CompiledBreaker, retry_s: u64, reason: ReplyReason) -> LocalReply<'
                 "text/plain; charset=utf-8".to_string(),
             ),
         ],
-        body: &b.body,
+        body: Cow::Borrowed(&b.body),
         reason,
         grpc_status: b.grpc_status,
         grpc: None,

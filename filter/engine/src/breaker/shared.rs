@@ -32,7 +32,6 @@ pub fn release(store: &mut impl SharedStore, key: &str) -> Result<(), StoreError
 }
 
 /// The number of requests in flight.
-#[cfg(test)]
 pub fn in_flight(store: &mut impl SharedStore, key: &str) -> Result<u32, StoreError> {
     Ok(count(store.get(key)?.0.as_deref()))
 }

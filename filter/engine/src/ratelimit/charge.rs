@@ -15,7 +15,7 @@ use super::table::{fingerprint, Charge};
 use crate::decision::{Advertised, Event, LocalReply, ReplyReason};
 use crate::metrics::RateLimitOutcome;
 use crate::runtime::{Ids, PolicyRuntime, RouteRuntime, Runtime};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 use crate::time::ceil_seconds;
 use crate::view::RequestView;
 
@@ -130,6 +130,7 @@ pub fn charge_route<'rt, I: Ids>(
             Pre::Leased => events.push(Event::RateLimit {
                 policy: i,
                 outcome: RateLimitOutcome::Allowed,
+                remaining: None,
             }),
             Pre::Cached { retry_ns } => {
                 events.push(Event::GlobalCachedRejection { policy: i });
@@ -180,6 +181,33 @@ fn charge_bucket<'rt, I: Ids>(
     passed: &mut Vec<Advertised>,
 ) -> Result<(), LocalReply<'rt>> {
     let charged = charge_leased(&mut p.leases.borrow_mut(), store, &p.table, key, now);
+    let mut counts = p.counts.get();
+    let remaining = match &charged {
+        Charge::Decided {
+            verdict,
+            overflow,
+            claimed,
+            ..
+        } => {
+            if *overflow || *claimed {
+                counts.overflow += u64::from(*overflow);
+                events.push(Event::TableUse {
+                    policy: i,
+                    overflow: *overflow,
+                    claimed: *claimed,
+                });
+            }
+            Some(verdict.remaining)
+        }
+        Charge::StoreFailed(e) => {
+            counts.store_errors += 1;
+            if *e == StoreError::CasMismatch {
+                events.push(Event::StoreConflict { policy: i });
+            }
+            None
+        }
+    };
+    p.counts.set(counts);
     let (mut outcome, step) = outcome(p, charged);
     if p.policy.global.is_some() {
         outcome = match outcome {
@@ -190,7 +218,11 @@ fn charge_bucket<'rt, I: Ids>(
             other => other,
         };
     }
-    events.push(Event::RateLimit { policy: i, outcome });
+    events.push(Event::RateLimit {
+        policy: i,
+        outcome,
+        remaining,
+    });
     match step {
         Step::Pass(Some(v)) => passed.push(advertised(i, &v)),
         Step::Pass(None) => {}
@@ -217,7 +249,11 @@ fn limited<'rt, I: Ids>(
     } else {
         RateLimitOutcome::Limited
     };
-    events.push(Event::RateLimit { policy: i, outcome });
+    events.push(Event::RateLimit {
+        policy: i,
+        outcome,
+        remaining: None,
+    });
     if shadow {
         return Ok(());
     }
@@ -246,12 +282,14 @@ fn failed<'rt, I: Ids>(
         events.push(Event::RateLimit {
             policy: i,
             outcome: RateLimitOutcome::ErrorAllowed,
+            remaining: None,
         });
         return Ok(());
     }
     events.push(Event::RateLimit {
         policy: i,
         outcome: RateLimitOutcome::ErrorDenied,
+        remaining: None,
     });
     Err(reply(rt, i, &[], None))
 }
@@ -308,6 +346,7 @@ pub fn answer_calls<'rt, I: Ids>(
                 events.push(Event::RateLimit {
                     policy: i,
                     outcome: RateLimitOutcome::Allowed,
+                    remaining: None,
                 });
                 added.request.extend(request_headers.iter().cloned());
                 added.response.extend(response_headers.iter().cloned());
@@ -321,6 +360,9 @@ pub fn answer_calls<'rt, I: Ids>(
                 limited(rt, i, retry_ns, response_headers, events)?;
             }
             (Answered::Error { backoff }, Reply::Error(why)) => {
+                let mut counts = p.counts.get();
+                counts.rpc_errors += 1;
+                p.counts.set(counts);
                 events.push(Event::Warning(format!(
                     "meshguard: rate limit service failed for policy {} ({why}){}",
                     p.policy.name,
@@ -387,7 +429,7 @@ fn reply<'rt, I: Ids>(
     LocalReply {
         status: policy.map_or(429, |p| p.status),
         headers,
-        body: policy.map_or("", |p| p.body.as_str()),
+        body: Cow::Borrowed(policy.map_or("", |p| p.body.as_str())),
         reason: if limiting.is_some() {
             ReplyReason::RateLimited { policy: limiter }
         } else {

@@ -79,6 +79,13 @@ pub struct GlobalState {
     backoff_until: u64,
 }
 
+impl GlobalState {
+    /// Whether this worker is in back-off from the rate limit service at `now`.
+    pub fn in_backoff(&self, now: u64) -> bool {
+        now < self.backoff_until
+    }
+}
+
 /// What the worker can decide without asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pre {

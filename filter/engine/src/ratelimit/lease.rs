@@ -96,6 +96,7 @@ pub fn charge_leased(
                 verdict,
                 overflow: false,
                 cas_retries: 0,
+                claimed: false,
             };
         }
         Some(l) if l.fingerprint == fp => {
@@ -129,12 +130,14 @@ pub fn charge_leased(
             mut verdict,
             overflow,
             cas_retries,
+            claimed,
         } => {
             verdict.remaining += verdict.granted.saturating_sub(1);
             Charge::Decided {
                 verdict,
                 overflow,
                 cas_retries,
+                claimed,
             }
         }
         other => other,

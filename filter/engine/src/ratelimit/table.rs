@@ -55,6 +55,8 @@ pub enum Charge {
         overflow: bool,
         /// Compare-and-swap mismatches on the way.
         cas_retries: u32,
+        /// The key took a slot that no key had held before.
+        claimed: bool,
     },
     /// The store could not be read or updated in [`MAX_CAS_ATTEMPTS`] tries.
     StoreFailed(StoreError),
@@ -97,6 +99,7 @@ struct Target {
     cas: Option<u32>,
     fingerprint: u64,
     overflow: bool,
+    fresh: bool,
 }
 
 fn find(
@@ -122,6 +125,7 @@ fn find(
                     cas,
                     fingerprint: fp,
                     overflow: false,
+                    fresh: false,
                 })
             }
             Some((_, tat)) if !Bucket::is_full(tat, now) => {}
@@ -133,6 +137,7 @@ fn find(
                         cas,
                         fingerprint: fp,
                         overflow: false,
+                        fresh: value.is_none(),
                     });
                 }
             }
@@ -151,6 +156,7 @@ fn find(
         cas,
         fingerprint: 0,
         overflow: true,
+        fresh: false,
     })
 }
 
@@ -199,6 +205,7 @@ pub fn charge_lease(
                 verdict,
                 overflow: target.overflow,
                 cas_retries: retries,
+                claimed: false,
             };
         };
         match store.set(
@@ -211,6 +218,7 @@ pub fn charge_lease(
                     verdict,
                     overflow: target.overflow,
                     cas_retries: retries,
+                    claimed: target.fresh,
                 }
             }
             Err(StoreError::CasMismatch) => {

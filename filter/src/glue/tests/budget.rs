@@ -241,9 +241,10 @@ fn the_tick_hands_over_one_count_per_metric() {
         .iter()
         .filter(|c| c.starts_with("increment_metric"))
         .count();
-    // Two rate-limit outcome counters and one request counter (class `none`, no
-    // response); the in-flight gauge went up and down 100 times: no call.
-    assert_eq!(increments, 3);
+    // Two rate-limit outcome counters, one request counter (class `none`, no
+    // response) and each policy's table-keys gauge (its one key took a fresh
+    // slot); the in-flight gauge went up and down 100 times: no call.
+    assert_eq!(increments, 5);
     assert_eq!(host.metric_now("meshguard.requests_in_flight.route.r3"), 0);
     assert_eq!(
         host.metric_now("meshguard.requests_total.route.r3.variant.stable.code_class.none"),

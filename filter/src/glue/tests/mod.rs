@@ -12,6 +12,7 @@ use crate::host::fake::FakeHost;
 mod apply;
 mod breaker;
 mod budget;
+mod explain;
 mod global;
 mod grpc;
 mod ratelimit;

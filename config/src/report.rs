@@ -1,0 +1,381 @@
+//! The documents meshguard writes about itself: the decision record of one request
+//! and the live status document. The filter writes them, `meshguard status` reads
+//! them, and `meshguard schema decision|status` prints their JSON Schemas.
+
+use serde::{Deserialize, Serialize};
+
+/// The status document's `schema` value.
+pub const STATUS_SCHEMA: &str = "meshguard.status/v1";
+
+/// What meshguard decided for one request, and why.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Decision {
+    /// The matched route (`null`: no route matched; the request passed through).
+    pub route: Option<String>,
+    /// The canary variant that serves the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Why that variant: `propagated` (a trusted caller's variant header),
+    /// `rule:N` (override rule N of the route's canary policy), `sticky` (the
+    /// sticky key's bucket), `sticky_issued` (a new sticky key, set as a cookie),
+    /// `weighted` (a random draw), `rolled_back` (the chosen variant was rolled
+    /// back: the baseline serves), `fallback` (its breaker was open: the
+    /// `fallbackVariant` serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each rate-limit policy that was charged, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitDecision>,
+    /// The breaker: `closed` (admitted), `probe` (admitted as a half-open probe),
+    /// `open` (rejected, or sent to the fallback variant), `half_open` (rejected:
+    /// every probe is out), `at_capacity` (rejected: `maxConcurrent` reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// The served variant's rollout state: `baseline`, `ramping`, `holding`,
+    /// `promoted` or `rolled_back`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<String>,
+    /// Why meshguard answered itself, when it did: `rate_limited`,
+    /// `rate_limit_store_error`, `breaker_open`, `breaker_half_open`,
+    /// `concurrency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+}
+
+/// One rate-limit policy's outcome for a request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitDecision {
+    /// The policy.
+    pub policy: String,
+    /// `allowed`, `limited`, `shadow_limited`, `error_allowed`, `error_denied`,
+    /// `fallback`, `fallback_limited` (the `outcome` label of
+    /// `meshguard_ratelimit_requests_total`), or `cached_limited` (a remembered
+    /// `OVER_LIMIT` of the rate limit service).
+    pub outcome: String,
+    /// Whole tokens left in the key's bucket after the charge, when a local
+    /// bucket decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+}
+
+/// The live status document: what one worker of one Envoy knows, read from the
+/// state all its workers share (breakers, rollouts, rate-limit tables) and from
+/// its own (the per-worker counts).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Status {
+    /// Always `meshguard.status/v1`.
+    pub schema: String,
+    /// The plugin's shared-data prefix (`mg1.<plugin name>`).
+    pub plugin: String,
+    /// The config revision: 16 hex digits fingerprinting the config's bytes.
+    pub revision: String,
+    /// Routes in match order.
+    pub routes: Vec<RouteStatus>,
+    /// Rate-limit policies in config order.
+    pub policies: Vec<PolicyStatus>,
+}
+
+/// One route's live state.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// The route's name.
+    pub name: String,
+    /// Its canary policy's split and rollout, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+    /// Its breaker instances (per variant, or one `all`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerStatus>,
+    /// Requests holding a concurrency slot (with `maxConcurrent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+}
+
+/// A canary policy's live split.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The policy has a rollout (analysis, ramp or manual control).
+    pub rollout: bool,
+    /// The ramp's current step (0-based), with a ramp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// Baseline first.
+    pub variants: Vec<VariantStatus>,
+}
+
+/// One variant's live state.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VariantStatus {
+    /// The variant's name.
+    pub name: String,
+    /// Its effective weight, basis points.
+    pub weight: u32,
+    /// `baseline`, `ramping`, `holding`, `promoted` or `rolled_back`; `static`
+    /// for a split without a rollout (nothing judges or moves it).
+    pub state: String,
+    /// Each sequential test's progress to its rollback threshold, per mille
+    /// (1000: the verdict), with an analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    /// A shadow verdict was reached (judged, not acted on).
+    #[serde(default)]
+    pub shadow_verdict: bool,
+}
+
+/// Evidence against a canary, per mille of the threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Evidence {
+    /// Errors.
+    pub errors: u32,
+    /// Slow calls.
+    pub slow: u32,
+}
+
+/// One breaker instance's live state.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BreakerStatus {
+    /// The variant it is kept for (`all`: one per route).
+    pub variant: String,
+    /// `closed`, `half_open` or `open`.
+    pub phase: String,
+    /// While open: milliseconds until it lets probes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_for_ms: Option<u64>,
+    /// What its window holds now.
+    pub window: WindowCounts,
+}
+
+/// A breaker window's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WindowCounts {
+    /// Calls.
+    pub calls: u32,
+    /// Failed calls.
+    pub failures: u32,
+    /// Slow calls.
+    pub slow: u32,
+}
+
+/// One rate-limit policy's live state.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// The policy's name.
+    pub name: String,
+    /// Decided by the rate limit service.
+    pub global: bool,
+    /// Shadow mode (decides and counts, never rejects).
+    pub shadow: bool,
+    /// Its table of buckets (local policies, and a global one's fallback).
+    pub table: TableStatus,
+    /// This worker's counts since the config was applied.
+    pub worker: WorkerCounts,
+    /// A global policy: this worker is in back-off from the rate limit service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<bool>,
+}
+
+/// A rate-limit table's occupancy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TableStatus {
+    /// Slots (`maxKeys`).
+    pub max_keys: u32,
+    /// Slots read for this document (all of them up to 1024, else the first 1024).
+    pub sampled: u32,
+    /// Of those, the slots that hold a key.
+    pub used: u32,
+    /// The shared overflow bucket (keys beyond capacity) holds spent tokens now.
+    pub overflow_in_use: bool,
+}
+
+/// What one worker counted for a policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkerCounts {
+    /// Charges that went to the overflow bucket.
+    pub overflow: u64,
+    /// Charges whose bucket could not be updated (a store error, or
+    /// compare-and-swap retries exhausted).
+    pub store_errors: u64,
+    /// Calls to the rate limit service that failed (timeout, connection, server).
+    pub rpc_errors: u64,
+}
+
+/// The JSON Schema of the decision record.
+#[cfg(feature = "schema")]
+pub fn decision_schema() -> schemars::Schema {
+    schemars::schema_for!(Decision)
+}
+
+/// The JSON Schema of the status document.
+#[cfg(feature = "schema")]
+pub fn status_schema() -> schemars::Schema {
+    schemars::schema_for!(Status)
+}
+
+/// The status document as an operator reads it in a terminal: one block per
+/// route (canary variants, breakers), then one line per rate-limit policy.
+#[cfg(feature = "cli")]
+pub fn render_table(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "meshguard {}  revision {}", s.plugin, s.revision);
+    for r in &s.routes {
+        let _ = write!(out, "\nroute {}", r.name);
+        if let Some(n) = r.in_flight {
+            let _ = write!(out, "  (in flight {n})");
+        }
+        out.push('\n');
+        if let Some(c) = &r.canary {
+            let step = c
+                .step
+                .map(|s| format!("  ramp step {s}"))
+                .unwrap_or_default();
+            let kind = if c.rollout { "rollout" } else { "static split" };
+            let _ = writeln!(out, "  canary ({kind}){step}");
+            let _ = writeln!(
+                out,
+                "    {:<16} {:>7}  {:<12} {:>9} {:>9}",
+                "VARIANT", "WEIGHT", "STATE", "ERRORS‰", "SLOW‰"
+            );
+            for v in &c.variants {
+                let (e, sl) = v.evidence.map_or(("-".into(), "-".into()), |e| {
+                    (e.errors.to_string(), e.slow.to_string())
+                });
+                let shadow = if v.shadow_verdict {
+                    "  shadow verdict"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {:>6.2}%  {:<12} {:>9} {:>9}{shadow}",
+                    v.name,
+                    f64::from(v.weight) / 100.0,
+                    v.state,
+                    e,
+                    sl
+                );
+            }
+        }
+        if !r.breakers.is_empty() {
+            let _ = writeln!(
+                out,
+                "  breakers\n    {:<16} {:<10} {:>7} {:>9} {:>6}  OPEN FOR",
+                "VARIANT", "PHASE", "CALLS", "FAILURES", "SLOW"
+            );
+            for b in &r.breakers {
+                let open = b
+                    .open_for_ms
+                    .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {:<10} {:>7} {:>9} {:>6}  {open}",
+                    b.variant, b.phase, b.window.calls, b.window.failures, b.window.slow
+                );
+            }
+        }
+    }
+    if !s.policies.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nrate limits\n  {:<20} {:<7} {:>16} {:>9} {:>9} {:>9} {:>9}",
+            "POLICY", "KIND", "KEYS (SAMPLED)", "OVERFLOW", "OVERFLOWS", "STORE ERR", "RPC ERR"
+        );
+        for p in &s.policies {
+            let kind = match (p.global, p.shadow) {
+                (true, _) if p.backoff == Some(true) => "global*",
+                (true, _) => "global",
+                (false, true) => "shadow",
+                (false, false) => "local",
+            };
+            let keys = format!(
+                "{}/{} of {}",
+                p.table.used, p.table.sampled, p.table.max_keys
+            );
+            let _ = writeln!(
+                out,
+                "  {:<20} {:<7} {:>16} {:>9} {:>9} {:>9} {:>9}",
+                p.name,
+                kind,
+                keys,
+                if p.table.overflow_in_use {
+                    "in use"
+                } else {
+                    "idle"
+                },
+                p.worker.overflow,
+                p.worker.store_errors,
+                p.worker.rpc_errors
+            );
+        }
+        if s.policies.iter().any(|p| p.backoff == Some(true)) {
+            out.push_str("  * in back-off from the rate limit service (local fallback applies)\n");
+        }
+    }
+    out
+}
+
+#[cfg(all(test, feature = "cli"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_shows_an_open_breaker_a_rolled_back_canary_and_the_policies() {
+        let doc: Status = serde_json::from_str(
+            r#"{"schema":"meshguard.status/v1","plugin":"mg1.demo","revision":"00000000000000ab",
+                "routes":[{"name":"checkout","inFlight":3,
+                  "canary":{"rollout":true,"step":1,"variants":[
+                    {"name":"stable","weight":10000,"state":"baseline"},
+                    {"name":"canary","weight":0,"state":"rolled_back","evidence":{"errors":1000,"slow":12}}]},
+                  "breakers":[{"variant":"stable","phase":"closed","window":{"calls":40,"failures":1,"slow":0}},
+                              {"variant":"canary","phase":"open","openForMs":2500,"window":{"calls":20,"failures":15,"slow":0}}]}],
+                "policies":[{"name":"per-client","global":false,"shadow":false,
+                  "table":{"maxKeys":10000,"sampled":1024,"used":7,"overflowInUse":false},
+                  "worker":{"overflow":0,"storeErrors":0,"rpcErrors":0}},
+                  {"name":"fleet","global":true,"shadow":false,"backoff":true,
+                  "table":{"maxKeys":100,"sampled":100,"used":0,"overflowInUse":true},
+                  "worker":{"overflow":4,"storeErrors":1,"rpcErrors":9}}]}"#,
+        )
+        .unwrap();
+        let t = render_table(&doc);
+        for want in [
+            "meshguard mg1.demo  revision 00000000000000ab",
+            "route checkout  (in flight 3)",
+            "canary (rollout)  ramp step 1",
+            "canary             0.00%  rolled_back       1000        12",
+            "stable           100.00%  baseline",
+            "canary           open            20        15      0  2.5 s",
+            "per-client",
+            "7/1024 of 10000",
+            "fleet                global*",
+            "in use",
+            "* in back-off",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+    }
+}
