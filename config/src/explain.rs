@@ -31,10 +31,16 @@ pub struct Explain {
     /// access logs: `%FILTER_STATE(wasm.meshguard.decision:PLAIN)%`.
     #[serde(default)]
     pub filter_state: bool,
-    /// Answer a trusted caller that sends the ask header with the decision record
-    /// in a response header.
+    /// Answer a trusted caller that sends `askHeader` with the decision record in
+    /// the `decisionHeader` response header.
+    #[serde(default)]
+    pub header: bool,
+    /// The request header that asks (any value; default `x-meshguard-explain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header: Option<ExplainHeader>,
+    pub ask_header: Option<String>,
+    /// The response header that answers (default `x-meshguard-decision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_header: Option<String>,
     /// Log every decision at debug level (Envoy's `wasm` logger).
     #[serde(default)]
     pub log: bool,
@@ -42,19 +48,6 @@ pub struct Explain {
     /// e.g. `/.well-known/meshguard/status`. Others get the path's normal treatment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_path: Option<String>,
-}
-
-/// The decision header's names.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ExplainHeader {
-    /// Request header that asks (any value; default `x-meshguard-explain`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ask: Option<String>,
-    /// Response header that answers (default `x-meshguard-decision`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
 }
 
 /// `explain`, compiled.
@@ -98,28 +91,29 @@ pub fn compile_explain(
                 .ok()
         })
         .collect();
-    let header = e.header.as_ref().map(|h| {
-        let ask = h.ask.clone().unwrap_or_else(|| DEFAULT_ASK_HEADER.into());
-        let name = h
-            .name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DECISION_HEADER.into());
-        for (field, value) in [("ask", &ask), ("name", &name)] {
-            let at = join(&join(path, "header"), field);
-            if let Err(why) = check_header_name(value, false) {
-                p.push(at, why);
-            } else if taken.contains(&value.as_str()) {
-                p.push(at, format!("{value:?} is already a routing header"));
-            }
+    let ask = e
+        .ask_header
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ASK_HEADER.into());
+    let name = e
+        .decision_header
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DECISION_HEADER.into());
+    for (field, value) in [("askHeader", &ask), ("decisionHeader", &name)] {
+        let at = join(path, field);
+        if let Err(why) = check_header_name(value, false) {
+            p.push(at, why);
+        } else if taken.contains(&value.as_str()) {
+            p.push(at, format!("{value:?} is already a routing header"));
         }
-        if ask == name {
-            p.push(
-                join(&join(path, "header"), "name"),
-                format!("must differ from ask ({ask:?})"),
-            );
-        }
-        (ask, name)
-    });
+    }
+    if ask == name {
+        p.push(
+            join(path, "decisionHeader"),
+            format!("must differ from askHeader ({ask:?})"),
+        );
+    }
+    let header = e.header.then_some((ask, name));
     if let Some(s) = &e.status_path {
         let at = join(path, "statusPath");
         if !s.starts_with('/') {
@@ -167,7 +161,7 @@ mod tests {
 
     #[test]
     fn defaults_fill_the_header_names_and_nothing_on_compiles_to_none() {
-        let c = load_json(br#"{"schemaVersion":1,"explain":{"trustedSources":["10.0.0.0/8"],"header":{},"statusPath":"/.well-known/meshguard/status"}}"#).unwrap();
+        let c = load_json(br#"{"schemaVersion":1,"explain":{"trustedSources":["10.0.0.0/8"],"header":true,"statusPath":"/.well-known/meshguard/status"}}"#).unwrap();
         let e = c.explain.unwrap();
         assert_eq!(
             e.header,
@@ -191,7 +185,7 @@ mod tests {
     fn each_mistake_names_its_field() {
         for (explain, want) in [
             (
-                r#"{"header":{}}"#,
+                r#"{"header":true}"#,
                 "explain.trustedSources: no caller can ask",
             ),
             (
@@ -215,16 +209,16 @@ mod tests {
                 "explain.statusPath: must be printable ASCII",
             ),
             (
-                r#"{"trustedSources":["::1"],"header":{"ask":"X-Bad"}}"#,
-                "explain.header.ask:",
+                r#"{"trustedSources":["::1"],"header":true,"askHeader":"X-Bad"}"#,
+                "explain.askHeader:",
             ),
             (
-                r#"{"trustedSources":["::1"],"header":{"name":"x-meshguard-variant"}}"#,
-                "explain.header.name: \"x-meshguard-variant\" is already a routing header",
+                r#"{"trustedSources":["::1"],"header":true,"decisionHeader":"x-meshguard-variant"}"#,
+                "explain.decisionHeader: \"x-meshguard-variant\" is already a routing header",
             ),
             (
-                r#"{"trustedSources":["::1"],"header":{"ask":"x-a","name":"x-a"}}"#,
-                "explain.header.name: must differ from ask",
+                r#"{"trustedSources":["::1"],"header":true,"askHeader":"x-a","decisionHeader":"x-a"}"#,
+                "explain.decisionHeader: must differ from askHeader",
             ),
             (
                 r#"{"filterstate":true}"#,

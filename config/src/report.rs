@@ -2,13 +2,15 @@
 //! and the live status document. The filter writes them, `meshguard status` reads
 //! them, and `meshguard schema decision|status` prints their JSON Schemas.
 
-use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+use serde::Deserialize;
 
 /// The status document's `schema` value.
 pub const STATUS_SCHEMA: &str = "meshguard.status/v1";
 
 /// What meshguard decided for one request, and why.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Decision {
@@ -45,7 +47,7 @@ pub struct Decision {
 }
 
 /// One rate-limit policy's outcome for a request.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LimitDecision {
@@ -65,7 +67,7 @@ pub struct LimitDecision {
 /// The live status document: what one worker of one Envoy knows, read from the
 /// state all its workers share (breakers, rollouts, rate-limit tables) and from
 /// its own (the per-worker counts).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Status {
@@ -82,7 +84,7 @@ pub struct Status {
 }
 
 /// One route's live state.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteStatus {
@@ -100,7 +102,7 @@ pub struct RouteStatus {
 }
 
 /// A canary policy's live split.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CanaryStatus {
@@ -114,7 +116,7 @@ pub struct CanaryStatus {
 }
 
 /// One variant's live state.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VariantStatus {
@@ -135,7 +137,7 @@ pub struct VariantStatus {
 }
 
 /// Evidence against a canary, per mille of the threshold.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Evidence {
@@ -146,7 +148,7 @@ pub struct Evidence {
 }
 
 /// One breaker instance's live state.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BreakerStatus {
@@ -162,7 +164,7 @@ pub struct BreakerStatus {
 }
 
 /// A breaker window's counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WindowCounts {
@@ -175,7 +177,7 @@ pub struct WindowCounts {
 }
 
 /// One rate-limit policy's live state.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyStatus {
@@ -195,7 +197,7 @@ pub struct PolicyStatus {
 }
 
 /// A rate-limit table's occupancy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TableStatus {
@@ -210,7 +212,7 @@ pub struct TableStatus {
 }
 
 /// What one worker counted for a policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkerCounts {
@@ -221,6 +223,198 @@ pub struct WorkerCounts {
     pub store_errors: u64,
     /// Calls to the rate limit service that failed (timeout, connection, server).
     pub rpc_errors: u64,
+}
+
+// The documents are written by hand, not with serde's `Serialize`: the filter
+// writes them, and serde's serialisers for these types cost about 7 KB of a
+// module that must stay under 1 MiB (twiggy, Envoy 1.40 build). A round-trip test
+// reads every field back through the `Deserialize` the CLI uses.
+
+/// A JSON object being written.
+struct Obj<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn new(out: &'a mut String) -> Obj<'a> {
+        out.push('{');
+        Obj { out, first: true }
+    }
+    fn key(&mut self, k: &str) -> &mut String {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        let _ = write!(self.out, "\"{k}\":");
+        self.out
+    }
+    fn str(&mut self, k: &str, v: &str) {
+        quote(self.key(k), v);
+    }
+    fn opt_str(&mut self, k: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.str(k, v);
+        }
+    }
+    fn num(&mut self, k: &str, v: u64) {
+        let _ = write!(self.key(k), "{v}");
+    }
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k).push_str(if v { "true" } else { "false" });
+    }
+    fn list<T>(&mut self, k: &str, items: &[T], each: impl Fn(&mut String, &T)) {
+        let out = self.key(k);
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            each(out, item);
+        }
+        out.push(']');
+    }
+    fn end(self) {
+        self.out.push('}');
+    }
+}
+
+/// `v` as a JSON string.
+fn quote(out: &mut String, v: &str) {
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Decision {
+    /// The record as compact JSON.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(128);
+        let mut o = Obj::new(&mut out);
+        match &self.route {
+            Some(r) => o.str("route", r),
+            None => o.key("route").push_str("null"),
+        }
+        o.opt_str("variant", self.variant.as_deref());
+        o.opt_str("reason", self.reason.as_deref());
+        if !self.limits.is_empty() {
+            o.list("limits", &self.limits, |out, l| {
+                let mut o = Obj::new(out);
+                o.str("policy", &l.policy);
+                o.str("outcome", &l.outcome);
+                if let Some(r) = l.remaining {
+                    o.num("remaining", r);
+                }
+                o.end();
+            });
+        }
+        o.opt_str("breaker", self.breaker.as_deref());
+        o.opt_str("analysis", self.analysis.as_deref());
+        o.opt_str("reply", self.reply.as_deref());
+        o.end();
+        out
+    }
+}
+
+impl Status {
+    /// The document as compact JSON, with a final newline.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        let mut o = Obj::new(&mut out);
+        o.str("schema", &self.schema);
+        o.str("plugin", &self.plugin);
+        o.str("revision", &self.revision);
+        o.list("routes", &self.routes, |out, r| r.write(out));
+        o.list("policies", &self.policies, |out, p| p.write(out));
+        o.end();
+        out.push('\n');
+        out
+    }
+}
+
+impl RouteStatus {
+    fn write(&self, out: &mut String) {
+        let mut o = Obj::new(out);
+        o.str("name", &self.name);
+        if let Some(c) = &self.canary {
+            let out = o.key("canary");
+            let mut c_o = Obj::new(out);
+            c_o.bool("rollout", c.rollout);
+            if let Some(s) = c.step {
+                c_o.num("step", u64::from(s));
+            }
+            c_o.list("variants", &c.variants, |out, v| {
+                let mut o = Obj::new(out);
+                o.str("name", &v.name);
+                o.num("weight", u64::from(v.weight));
+                o.str("state", &v.state);
+                if let Some(e) = v.evidence {
+                    let mut e_o = Obj::new(o.key("evidence"));
+                    e_o.num("errors", u64::from(e.errors));
+                    e_o.num("slow", u64::from(e.slow));
+                    e_o.end();
+                }
+                o.bool("shadowVerdict", v.shadow_verdict);
+                o.end();
+            });
+            c_o.end();
+        }
+        if !self.breakers.is_empty() {
+            o.list("breakers", &self.breakers, |out, b| {
+                let mut o = Obj::new(out);
+                o.str("variant", &b.variant);
+                o.str("phase", &b.phase);
+                if let Some(ms) = b.open_for_ms {
+                    o.num("openForMs", ms);
+                }
+                let mut w = Obj::new(o.key("window"));
+                w.num("calls", u64::from(b.window.calls));
+                w.num("failures", u64::from(b.window.failures));
+                w.num("slow", u64::from(b.window.slow));
+                w.end();
+                o.end();
+            });
+        }
+        if let Some(n) = self.in_flight {
+            o.num("inFlight", n);
+        }
+        o.end();
+    }
+}
+
+impl PolicyStatus {
+    fn write(&self, out: &mut String) {
+        let mut o = Obj::new(out);
+        o.str("name", &self.name);
+        o.bool("global", self.global);
+        o.bool("shadow", self.shadow);
+        let t = &self.table;
+        let mut t_o = Obj::new(o.key("table"));
+        t_o.num("maxKeys", u64::from(t.max_keys));
+        t_o.num("sampled", u64::from(t.sampled));
+        t_o.num("used", u64::from(t.used));
+        t_o.bool("overflowInUse", t.overflow_in_use);
+        t_o.end();
+        let w = &self.worker;
+        let mut w_o = Obj::new(o.key("worker"));
+        w_o.num("overflow", w.overflow);
+        w_o.num("storeErrors", w.store_errors);
+        w_o.num("rpcErrors", w.rpc_errors);
+        w_o.end();
+        if let Some(b) = self.backoff {
+            o.bool("backoff", b);
+        }
+        o.end();
+    }
 }
 
 /// The JSON Schema of the decision record.
@@ -377,5 +571,107 @@ mod tests {
         ] {
             assert!(t.contains(want), "{want:?} not in\n{t}");
         }
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn every_field_written_reads_back() {
+        let d = Decision {
+            route: Some("api".into()),
+            variant: Some("canary".into()),
+            reason: Some("rule:0".into()),
+            limits: vec![
+                LimitDecision {
+                    policy: "p".into(),
+                    outcome: "allowed".into(),
+                    remaining: Some(4),
+                },
+                LimitDecision {
+                    policy: "q\"\\\n".into(),
+                    outcome: "cached_limited".into(),
+                    remaining: None,
+                },
+            ],
+            breaker: Some("closed".into()),
+            analysis: Some("holding".into()),
+            reply: Some("rate_limited".into()),
+        };
+        assert_eq!(serde_json::from_str::<Decision>(&d.to_json()).unwrap(), d);
+        let none = Decision::default();
+        assert_eq!(none.to_json(), r#"{"route":null}"#);
+        assert_eq!(
+            serde_json::from_str::<Decision>(&none.to_json()).unwrap(),
+            none
+        );
+        let s = Status {
+            schema: STATUS_SCHEMA.into(),
+            plugin: "mg1.x".into(),
+            revision: "00000000000000ff".into(),
+            routes: vec![
+                RouteStatus {
+                    name: "a".into(),
+                    canary: Some(CanaryStatus {
+                        rollout: true,
+                        step: Some(2),
+                        variants: vec![
+                            VariantStatus {
+                                name: "stable".into(),
+                                weight: 9000,
+                                state: "baseline".into(),
+                                evidence: None,
+                                shadow_verdict: false,
+                            },
+                            VariantStatus {
+                                name: "canary".into(),
+                                weight: 1000,
+                                state: "ramping".into(),
+                                evidence: Some(Evidence { errors: 5, slow: 6 }),
+                                shadow_verdict: true,
+                            },
+                        ],
+                    }),
+                    breakers: vec![BreakerStatus {
+                        variant: "all".into(),
+                        phase: "open".into(),
+                        open_for_ms: Some(7),
+                        window: WindowCounts {
+                            calls: 1,
+                            failures: 2,
+                            slow: 3,
+                        },
+                    }],
+                    in_flight: Some(8),
+                },
+                RouteStatus {
+                    name: "b".into(),
+                    ..RouteStatus::default()
+                },
+            ],
+            policies: vec![PolicyStatus {
+                name: "p".into(),
+                global: true,
+                shadow: true,
+                table: TableStatus {
+                    max_keys: 9,
+                    sampled: 9,
+                    used: 1,
+                    overflow_in_use: true,
+                },
+                worker: WorkerCounts {
+                    overflow: 1,
+                    store_errors: 2,
+                    rpc_errors: 3,
+                },
+                backoff: Some(false),
+            }],
+        };
+        let text = s.to_json();
+        assert!(text.ends_with("}\n"));
+        assert_eq!(serde_json::from_str::<Status>(&text).unwrap(), s);
     }
 }

@@ -43,6 +43,8 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "native",
         "router-h2",
         "all-h2",
+        "all-explain",
+        "all-ask",
     ];
     assert_eq!(results.len(), scenarios.len() * 2, "{text}");
     for conc in [1, 2] {

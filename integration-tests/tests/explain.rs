@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 const STATUS_PATH: &str = "/.well-known/meshguard/status";
 
 const CONFIG: &str = r#"{"schemaVersion":1,
-  "explain":{"trustedSources":["127.0.0.1"],"filterState":true,"header":{},
+  "explain":{"trustedSources":["127.0.0.1"],"filterState":true,"header":true,
              "statusPath":"/.well-known/meshguard/status"},
   "routes":[
     {"name":"api","match":{"pathPrefix":"/api"},

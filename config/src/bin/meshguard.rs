@@ -253,7 +253,8 @@ fn status(args: &[String]) -> ExitCode {
         }
     };
     if json {
-        match serde_json::to_string_pretty(&doc) {
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        match serde_json::to_string_pretty(&value) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("meshguard status: {e}");

@@ -80,9 +80,9 @@ pub struct StreamState {
     pub decision_header: Option<String>,
     /// The breaker of the chosen variant was open: its fallback variant serves.
     pub fallback: bool,
-    /// Rate-limit events from before a wait for the rate limit service, kept for
-    /// the decision record (only when `explain` builds one).
-    pub earlier: Vec<Event>,
+    /// Rate-limit outcomes `(policy, outcome, remaining)` from before a wait for
+    /// the rate limit service, kept for the decision record (only with `explain`).
+    pub earlier: Vec<(usize, &'static str, Option<u64>)>,
 }
 
 impl StreamState {

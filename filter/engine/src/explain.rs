@@ -94,20 +94,14 @@ impl<I: Ids> Runtime<I> {
         store: &mut impl SharedStore,
         now: Option<u64>,
     ) -> LocalReply<'rt> {
-        let doc = self.status(store, now.unwrap_or(0));
-        let body = serde_json::to_string(&doc).unwrap_or_else(|e| {
-            format!(
-                "{{\"schema\":\"{STATUS_SCHEMA}\",\"error\":{:?}}}",
-                e.to_string()
-            )
-        });
+        let body = self.status(store, now.unwrap_or(0)).to_json();
         LocalReply {
             status: 200,
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 ("cache-control".into(), "no-store".into()),
             ],
-            body: Cow::Owned(body + "\n"),
+            body: Cow::Owned(body),
             reason: ReplyReason::Status,
             grpc_status: 0,
             grpc: None,
@@ -116,12 +110,12 @@ impl<I: Ids> Runtime<I> {
 
     /// Adds the decision record to `fx` (for filter state and the log) and, for a
     /// caller that asked, to the reply or the response, when `explain` wants one.
-    /// `earlier`: rate-limit events of the same request from before a wait for
+    /// `earlier`: rate-limit outcomes of the same request from before a wait for
     /// the rate limit service.
     pub(crate) fn explain_decision<'rt>(
         &'rt self,
         state: &mut StreamState,
-        earlier: &[Event],
+        earlier: &[(usize, &'static str, Option<u64>)],
         fx: &mut RequestEffects<'rt>,
     ) {
         let Some(e) = &self.explain else {
@@ -130,8 +124,8 @@ impl<I: Ids> Runtime<I> {
         if !e.always() && !state.asked {
             return;
         }
-        let record = self.decision(state, earlier.iter().chain(&fx.events), fx.reply.as_ref());
-        let json = serde_json::to_string(&record).unwrap_or_default();
+        let record = self.decision(state, earlier, &fx.events, fx.reply.as_ref());
+        let json = record.to_json();
         if state.asked {
             if let Some((_, name)) = &e.header {
                 match &mut fx.reply {
@@ -147,10 +141,11 @@ impl<I: Ids> Runtime<I> {
 
     /// The decision record of a request decided as `state`, with `events` and
     /// `reply`.
-    pub fn decision<'a>(
+    pub fn decision(
         &self,
         state: &StreamState,
-        events: impl Iterator<Item = &'a Event>,
+        earlier: &[(usize, &'static str, Option<u64>)],
+        events: &[Event],
         reply: Option<&LocalReply<'_>>,
     ) -> Decision {
         let route = state.route.and_then(|i| self.routes.get(i));
@@ -164,36 +159,26 @@ impl<I: Ids> Runtime<I> {
         } else {
             state.reason.map(|r| reason_label(r).into_owned())
         };
-        let limits = events
-            .filter_map(|ev| match ev {
-                Event::RateLimit {
-                    policy,
-                    outcome,
-                    remaining,
-                } => Some((*policy, outcome.label(), *remaining)),
-                Event::GlobalCachedRejection { policy } => Some((*policy, "cached_limited", None)),
-                _ => None,
-            })
+        let mut limits: Vec<LimitDecision> = Vec::new();
+        let now = events.iter().filter_map(limit_of);
+        for (i, outcome, remaining) in earlier.iter().copied().chain(now) {
+            let name = self
+                .policies
+                .get(i)
+                .map(|p| p.policy.name.as_str())
+                .unwrap_or_default();
             // A remembered rejection is counted as `limited` too: one entry each.
-            .fold(
-                Vec::<LimitDecision>::new(),
-                |mut acc, (i, outcome, remaining)| {
-                    let name = self
-                        .policies
-                        .get(i)
-                        .map(|p| p.policy.name.clone())
-                        .unwrap_or_default();
-                    let again = acc.last().is_some_and(|l| l.policy == name);
-                    if !(again && outcome == RateLimitOutcome::Limited.label()) {
-                        acc.push(LimitDecision {
-                            policy: name,
-                            outcome: outcome.into(),
-                            remaining,
-                        });
-                    }
-                    acc
-                },
-            );
+            if outcome == RateLimitOutcome::Limited.label()
+                && limits.last().is_some_and(|l| l.policy == name)
+            {
+                continue;
+            }
+            limits.push(LimitDecision {
+                policy: name.into(),
+                outcome: outcome.into(),
+                remaining,
+            });
+        }
         let breaker = match (reply.map(|r| r.reason), &state.ticket) {
             (Some(ReplyReason::BreakerOpen), _) => Some("open"),
             (Some(ReplyReason::BreakerHalfOpen), _) => Some("half_open"),
@@ -226,132 +211,61 @@ impl<I: Ids> Runtime<I> {
 
     /// The live status document at `now`, read from shared data through `store`.
     pub fn status(&self, store: &mut impl SharedStore, now: u64) -> Status {
-        let routes = self
-            .routes
-            .iter()
-            .map(|r| {
-                let canary = r.route.canary.as_ref().map(|policy| {
-                    let names = policy.variants.iter().map(|v| v.name.clone());
-                    let config = policy.rollout.as_ref();
-                    match (&r.rollout, config) {
-                        (Some(ro), Some(config)) => {
-                            let live = ro.state.status(config);
-                            CanaryStatus {
-                                rollout: true,
-                                step: config
-                                    .ramp
-                                    .as_ref()
-                                    .map(|_| u32::from(ro.state.view.borrow().record.step)),
-                                variants: names
-                                    .zip(live)
-                                    .map(|(name, s)| VariantStatus {
-                                        name,
-                                        weight: s.weight,
-                                        state: s.state.map_or("baseline", Label::label).into(),
-                                        evidence: config.analysis.as_ref().and(s.state).map(|_| {
-                                            Evidence {
-                                                errors: s.evidence[0],
-                                                slow: s.evidence[1],
-                                            }
-                                        }),
-                                        shadow_verdict: s.shadow,
-                                    })
-                                    .collect(),
-                            }
-                        }
-                        _ => CanaryStatus {
-                            rollout: false,
-                            step: None,
-                            variants: names
-                                .zip(&policy.weights)
-                                .enumerate()
-                                .map(|(i, (name, &weight))| VariantStatus {
-                                    name,
-                                    weight,
-                                    state: if i == 0 { "baseline" } else { "static" }.into(),
-                                    evidence: None,
-                                    shadow_verdict: false,
-                                })
-                                .collect(),
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for r in &self.routes {
+            let mut breakers = Vec::new();
+            if let Some(policy) = &r.route.breaker {
+                let labels = crate::runtime::breaker_labels(&r.route);
+                for (variant, b) in labels.into_iter().zip(&r.breakers) {
+                    let bytes = store.get(&b.key).ok().and_then(|(v, _)| v);
+                    let s = snapshot(policy, bytes.as_deref(), now);
+                    let open = s.phase == crate::Phase::Open;
+                    breakers.push(BreakerStatus {
+                        variant: variant.into(),
+                        phase: s.phase.label().into(),
+                        open_for_ms: open.then(|| s.open_until.saturating_sub(now) / 1_000_000),
+                        window: WindowCounts {
+                            calls: s.totals.calls,
+                            failures: s.totals.failures,
+                            slow: s.totals.slow,
                         },
-                    }
-                });
-                let breakers = match &r.route.breaker {
-                    Some(policy) => crate::runtime::breaker_labels(&r.route)
-                        .into_iter()
-                        .zip(&r.breakers)
-                        .map(|(variant, b)| {
-                            let bytes = store.get(&b.key).ok().and_then(|(v, _)| v);
-                            let s = snapshot(policy, bytes.as_deref(), now);
-                            BreakerStatus {
-                                variant: variant.into(),
-                                phase: s.phase.label().into(),
-                                open_for_ms: (s.phase == crate::Phase::Open)
-                                    .then(|| s.open_until.saturating_sub(now) / 1_000_000),
-                                window: WindowCounts {
-                                    calls: s.totals.calls,
-                                    failures: s.totals.failures,
-                                    slow: s.totals.slow,
-                                },
-                            }
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                let in_flight = r
-                    .slots
-                    .as_ref()
-                    .map(|key| in_flight(store, key).map_or(0, u64::from));
-                RouteStatus {
-                    name: r.route.name.clone(),
-                    canary,
-                    breakers,
-                    in_flight,
+                    });
                 }
-            })
-            .collect();
-        let policies = self
-            .policies
-            .iter()
-            .map(|p| {
-                let table = &p.table;
-                let sampled = table.max_keys.min(STATUS_SAMPLE);
-                let holds = |v: Option<Vec<u8>>| {
-                    v.as_deref()
-                        .and_then(decode)
-                        .is_some_and(|(_, tat)| !Bucket::is_full(tat, now))
-                };
-                let used = (0..sampled)
-                    .filter(|slot| {
-                        holds(
-                            store
-                                .get(&format!("{}.{slot}", table.prefix))
-                                .ok()
-                                .and_then(|(v, _)| v),
-                        )
-                    })
-                    .count();
-                let overflow_in_use = holds(
-                    store
-                        .get(&format!("{}.overflow", table.prefix))
-                        .ok()
-                        .and_then(|(v, _)| v),
-                );
-                PolicyStatus {
-                    name: p.policy.name.clone(),
-                    global: p.policy.global.is_some(),
-                    shadow: p.policy.shadow,
-                    table: TableStatus {
-                        max_keys: table.max_keys,
-                        sampled,
-                        used: u32::try_from(used).unwrap_or(u32::MAX),
-                        overflow_in_use,
-                    },
-                    worker: p.counts.get(),
-                    backoff: p.global.as_ref().map(|g| g.borrow().in_backoff(now)),
-                }
-            })
-            .collect();
+            }
+            let in_flight = r
+                .slots
+                .as_ref()
+                .map(|key| in_flight(store, key).map_or(0, u64::from));
+            routes.push(RouteStatus {
+                name: r.route.name.clone(),
+                canary: r.route.canary.as_ref().map(|p| canary_status(r, p)),
+                breakers,
+                in_flight,
+            });
+        }
+        let mut policies = Vec::with_capacity(self.policies.len());
+        for p in &self.policies {
+            let table = &p.table;
+            let sampled = table.max_keys.min(STATUS_SAMPLE);
+            let mut used = 0;
+            for slot in 0..sampled {
+                used += u32::from(holds(store, &format!("{}.{slot}", table.prefix), now));
+            }
+            let overflow_in_use = holds(store, &format!("{}.overflow", table.prefix), now);
+            policies.push(PolicyStatus {
+                name: p.policy.name.clone(),
+                global: p.policy.global.is_some(),
+                shadow: p.policy.shadow,
+                table: TableStatus {
+                    max_keys: table.max_keys,
+                    sampled,
+                    used,
+                    overflow_in_use,
+                },
+                worker: p.counts.get(),
+                backoff: p.global.as_ref().map(|g| g.borrow().in_backoff(now)),
+            });
+        }
         Status {
             schema: STATUS_SCHEMA.into(),
             plugin: self.store_prefix.clone(),
@@ -359,5 +273,73 @@ impl<I: Ids> Runtime<I> {
             routes,
             policies,
         }
+    }
+}
+
+/// A rate-limit event's `(policy, outcome, remaining)` for the decision record.
+pub(crate) fn limit_of(ev: &Event) -> Option<(usize, &'static str, Option<u64>)> {
+    match ev {
+        Event::RateLimit {
+            policy,
+            outcome,
+            remaining,
+        } => Some((*policy, outcome.label(), *remaining)),
+        Event::GlobalCachedRejection { policy } => Some((*policy, "cached_limited", None)),
+        _ => None,
+    }
+}
+
+/// Whether the rate-limit slot `key` holds a bucket that is not full at `now`.
+fn holds(store: &mut impl SharedStore, key: &str, now: u64) -> bool {
+    let value = store.get(key).ok().and_then(|(v, _)| v);
+    value
+        .as_deref()
+        .and_then(decode)
+        .is_some_and(|(_, tat)| !Bucket::is_full(tat, now))
+}
+
+/// A canary policy's live split: the rollout's view, or the configured weights.
+fn canary_status<I: Ids>(
+    r: &crate::runtime::RouteRuntime<I>,
+    policy: &meshguard_config::canary::CompiledCanary,
+) -> CanaryStatus {
+    let mut variants = Vec::with_capacity(policy.variants.len());
+    if let (Some(ro), Some(config)) = (&r.rollout, &policy.rollout) {
+        let live = ro.state.status(config);
+        for (v, s) in policy.variants.iter().zip(live) {
+            variants.push(VariantStatus {
+                name: v.name.clone(),
+                weight: s.weight,
+                state: s.state.map_or("baseline", Label::label).into(),
+                evidence: match (&config.analysis, s.state) {
+                    (Some(_), Some(_)) => Some(Evidence {
+                        errors: s.evidence[0],
+                        slow: s.evidence[1],
+                    }),
+                    _ => None,
+                },
+                shadow_verdict: s.shadow,
+            });
+        }
+        let step = ro.state.view.borrow().record.step;
+        return CanaryStatus {
+            rollout: true,
+            step: config.ramp.as_ref().map(|_| u32::from(step)),
+            variants,
+        };
+    }
+    for (i, (v, &weight)) in policy.variants.iter().zip(&policy.weights).enumerate() {
+        variants.push(VariantStatus {
+            name: v.name.clone(),
+            weight,
+            state: if i == 0 { "baseline" } else { "static" }.into(),
+            evidence: None,
+            shadow_verdict: false,
+        });
+    }
+    CanaryStatus {
+        rollout: false,
+        step: None,
+        variants,
     }
 }

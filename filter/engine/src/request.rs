@@ -114,7 +114,11 @@ impl<I: Ids> Runtime<I> {
         } else {
             state.grpc_request = grpc::is_grpc_request(req);
             if self.explain.is_some() {
-                state.earlier.clone_from(&fx.events);
+                state.earlier = fx
+                    .events
+                    .iter()
+                    .filter_map(crate::explain::limit_of)
+                    .collect();
             }
         }
         (state, fx)

@@ -221,6 +221,35 @@ fn all_features_on_ten_routes() {
 }
 
 #[test]
+fn a_decision_record_in_filter_state_is_one_call_and_an_unasked_header_none_extra() {
+    let record = with(ALL, r#""explain": {"filterState": true}"#);
+    let all = [
+        "now",
+        "request_header(:path)",
+        "property(source.address)",
+        "request_header(x-user-id)",
+        "set_property(meshguard.decision)",
+        "set_request_header(x-meshguard-variant)",
+        "set_request_header(x-meshguard-cluster)",
+    ];
+    assert_eq!(steady(&record), list(&[&all, &RED_END]));
+    // The ask header makes three headers to read: one call reads them all, and
+    // nobody asked, so the address is read only for the rate limit, as before.
+    let ask = with(
+        ALL,
+        r#""explain": {"trustedSources": ["10.0.0.0/8"], "header": true}"#,
+    );
+    let all = [
+        "now",
+        "request_headers()",
+        "property(source.address)",
+        "set_request_header(x-meshguard-variant)",
+        "set_request_header(x-meshguard-cluster)",
+    ];
+    assert_eq!(steady(&ask), list(&[&all, &RED_END]));
+}
+
+#[test]
 fn the_tick_hands_over_one_count_per_metric() {
     let host = FakeHost::new()
         .with_header(":path", b"/r3")

@@ -13,7 +13,7 @@ use crate::host::Level;
 const SEC: u64 = 1_000_000_000;
 
 const CONFIG: &str = r#"{"schemaVersion":1,
-  "explain":{"trustedSources":["10.0.0.0/8"],"filterState":true,"log":true,"header":{},
+  "explain":{"trustedSources":["10.0.0.0/8"],"filterState":true,"log":true,"header":true,
              "statusPath":"/.well-known/meshguard/status"},
   "routes":[
     {"name":"api","match":{"pathPrefix":"/api"},
@@ -252,7 +252,7 @@ fn recorded_nothing(h: &FakeHost) -> bool {
 fn without_explain_nothing_is_read_written_or_built() {
     let world = FakeHost::new();
     let plain = CONFIG.replace(
-        r#""explain":{"trustedSources":["10.0.0.0/8"],"filterState":true,"log":true,"header":{},
+        r#""explain":{"trustedSources":["10.0.0.0/8"],"filterState":true,"log":true,"header":true,
              "statusPath":"/.well-known/meshguard/status"},"#,
         "",
     );
@@ -274,9 +274,9 @@ fn without_explain_nothing_is_read_written_or_built() {
     // With only the header on, a caller that does not ask costs no host call
     // here (this config reads every header at once anyway) and no address read.
     let header_only = CONFIG.replace(
-        r#""filterState":true,"log":true,"header":{},
+        r#""filterState":true,"log":true,"header":true,
              "statusPath":"/.well-known/meshguard/status""#,
-        r#""header":{}"#,
+        r#""header":true"#,
     );
     assert_ne!(header_only, CONFIG);
     let calls = |config: &str| {
@@ -297,7 +297,7 @@ fn without_explain_nothing_is_read_written_or_built() {
     // A config that reads one header per call pays one read for the ask header.
     let world = FakeHost::new();
     let p = plugin(
-        r#"{"schemaVersion":1,"explain":{"trustedSources":["::1"],"header":{}},"routes":[{"name":"web"}]}"#,
+        r#"{"schemaVersion":1,"explain":{"trustedSources":["::1"],"header":true},"routes":[{"name":"web"}]}"#,
         &world,
     );
     let h = send(&p, &world, "10.0.0.1:1", &[], 200);
