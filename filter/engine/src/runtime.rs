@@ -254,6 +254,21 @@ impl<I: Ids> Runtime<I> {
         })
     }
 
+    /// Prepares shared data before the first request: creates each route's
+    /// in-flight count (see `breaker::shared::prepare`). Failures are reported and
+    /// leave the count to be created by the first request, as before.
+    pub fn prepare(&self, store: &mut impl crate::store::SharedStore) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for key in self.routes.iter().filter_map(|r| r.slots.as_ref()) {
+            if let Err(e) = crate::breaker::shared::prepare(store, key) {
+                warnings.push(format!(
+                    "meshguard: cannot create the in-flight count {key} ({e:?})"
+                ));
+            }
+        }
+        warnings
+    }
+
     /// Whether the root context must tick: a breaker may hold outcomes of an idle
     /// worker, a rollout folds counts and reads verdicts.
     pub fn needs_tick(&self) -> bool {

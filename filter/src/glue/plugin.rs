@@ -54,8 +54,9 @@ pub fn build(
     worker: Rc<Worker>,
 ) -> Result<Plugin, HostError> {
     let name = host.plugin_name()?.unwrap_or_default();
-    Ok(Plugin {
-        runtime: Runtime::build(config, &name, &mut Definer(host))?,
-        worker,
-    })
+    let runtime = Runtime::build(config, &name, &mut Definer(host))?;
+    for w in runtime.prepare(&mut crate::host::store::HostStore(host)) {
+        host.log(crate::host::Level::Warn, &w);
+    }
+    Ok(Plugin { runtime, worker })
 }
