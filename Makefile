@@ -15,7 +15,7 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs prometheus docker-registry skopeo umoci wrk redis-server curl
+APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
 .PHONY: help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
@@ -47,6 +47,13 @@ setup:
 	@if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q " $(WASM_BINDGEN_VERSION)$$"; then \
 	  echo "setup: installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (about 2 minutes, once per machine)"; \
 	  cargo install -q wasm-bindgen-cli --version "$(WASM_BINDGEN_VERSION)"; \
+	fi
+	@# Manifest validators (the CRD schemas of Istio, Gateway API, Envoy Gateway and
+	@# Argo Rollouts as kubernetes-models publishes them), pinned by package-lock.json.
+	@if ! cmp -s integration-tests/js/package-lock.json integration-tests/js/node_modules/.installed-lock.json; then \
+	  echo "setup: installing the npm manifest validators into integration-tests/js/node_modules"; \
+	  npm ci --prefix integration-tests/js --no-audit --no-fund --loglevel=error && \
+	  cp integration-tests/js/package-lock.json integration-tests/js/node_modules/.installed-lock.json; \
 	fi
 	@command -v cargo-nextest >/dev/null || cargo install -q cargo-nextest --locked
 	@command -v oha >/dev/null || { echo "setup: installing oha (load generator for make bench, a few minutes once)"; cargo install -q oha --locked; }

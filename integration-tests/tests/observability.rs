@@ -195,7 +195,7 @@ fn every_envoy_config_ships_the_stats_tags_and_buckets_meshguard_needs() {
 
 #[test]
 fn every_kubernetes_manifest_is_valid_against_the_real_crd_schemas() {
-    use meshguard_integration_tests::schemas::{validate, yaml_documents};
+    use meshguard_integration_tests::schemas::{check_all, report, yaml_documents};
     let mut checked = 0;
     for sub in ["istio", "gateway"] {
         let dir = repo_root().join("envoy").join(sub);
@@ -204,15 +204,22 @@ fn every_kubernetes_manifest_is_valid_against_the_real_crd_schemas() {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            for doc in yaml_documents(&path) {
-                let problems = validate(&doc);
+            let docs = yaml_documents(&path);
+            let results = check_all(&docs);
+            let label = path.display().to_string();
+            assert_eq!(
+                report(&label, &docs, &results),
+                0,
+                "every Istio and Gateway kind is checked"
+            );
+            for (doc, c) in docs.iter().zip(&results) {
                 assert!(
-                    problems.is_empty(),
+                    c.errors.is_empty(),
                     "{}: {} {}:\n{}",
                     path.display(),
                     doc["kind"],
                     doc["metadata"]["name"],
-                    problems.join("\n")
+                    c.errors.join("\n")
                 );
                 checked += 1;
             }
@@ -223,17 +230,23 @@ fn every_kubernetes_manifest_is_valid_against_the_real_crd_schemas() {
 
 #[test]
 fn the_schema_check_catches_a_broken_manifest() {
-    use meshguard_integration_tests::schemas::validate;
+    use meshguard_integration_tests::schemas::check_all;
     let bad = serde_json::json!({
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
         "metadata": {"name": "x"},
         "spec": {"configPatches": [{"applyTo": "NOT_A_THING", "patch": {"operation": "MERGE"}}]}
     });
-    assert!(
-        !validate(&bad).is_empty(),
-        "an invalid applyTo must be reported"
-    );
+    let checked = check_all(std::slice::from_ref(&bad)).pop().unwrap();
+    assert!(!checked.by.is_empty(), "some validator ran");
+    // Each validator that ran reports it.
+    for by in &checked.by {
+        assert!(
+            checked.errors.iter().any(|e| e.starts_with(by.as_str())),
+            "{by} did not report the invalid applyTo: {:?}",
+            checked.errors
+        );
+    }
 }
 
 #[test]
