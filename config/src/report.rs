@@ -223,6 +223,10 @@ pub struct WorkerCounts {
     pub store_errors: u64,
     /// Calls to the rate limit service that failed (timeout, connection, server).
     pub rpc_errors: u64,
+    /// Leases taken: blocks of tokens from the shared bucket (local policies), or
+    /// quota leases from the rate limit service (global ones with `lease`).
+    #[serde(default)]
+    pub leases: u64,
 }
 
 // The documents are written by hand, not with serde's `Serialize`: the filter
@@ -409,6 +413,7 @@ impl PolicyStatus {
         w_o.num("overflow", w.overflow);
         w_o.num("storeErrors", w.store_errors);
         w_o.num("rpcErrors", w.rpc_errors);
+        w_o.num("leases", w.leases);
         w_o.end();
         if let Some(b) = self.backoff {
             o.bool("backoff", b);
@@ -496,8 +501,8 @@ pub fn render_table(s: &Status) -> String {
     if !s.policies.is_empty() {
         let _ = writeln!(
             out,
-            "\nrate limits\n  {:<20} {:<7} {:>16} {:>9} {:>9} {:>9} {:>9}",
-            "POLICY", "KIND", "KEYS (SAMPLED)", "OVERFLOW", "OVERFLOWS", "STORE ERR", "RPC ERR"
+            "\nrate limits (the last four columns: this worker's counts)\n  {:<20} {:<7} {:>16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "POLICY", "KIND", "KEYS (SAMPLED)", "OVERFLOW", "OVERFLOWS", "STORE ERR", "RPC ERR", "LEASES"
         );
         for p in &s.policies {
             let kind = match (p.global, p.shadow) {
@@ -512,7 +517,7 @@ pub fn render_table(s: &Status) -> String {
             );
             let _ = writeln!(
                 out,
-                "  {:<20} {:<7} {:>16} {:>9} {:>9} {:>9} {:>9}",
+                "  {:<20} {:<7} {:>16} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 p.name,
                 kind,
                 keys,
@@ -523,7 +528,8 @@ pub fn render_table(s: &Status) -> String {
                 },
                 p.worker.overflow,
                 p.worker.store_errors,
-                p.worker.rpc_errors
+                p.worker.rpc_errors,
+                p.worker.leases
             );
         }
         if s.policies.iter().any(|p| p.backoff == Some(true)) {
@@ -666,6 +672,7 @@ mod round_trip {
                     overflow: 1,
                     store_errors: 2,
                     rpc_errors: 3,
+                    leases: 4,
                 },
                 backoff: Some(false),
             }],

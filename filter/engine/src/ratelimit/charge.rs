@@ -189,6 +189,8 @@ fn charge_bucket<'rt, I: Ids>(
             claimed,
             ..
         } => {
+            // More than the request's own token: this worker took a lease.
+            counts.leases += u64::from(verdict.granted > 1);
             if *overflow || *claimed {
                 counts.overflow += u64::from(*overflow);
                 events.push(Event::TableUse {
@@ -341,6 +343,9 @@ pub fn answer_calls<'rt, I: Ids>(
                 },
             ) => {
                 if leased {
+                    let mut counts = p.counts.get();
+                    counts.leases += 1;
+                    p.counts.set(counts);
                     events.push(Event::GlobalLease { policy: i });
                 }
                 events.push(Event::RateLimit {

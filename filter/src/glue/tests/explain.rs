@@ -334,3 +334,29 @@ fn overflow_and_new_keys_are_counted_per_policy() {
         0
     );
 }
+
+#[test]
+fn the_status_document_counts_this_workers_leases() {
+    let world = FakeHost::new();
+    let p = plugin(
+        r#"{"schemaVersion":1,"explain":{"trustedSources":["10.0.0.1"],"statusPath":"/s"},
+            "routes":[{"name":"web"}],
+            "rateLimits":[{"name":"big","key":[],"maxKeys":100,"limit":{"burst":100000,"rate":1,"per":"second"}}]}"#,
+        &world,
+    );
+    // The key's first charge creates its slot; the second takes a lease, and the
+    // lease serves the next ones without shared data.
+    for _ in 0..5 {
+        send(&p, &world, "192.0.2.1:1", &[(":path", "/")], 200);
+    }
+    let h = send(&p, &world, "10.0.0.1:1", &[(":path", "/s")], 200);
+    let replies = h.replies.borrow();
+    let doc: Status = serde_json::from_slice(&replies[0].2).unwrap();
+    assert_eq!(
+        doc.policies[0].worker.leases,
+        1,
+        "{}",
+        String::from_utf8_lossy(&replies[0].2)
+    );
+    assert_eq!(doc.policies[0].table.used, 1);
+}
