@@ -197,16 +197,11 @@ pub fn compile_canary(
         .sticky
         .as_ref()
         .and_then(|s| compile_sticky(s, route_name, &join(path, "sticky"), &mut local));
-    let trusted: Vec<Cidr> = c
-        .trusted_sources
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            Cidr::parse(s)
-                .map_err(|e| local.push(index(&join(path, "trustedSources"), i), e))
-                .ok()
-        })
-        .collect();
+    let trusted = crate::cidr::parse_list(
+        &c.trusted_sources,
+        &join(path, "trustedSources"),
+        &mut local,
+    );
     if trusted.is_empty() {
         if let Some(i) = c.rules.iter().position(|r| r.trusted_only) {
             local.push(

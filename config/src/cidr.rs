@@ -50,6 +50,23 @@ impl Cidr {
     }
 }
 
+/// Parses a `trustedSources` list at `path`, recording each bad entry with its index.
+pub fn parse_list(list: &[String], path: &str, p: &mut crate::problem::Problems) -> Vec<Cidr> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            Cidr::parse(s)
+                .map_err(|why| p.push(crate::problem::index(path, i), why))
+                .ok()
+        })
+        .collect()
+}
+
+/// Whether `ip` lies in any of `blocks`.
+pub fn any_contains(blocks: &[Cidr], ip: IpAddr) -> bool {
+    blocks.iter().any(|c| c.contains(ip))
+}
+
 fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
     let host_bits = u32::from(width.saturating_sub(prefix));
     bits.checked_shr(host_bits).unwrap_or(0)

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
 use crate::names::check_header_name;
-use crate::problem::{index, join, Problems};
+use crate::problem::{join, Problems};
 
 /// The request header a trusted caller sends to ask for the decision header.
 pub const DEFAULT_ASK_HEADER: &str = "x-meshguard-explain";
@@ -81,16 +81,7 @@ pub fn compile_explain(
     p: &mut Problems,
 ) -> Option<CompiledExplain> {
     let before = p.len();
-    let trusted: Vec<Cidr> = e
-        .trusted_sources
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            Cidr::parse(s)
-                .map_err(|why| p.push(index(&join(path, "trustedSources"), i), why))
-                .ok()
-        })
-        .collect();
+    let trusted = crate::cidr::parse_list(&e.trusted_sources, &join(path, "trustedSources"), p);
     let ask = e
         .ask_header
         .clone()

@@ -66,12 +66,16 @@ pub fn parse_source_address(raw: &[u8]) -> Option<IpAddr> {
 /// Whether the caller's address lies in one of the policy's trusted blocks.
 /// Reads the address only when the policy trusts anyone.
 pub fn is_trusted(policy: &CompiledCanary, req: &mut impl RequestView) -> bool {
-    if policy.trusted.is_empty() {
-        return false;
-    }
-    req.source_address()
-        .and_then(parse_source_address)
-        .is_some_and(|ip| policy.trusted.iter().any(|c| c.contains(ip)))
+    source_in(&policy.trusted, req)
+}
+
+/// Whether the caller's address lies in `blocks`; reads it only when there are any.
+pub fn source_in(blocks: &[meshguard_config::cidr::Cidr], req: &mut impl RequestView) -> bool {
+    !blocks.is_empty()
+        && req
+            .source_address()
+            .and_then(parse_source_address)
+            .is_some_and(|ip| meshguard_config::cidr::any_contains(blocks, ip))
 }
 
 /// The variant whose slice of `split` holds `bucket` (0..10000).

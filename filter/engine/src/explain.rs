@@ -12,7 +12,7 @@ use meshguard_config::report::{
 
 use crate::breaker::shared::in_flight;
 use crate::breaker::state::snapshot;
-use crate::canary::{parse_source_address, Reason};
+use crate::canary::{source_in, Reason};
 use crate::decision::{Event, LocalReply, ReplyReason, RequestEffects, StreamState};
 use crate::metrics::{Label, RateLimitOutcome};
 use crate::ratelimit::gcra::Bucket;
@@ -51,11 +51,7 @@ pub fn reply_label(reason: ReplyReason) -> &'static str {
 /// Whether the caller's address (as meshguard reads it) lies in `explain`'s
 /// trusted blocks.
 fn trusted(explain: &CompiledExplain, req: &mut impl RequestView) -> bool {
-    !explain.trusted.is_empty()
-        && req
-            .source_address()
-            .and_then(parse_source_address)
-            .is_some_and(|ip| explain.trusted.iter().any(|c| c.contains(ip)))
+    source_in(&explain.trusted, req)
 }
 
 impl<I: Ids> Runtime<I> {
