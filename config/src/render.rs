@@ -13,7 +13,8 @@ pub enum Target {
     Envoy,
     /// Istio: a WasmPlugin and the stats EnvoyFilter.
     Istio,
-    /// Envoy Gateway: an EnvoyExtensionPolicy.
+    /// Envoy Gateway: an EnvoyExtensionPolicy, and an EnvoyProxy whose bootstrap
+    /// merge carries meshguard's `stats_config`.
     EnvoyGateway,
 }
 
@@ -178,9 +179,13 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
                 obj.insert("sha256".into(), json!(s));
             }
             }
+            // Envoy Gateway merges a YAML string into its own bootstrap.
+            let stats = serde_yaml_ng::to_string(&json!({"stats_config": stats_config_json()}))
+                .unwrap_or_default();
+            let proxy = format!("{}-stats", o.name);
             vec![(
                 "meshguard at an Envoy Gateway edge. failOpen: false (Envoy Gateway offers no reload policy).\n\
-                 Add meshguard's stats_config through the EnvoyProxy bootstrap (README, Deployment)."
+                 Labelled metrics: the EnvoyProxy below, referenced by the Gateway (spec.infrastructure.parametersRef)."
                     .into(),
                 json!({
                     "apiVersion": "gateway.envoyproxy.io/v1alpha1",
@@ -196,6 +201,18 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
                             "failOpen": false
                         }]
                     }
+                }),
+            ), (
+                format!(
+                    "Stats tags and buckets for meshguard's metrics, merged into the gateway's Envoy bootstrap.\n\
+                     Reference it from the Gateway: spec.infrastructure.parametersRef\n\
+                     {{group: gateway.envoyproxy.io, kind: EnvoyProxy, name: {proxy}}}."
+                ),
+                json!({
+                    "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                    "kind": "EnvoyProxy",
+                    "metadata": {"name": proxy, "namespace": o.namespace},
+                    "spec": {"bootstrap": {"type": "Merge", "value": stats}}
                 }),
             )]
         }

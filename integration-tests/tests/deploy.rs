@@ -263,3 +263,83 @@ fn an_invalid_config_renders_nothing_and_prints_the_validate_lines() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown target"), "{err}");
 }
+
+#[test]
+fn the_envoy_gateway_bootstrap_merge_carries_the_stats_config_envoy_accepts() {
+    let (code, out, err) = render(&["--target", "envoy-gateway", "config/examples/canary.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let proxy = docs(&out)
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyProxy")
+        .expect("an EnvoyProxy");
+    assert_eq!(proxy["spec"]["bootstrap"]["type"], "Merge");
+    let merge: Value =
+        serde_yaml_ng::from_str(proxy["spec"]["bootstrap"]["value"].as_str().unwrap()).unwrap();
+    // Exactly the tags and buckets the filter's metric names need.
+    let tags: Vec<(String, String)> = merge["stats_config"]["stats_tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tag_name"].as_str().unwrap().into(),
+                t["regex"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = meshguard_engine::metrics::stats_tags()
+        .into_iter()
+        .map(|(n, r)| (n.to_string(), r))
+        .collect();
+    assert_eq!(tags, want);
+    // The Gateway shipped beside it references it.
+    let gateway = yaml_documents(&repo_root().join("envoy/gateway/gateway.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "Gateway")
+        .unwrap();
+    assert_eq!(
+        gateway["spec"]["infrastructure"]["parametersRef"]["name"],
+        proxy["metadata"]["name"]
+    );
+    assert_eq!(
+        gateway["spec"]["infrastructure"]["parametersRef"]["kind"],
+        "EnvoyProxy"
+    );
+    // Merged into a bootstrap (admin and a listener, as Envoy Gateway's own), Envoy
+    // accepts it.
+    let mut bootstrap = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [{
+            "name": "main",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "main",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                        {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                }
+            }]}]
+        }]}
+    });
+    for (k, v) in merge.as_object().unwrap() {
+        bootstrap[k] = v.clone();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("merged.json");
+    std::fs::write(&path, serde_json::to_vec(&bootstrap).unwrap()).unwrap();
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
