@@ -18,7 +18,7 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
+.PHONY: fuzz help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
@@ -27,6 +27,7 @@ help:
 	@echo "make run-fleet  Redis, the rate limit server and Envoy with a global rate limit"
 	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
 	@echo "make sim    the canary analysis' seeded simulations (the README's false-rollback table)"
+	@echo "make fuzz   the property tests as fuzzing for FUZZ_SECONDS (default 300)"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
 	@echo "make setup  install what the above need (idempotent)"
 
@@ -67,6 +68,25 @@ build:
 # (fixed-rate latency); prints a table, writes results/bench-*.json and .md.
 bench: setup build
 	python3 bench/bench.py $(BENCH_ARGS)
+
+# Fuzzing with the property tests (config bytes and documents, stored-state
+# decoders, the request path through the fake host): rounds of FUZZ_CASES cases
+# per target, with fresh random seeds, for FUZZ_SECONDS. A failing case is shrunk
+# and saved by proptest under proptest-regressions/ beside its crate, and replayed
+# by every later run (make test included) once committed.
+FUZZ_SECONDS ?= 300
+FUZZ_CASES ?= 20000
+fuzz:
+	@end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); rounds=0; start=$$(date +%s); \
+	cargo test -q --release -p meshguard-config -p meshguard-engine -p meshguard-filter --lib --no-run; \
+	while [ $$(date +%s) -lt $$end ]; do \
+	  if ! PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p meshguard-config -p meshguard-engine -p meshguard-filter --lib properties > target/fuzz.log 2>&1; then \
+	    cat target/fuzz.log; echo "fuzz: FAILED in round $$((rounds+1)) (the case is saved under proptest-regressions/)"; exit 1; \
+	  fi; \
+	  rounds=$$((rounds+1)); \
+	done; \
+	targets=$$(grep -c '^test .*properties::.* ok$$' target/fuzz.log); \
+	echo "fuzz: $$targets targets x $$rounds rounds x $(FUZZ_CASES) cases in $$(( $$(date +%s) - start )) s, no failure"
 
 # The canary analysis' seeded simulations at full size (release build, a few
 # minutes): false rollbacks of healthy canaries, time to catch failing ones.

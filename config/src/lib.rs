@@ -121,3 +121,6 @@ fn strip_position(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties;

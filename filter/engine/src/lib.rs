@@ -58,3 +58,6 @@ pub use runtime::{
 };
 pub use store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
 pub use view::RequestView;
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod properties;

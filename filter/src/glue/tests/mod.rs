@@ -15,6 +15,7 @@ mod budget;
 mod explain;
 mod global;
 mod grpc;
+mod properties;
 mod ratelimit;
 mod request;
 mod rollout;
