@@ -35,6 +35,8 @@ pub struct World {
     pub lose_every_cas: Cell<bool>,
     /// Every shared-data call fails as a broken host would.
     pub fail_shared_data: Cell<bool>,
+    /// Reads work, every write fails (a store that takes nothing more).
+    pub refuse_writes: Cell<bool>,
     /// Metrics by name: kind and value (counters and gauges summed, histograms' last value).
     pub metrics: RefCell<Vec<(String, MetricKind, i64)>>,
     /// Values recorded into histograms, by metric id.
@@ -368,6 +370,12 @@ impl Host for FakeHost {
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
         self.call("shared_set", key);
         self.broken("set_shared_data")?;
+        if self.world.refuse_writes.get() {
+            return Err(HostError {
+                call: "set_shared_data".into(),
+                status: "InternalFailure".into(),
+            });
+        }
         if self.world.lose_every_cas.get() {
             return Ok(false);
         }

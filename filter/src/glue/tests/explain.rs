@@ -4,9 +4,8 @@
 
 use meshguard_config::report::{Decision, Status};
 
-use super::{plugin, rng};
+use super::plugin;
 use crate::glue::plugin::Plugin;
-use crate::glue::request::{on_log, on_request_headers, on_response_headers};
 use crate::host::fake::FakeHost;
 use crate::host::Level;
 
@@ -24,8 +23,7 @@ const CONFIG: &str = r#"{"schemaVersion":1,
      "breaker":{"consecutiveFailures":1,"openDurationMs":60000}}
   ]}"#;
 
-/// One request through the glue from `addr` with `headers` at `now`, answered
-/// with `status` unless meshguard answered it: the stream, to inspect.
+/// One request at the test's second (see [`super::send_at`]).
 fn send(
     p: &Plugin,
     world: &FakeHost,
@@ -33,19 +31,7 @@ fn send(
     headers: &[(&str, &str)],
     status: u64,
 ) -> FakeHost {
-    let mut h = world.stream().at(SEC).from_address(addr);
-    for (k, v) in headers {
-        h = h.with_header(k, v.as_bytes());
-    }
-    let mut stream = on_request_headers(&h, p, &rng(7));
-    if !stream.state.rejected {
-        h.response_headers
-            .borrow_mut()
-            .push((":status".into(), status.to_string().into_bytes()));
-        on_response_headers(&h, p, &mut stream.state, true);
-    }
-    on_log(&h, p, &stream.state);
-    h
+    super::send_at(p, world, SEC, addr, headers, status)
 }
 
 /// The decision the stream wrote to filter state (exactly once).
