@@ -608,6 +608,12 @@ mod round_trip {
             reply: Some("rate_limited".into()),
         };
         assert_eq!(serde_json::from_str::<Decision>(&d.to_json()).unwrap(), d);
+        // Only what JSON requires is escaped: quotes, backslashes, control characters.
+        let odd = Decision {
+            route: Some("a b\u{1}\"\\é".into()),
+            ..Decision::default()
+        };
+        assert_eq!(odd.to_json(), r#"{"route":"a b\u0001\"\\é"}"#);
         let none = Decision::default();
         assert_eq!(none.to_json(), r#"{"route":null}"#);
         assert_eq!(

@@ -4,7 +4,7 @@
 
 use meshguard_config::report::{Decision, Status};
 
-use super::plugin;
+use super::{plugin, rng};
 use crate::glue::plugin::Plugin;
 use crate::host::fake::FakeHost;
 use crate::host::Level;
@@ -213,7 +213,8 @@ fn the_status_path_answers_trusted_callers_and_is_ordinary_for_others() {
     );
     assert_eq!(api.breakers[0].variant, "stable");
     assert_eq!(api.breakers[0].phase, "open");
-    assert!(api.breakers[0].open_for_ms.unwrap() > 59_000);
+    let open_for = api.breakers[0].open_for_ms.unwrap();
+    assert!((59_000..=60_000).contains(&open_for), "{open_for}");
     assert_eq!(api.breakers[0].window.failures, 1);
     assert_eq!(doc.policies[0].name, "per-user");
     assert_eq!(doc.policies[0].table.used, 1, "u9's bucket is partly spent");
@@ -345,4 +346,141 @@ fn the_status_document_counts_this_workers_leases() {
         String::from_utf8_lossy(&replies[0].2)
     );
     assert_eq!(doc.policies[0].table.used, 1);
+}
+
+#[test]
+fn a_caller_that_asks_gets_the_header_when_nothing_else_records_decisions() {
+    let world = FakeHost::new();
+    let p = plugin(
+        r#"{"schemaVersion":1,"explain":{"trustedSources":["10.0.0.0/8"],"header":true},"routes":[{"name":"web"}]}"#,
+        &world,
+    );
+    let h = send(
+        &p,
+        &world,
+        "10.0.0.1:1",
+        &[("x-meshguard-explain", "1")],
+        200,
+    );
+    assert_eq!(
+        header(&h, "x-meshguard-decision").unwrap().route.as_deref(),
+        Some("web")
+    );
+    assert!(
+        h.filter_state.borrow().is_empty(),
+        "no filter state without filterState"
+    );
+}
+
+#[test]
+fn the_breaker_field_names_each_phase_and_the_rollout_state_each_variant() {
+    let world = FakeHost::new();
+    let p = plugin(
+        r#"{"schemaVersion":1,"explain":{"filterState":true},"routes":[
+            {"name":"api","match":{"pathPrefix":"/api"},
+             "canary":{"variants":[{"name":"stable","cluster":"s","weight":5000},{"name":"canary","cluster":"c","weight":5000}],
+                       "rules":[{"header":{"name":"x-canary","exact":"1"},"variant":"canary"},
+                                {"header":{"name":"x-stable","exact":"1"},"variant":"stable"}],
+                       "revision":"r1","analysis":{}},
+             "breaker":{"consecutiveFailures":1,"openDurationMs":1000,"halfOpenProbes":1,
+                        "whenOpen":{"fallbackVariant":"stable"}}},
+            {"name":"cc","match":{"pathPrefix":"/cc"},"breaker":{"maxConcurrent":1}},
+            {"name":"ho","match":{"pathPrefix":"/ho"},"breaker":{"consecutiveFailures":1,"openDurationMs":1000,"halfOpenProbes":1}}]}"#,
+        &world,
+    );
+    let canary = [(":path", "/api"), ("x-canary", "1")];
+    let stable = [(":path", "/api"), ("x-stable", "1")];
+    let d = recorded(&send(&p, &world, "192.0.2.1:1", &stable, 200));
+    assert_eq!(
+        (d.variant.as_deref(), d.analysis.as_deref()),
+        (Some("stable"), Some("baseline"))
+    );
+    let d = recorded(&send(&p, &world, "192.0.2.1:1", &canary, 503));
+    assert_eq!(
+        (d.variant.as_deref(), d.analysis.as_deref()),
+        (Some("canary"), Some("holding"))
+    );
+    assert_eq!(d.breaker.as_deref(), Some("closed"));
+    // canary's breaker is open: its clients go to stable, said as such.
+    let d = recorded(&send(&p, &world, "192.0.2.1:1", &canary, 200));
+    assert_eq!(
+        (
+            d.variant.as_deref(),
+            d.reason.as_deref(),
+            d.breaker.as_deref()
+        ),
+        (Some("stable"), Some("fallback"), Some("open"))
+    );
+    // After the open period: one probe, then half-open with the probe out.
+    let later = SEC + 2 * SEC;
+    let probe = {
+        let mut h = world.stream().at(later).from_address("192.0.2.1:1");
+        for (k, v) in canary {
+            h = h.with_header(k, v.as_bytes());
+        }
+        let s = crate::glue::request::on_request_headers(&h, &p, &rng(1));
+        (h, s)
+    };
+    assert_eq!(recorded(&probe.0).breaker.as_deref(), Some("probe"));
+    // A second caller while the probe is out: the fallback again (not a probe).
+    let h = super::send_at(&p, &world, later, "192.0.2.1:1", &canary, 200);
+    assert_eq!(recorded(&h).breaker.as_deref(), Some("open"));
+    crate::glue::request::on_log(&probe.0, &p, &probe.1.state);
+    // The concurrency limit: one in flight, the next is at capacity.
+    let first = world
+        .stream()
+        .at(later)
+        .from_address("192.0.2.1:1")
+        .with_header(":path", b"/cc");
+    let held = crate::glue::request::on_request_headers(&first, &p, &rng(1));
+    let d = recorded(&send(&p, &world, "192.0.2.1:1", &[(":path", "/cc")], 200));
+    assert_eq!(
+        (d.breaker.as_deref(), d.reply.as_deref()),
+        (Some("at_capacity"), Some("concurrency"))
+    );
+    crate::glue::request::on_log(&first, &p, &held.state);
+    // Half-open without a fallback: with its probe out, the next is answered.
+    let ho = [(":path", "/ho")];
+    send(&p, &world, "192.0.2.1:1", &ho, 503);
+    let t = SEC + 3 * SEC;
+    let probe_h = world
+        .stream()
+        .at(t)
+        .from_address("192.0.2.1:1")
+        .with_header(":path", b"/ho");
+    let probe_s = crate::glue::request::on_request_headers(&probe_h, &p, &rng(1));
+    assert_eq!(recorded(&probe_h).breaker.as_deref(), Some("probe"));
+    let d = recorded(&super::send_at(&p, &world, t, "192.0.2.1:1", &ho, 200));
+    assert_eq!(
+        (d.breaker.as_deref(), d.reply.as_deref()),
+        (Some("half_open"), Some("breaker_half_open"))
+    );
+    crate::glue::request::on_log(&probe_h, &p, &probe_s.state);
+}
+
+#[test]
+fn the_status_document_labels_static_splits_and_shows_evidence_with_an_analysis() {
+    let world = FakeHost::new();
+    let p = plugin(
+        r#"{"schemaVersion":1,"explain":{"trustedSources":["10.0.0.1"],"statusPath":"/s"},"routes":[
+            {"name":"judged","match":{"pathPrefix":"/j"},
+             "canary":{"variants":[{"name":"stable","weight":5000},{"name":"canary","weight":5000}],"revision":"r","analysis":{}}},
+            {"name":"plain","canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}]}}]}"#,
+        &world,
+    );
+    let h = send(&p, &world, "10.0.0.1:1", &[(":path", "/s")], 200);
+    let doc: Status = serde_json::from_slice(&h.replies.borrow()[0].2).unwrap();
+    let judged = doc.routes[0].canary.as_ref().unwrap();
+    assert!(judged.rollout);
+    assert_eq!(judged.variants[0].state, "baseline");
+    assert_eq!(
+        judged.variants[0].evidence, None,
+        "the baseline is not judged"
+    );
+    assert_eq!(judged.variants[1].state, "holding");
+    assert!(judged.variants[1].evidence.is_some());
+    let plain = doc.routes[1].canary.as_ref().unwrap();
+    assert!(!plain.rollout);
+    let states: Vec<&str> = plain.variants.iter().map(|v| v.state.as_str()).collect();
+    assert_eq!(states, ["baseline", "static"]);
 }

@@ -258,3 +258,40 @@ fn local_policies_shield_the_service_and_a_stream_that_ends_cancels_its_call() {
     assert!(s.state.rejected);
     assert!(h.grpc_calls.borrow().is_empty());
 }
+
+#[test]
+fn the_decision_record_says_limited_once_and_cached_for_a_remembered_rejection() {
+    let w = world();
+    let json = config(r#"{"lease":{"hits":1,"ttlMs":100}}"#, "").replace(
+        r#""routeHeader":"x-route","#,
+        r#""routeHeader":"x-route","explain":{"filterState":true},"#,
+    );
+    let p = plugin(&json, &w);
+    let decision = |h: &FakeHost| -> serde_json::Value {
+        let fs = h.filter_state.borrow();
+        assert_eq!(fs.len(), 1, "{fs:?}");
+        serde_json::from_slice(&fs[0].1).unwrap()
+    };
+    // The answer arrives after a wait: the record is written once, then.
+    let (mut s, h) = start(&p, &w, SEC);
+    assert!(h.filter_state.borrow().is_empty(), "nothing decided yet");
+    deliver(
+        &p,
+        &h,
+        &mut s,
+        0,
+        Some(answer(Code::OverLimit, Some(500), &[])),
+    );
+    assert_eq!(
+        decision(&h)["limits"],
+        serde_json::json!([{"policy": "api", "outcome": "limited"}])
+    );
+    // Remembered: one entry, `cached_limited`, not also `limited`.
+    let (_, h) = start(&p, &w, SEC + MS);
+    let d = decision(&h);
+    assert_eq!(
+        d["limits"],
+        serde_json::json!([{"policy": "api", "outcome": "cached_limited"}])
+    );
+    assert_eq!(d["reply"], "rate_limited");
+}
