@@ -180,9 +180,12 @@ async fn leased_tokens_never_admit_more_than_the_bucket_holds() {
         "the flood must exhaust the bucket ({admitted} admitted)"
     );
     // Leases end after 1 ms and go back with the key's next charge on that worker,
-    // so by the end of a flood nothing is held: the whole burst was spent.
+    // so by the end of a flood nothing is held: the whole burst was spent. The key
+    // is new when the flood starts: two workers creating its slot at the same
+    // instant can each admit one request (README, Rate limiting: shared data has no
+    // create-if-absent), so the bound is the burst plus one per worker.
     assert!(
-        (1_500 - 2 * 15..=1_500).contains(&admitted),
+        (1_500 - 2 * 15..=1_500 + 2).contains(&admitted),
         "admitted {admitted} of a burst of 1500"
     );
     assert_eq!(up.requests(), admitted);
