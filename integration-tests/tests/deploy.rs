@@ -190,22 +190,7 @@ fn envoy_accepts_the_rendered_filter_and_stats_config() {
     let fragment = docs(&out).remove(0);
     let bootstrap = serde_json::json!({
         "stats_config": fragment["stats_config"],
-        "static_resources": {
-            "listeners": [{
-                "name": "main",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "main",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                            {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
-                        "http_filters": fragment["http_filters"]
-                    }
-                }]}]
-            }]
-        }
+        "static_resources": {"listeners": [listener(fragment["http_filters"].clone())]}
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rendered.json");
@@ -307,23 +292,11 @@ fn the_envoy_gateway_bootstrap_merge_carries_the_stats_config_envoy_accepts() {
     );
     // Merged into a bootstrap (admin and a listener, as Envoy Gateway's own), Envoy
     // accepts it.
+    let router = serde_json::json!([{"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]);
     let mut bootstrap = serde_json::json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {"listeners": [{
-            "name": "main",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "main",
-                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                        {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
-                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
-                }
-            }]}]
-        }]}
+        "static_resources": {"listeners": [listener(router)]}
     });
     for (k, v) in merge.as_object().unwrap() {
         bootstrap[k] = v.clone();
@@ -342,4 +315,23 @@ fn the_envoy_gateway_bootstrap_merge_carries_the_stats_config_envoy_accepts() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A listener on a free port whose HTTP connection manager runs `http_filters`
+/// in front of a direct 200.
+fn listener(http_filters: Value) -> Value {
+    serde_json::json!({
+        "name": "main",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "main",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+                "http_filters": http_filters
+            }
+        }]}]
+    })
 }
