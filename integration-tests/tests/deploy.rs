@@ -192,20 +192,7 @@ fn envoy_accepts_the_rendered_filter_and_stats_config() {
         "stats_config": fragment["stats_config"],
         "static_resources": {"listeners": [listener(fragment["http_filters"].clone())]}
     });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("rendered.json");
-    std::fs::write(&path, serde_json::to_vec(&bootstrap).unwrap()).unwrap();
-    let out = Command::new(envoy_bin())
-        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = envoy_validates(&bootstrap);
     assert!(
         text.contains("meshguard: configuration loaded: 1 route(s)"),
         "{text}"
@@ -301,20 +288,27 @@ fn the_envoy_gateway_bootstrap_merge_carries_the_stats_config_envoy_accepts() {
     for (k, v) in merge.as_object().unwrap() {
         bootstrap[k] = v.clone();
     }
+    envoy_validates(&bootstrap);
+}
+
+/// Runs `envoy --mode validate` on `bootstrap`, asserts that it passes, and returns
+/// Envoy's output.
+fn envoy_validates(bootstrap: &Value) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("merged.json");
-    std::fs::write(&path, serde_json::to_vec(&bootstrap).unwrap()).unwrap();
+    let path = dir.path().join("bootstrap.json");
+    std::fs::write(&path, serde_json::to_vec(bootstrap).unwrap()).unwrap();
     let out = Command::new(envoy_bin())
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(&path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
+    let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(out.status.success(), "{text}");
+    text
 }
 
 /// A listener on a free port whose HTTP connection manager runs `http_filters`
