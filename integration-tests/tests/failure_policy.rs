@@ -22,8 +22,12 @@ struct Drill {
 
 impl Drill {
     fn start(policy: &str) -> Drill {
+        Drill::start_with(policy, CONFIG)
+    }
+
+    fn start_with(policy: &str, config: &str) -> Drill {
         let up = Upstream::start("stable");
-        let mut b = Bootstrap::new(CONFIG)
+        let mut b = Bootstrap::new(config)
             .cluster("stable", up.addr)
             .wasm_file(trap_wasm_path());
         b.failure_policy = policy.to_string();
@@ -131,4 +135,62 @@ async fn fail_reload_recovers_with_policies_and_shared_state_intact() {
         "FAIL_RELOAD outage: {outage} request(s), {:?}",
         trapped_at.elapsed()
     );
+}
+
+/// Route `web` limited to two requests in flight.
+const SLOTS: &str =
+    r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{"maxConcurrent":2}}]}"#;
+
+fn concurrency_rejection(r: &Resp) -> bool {
+    r.status == 503 && r.header("x-meshguard-breaker") == Some("concurrency")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slots_held_by_a_trapped_vm_are_reclaimed_by_the_next_one() {
+    let d = Drill::start_with("FAIL_RELOAD", SLOTS);
+    let url = d.envoy.url("/");
+    let slow = || {
+        let (c, u) = (d.client.clone(), url.clone());
+        tokio::spawn(
+            async move { send(&c, &u, &Req::get("/").header("x-test-delay-ms", "2000")).await },
+        )
+    };
+    // Two slow requests take both slots, and the VM traps with them in flight:
+    // their `on_log` never runs in it.
+    let held = [slow(), slow()];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(concurrency_rejection(&d.get(false).await), "2 of 2 taken");
+    assert_eq!(d.get(true).await.status, 503);
+    let trapped_at = Instant::now();
+    for h in held {
+        let _ = h.await;
+    }
+    // The next VM sees the dead one's two slots until their deadline passes, then
+    // admits again. Without owners and deadlines they would count forever.
+    let mut seen_taken = 0;
+    let reclaimed = loop {
+        let r = d.get(false).await;
+        if r.status == 200 {
+            break trapped_at.elapsed();
+        }
+        seen_taken += u32::from(concurrency_rejection(&r));
+        assert!(
+            trapped_at.elapsed() < Duration::from_secs(30),
+            "the dead VM's slots were never reclaimed ({seen_taken} concurrency rejections)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        seen_taken > 0,
+        "after the reload the dead VM's slots still counted for a while"
+    );
+    // The limit itself is intact: two in flight, the third refused.
+    let held = [slow(), slow()];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(concurrency_rejection(&d.get(false).await));
+    for h in held {
+        assert_eq!(h.await.map(|r| r.status).ok(), Some(200));
+    }
+    assert_eq!(d.get(false).await.status, 200);
+    eprintln!("slots reclaimed {reclaimed:?} after the trap ({seen_taken} rejections meanwhile)");
 }

@@ -231,7 +231,7 @@ impl<I: Ids> Runtime<I> {
             let in_flight = r
                 .slots
                 .as_ref()
-                .map(|key| in_flight(store, key).map_or(0, u64::from));
+                .map(|s| in_flight(store, &s.key, now).map_or(0, u64::from));
             routes.push(RouteStatus {
                 name: r.route.name.clone(),
                 canary: r.route.canary.as_ref().map(|p| canary_status(r, p)),

@@ -45,6 +45,7 @@ pub use decision::{
     Advertised, Completion, Event, GrpcReply, LocalReply, LogRecord, RedSample, RedSlot,
     ReplyReason, RequestEffects, ResponseEdits, ResponseHead, ResponseReads, StreamState,
 };
+pub use hash::mix64;
 pub use metrics::{
     ByLabel, CanaryState, CodeClass, GrpcLabel, Label, RateLimitOutcome, RejectKind, Signal,
 };
@@ -54,7 +55,7 @@ pub use ratelimit::PendingCall;
 pub use rng::Rng;
 pub use runtime::{
     breaker_labels, red_labels, BreakerInstance, DefineIds, HeaderNames, Ids, PolicyRuntime,
-    Rollout, RouteRuntime, Runtime, STORE_VERSION,
+    Rollout, RouteRuntime, Runtime, Vm, STORE_VERSION,
 };
 pub use store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
 pub use view::RequestView;

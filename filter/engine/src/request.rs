@@ -397,6 +397,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const SEC: u64 = 1_000_000_000;
+    const T0: u64 = 1_700_000_000 * SEC;
 
     #[derive(Default)]
     struct Req(Vec<(&'static str, &'static [u8])>);
@@ -550,5 +551,109 @@ mod tests {
             assert_eq!(fx.events, vec![Event::Warning(NO_CLOCK.into())]);
         }
         assert_eq!((store.gets, store.sets), (0, 0));
+    }
+
+    fn vm(owner: u64, now: u64) -> crate::runtime::Vm {
+        crate::runtime::Vm {
+            owner,
+            secret: [owner, owner ^ 1],
+            now,
+        }
+    }
+
+    const LIMITED: &str = r#"{"schemaVersion":1,"routes":[{"name":"web"}],
+        "rateLimits":[{"name":"k","key":[{"header":"x-k"}],"limit":{"burst":1,"rate":1,"per":"hour"},"maxKeys":8}]}"#;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn workers_adopt_one_fingerprint_secret_even_when_they_configure_at_once() {
+        let mut store = FakeStore::default();
+        let (a, b) = (runtime(LIMITED), runtime(LIMITED));
+        assert!(a.prepare(&mut store, vm(10, T0)).is_empty());
+        assert_eq!(
+            a.policies[0].table.secret.get(),
+            [10, 11],
+            "the first creates it"
+        );
+        b.prepare(&mut store, vm(20, T0));
+        assert_eq!(
+            b.policies[0].table.secret.get(),
+            [10, 11],
+            "the next adopts it"
+        );
+        // A third worker configured at the same moment wrote its own after `a`
+        // read: `a` re-reads once, a second after configure, and then agrees.
+        let c = runtime(LIMITED);
+        store.data.remove("mg1.meshguard.secret");
+        c.prepare(&mut store, vm(30, T0));
+        assert_eq!(c.policies[0].table.secret.get(), [30, 31]);
+        let req = || Req(vec![(":path", b"/"), ("x-k", b"1")]);
+        let _ = a.decide(&mut req(), &mut store, &Rng::new(1), Some(T0 + SEC - 1));
+        assert_eq!(a.policies[0].table.secret.get(), [10, 11], "not yet");
+        let _ = a.decide(&mut req(), &mut store, &Rng::new(1), Some(T0 + SEC));
+        assert_eq!(a.policies[0].table.secret.get(), [30, 31]);
+        // Only once: a later change is not picked up request by request.
+        store.data.remove("mg1.meshguard.secret");
+        let gets = store.gets;
+        let _ = a.decide(&mut req(), &mut store, &Rng::new(1), Some(T0 + 2 * SEC));
+        assert_eq!(a.policies[0].table.secret.get(), [30, 31]);
+        assert!(store.gets - gets <= 2, "one bucket read, no secret read");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_secret_left_by_another_version_is_replaced_and_a_config_without_limits_reads_none() {
+        let mut store = FakeStore::default();
+        store.set("mg1.meshguard.secret", b"short", None).unwrap();
+        let a = runtime(LIMITED);
+        a.prepare(&mut store, vm(5, T0));
+        assert_eq!(a.policies[0].table.secret.get(), [5, 4]);
+        let mut empty = FakeStore::default();
+        runtime(r#"{"schemaVersion":1,"routes":[{"name":"web"}]}"#).prepare(&mut empty, vm(1, T0));
+        assert_eq!((empty.gets, empty.sets), (0, 0));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_trapped_vms_slots_are_reclaimed_while_a_live_vms_are_kept_by_its_tick() {
+        let cfg = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{"maxConcurrent":2}}]}"#;
+        let mut store = FakeStore::default();
+        let (dead, live) = (runtime(cfg), runtime(cfg));
+        dead.prepare(&mut store, vm(1, T0));
+        live.prepare(&mut store, vm(2, T0));
+        let req = || Req(vec![(":path", b"/")]);
+        let go = |rt: &Runtime<_>, store: &mut FakeStore, at| {
+            let (state, _) = rt.decide(&mut req(), store, &Rng::new(1), Some(at));
+            state
+        };
+        // The dead VM takes one slot and traps (its stream never finishes); the
+        // live VM holds one for a long stream, ticking every 50 ms.
+        assert!(go(&dead, &mut store, T0).ticket.is_some());
+        let long = go(&live, &mut store, T0);
+        assert!(long.ticket.is_some());
+        assert!(live.holds_work(), "a held slot keeps the tick running");
+        assert!(go(&live, &mut store, T0).rejected, "2 of 2 taken");
+        let mut now = T0;
+        while now < T0 + 3 * crate::breaker::shared::RECLAIM_NS {
+            now += 50_000_000;
+            live.tick(&mut store, now);
+        }
+        // The dead VM's slot is back; the live one's is still held.
+        let next = go(&live, &mut store, now);
+        assert!(next.ticket.is_some() && !next.rejected);
+        assert!(
+            go(&live, &mut store, now).rejected,
+            "the long stream still counts"
+        );
+        let end = Completion {
+            code: 200,
+            flags: 0,
+            complete: true,
+            now: Some(now),
+        };
+        live.finish(&long, end, &mut store);
+        live.finish(&next, end, &mut store);
+        assert_eq!(live.routes[0].slots.as_ref().map(|s| s.held.get()), Some(0));
+        assert_eq!(
+            crate::breaker::shared::in_flight(&mut store, "mg1.meshguard.cc2.web", now),
+            Ok(0)
+        );
     }
 }

@@ -13,10 +13,25 @@ use meshguard_config::ratelimit::{CompiledRateLimit, CompiledRateLimitService};
 
 use crate::analysis::RolloutRuntime;
 use crate::breaker::local::Local;
+use crate::le::u64_at;
 use crate::metrics::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
 use crate::ratelimit::global::GlobalState;
 use crate::ratelimit::lease::Leases;
 use crate::ratelimit::table::Table;
+
+/// How long after configure the fingerprint secret is read again (1 s).
+pub const SECRET_SETTLE_NS: u64 = 1_000_000_000;
+
+/// What a VM brings to [`Runtime::prepare`].
+#[derive(Debug, Clone, Copy)]
+pub struct Vm {
+    /// This VM's id, the owner of its concurrency slots (random, fixed per VM).
+    pub owner: u64,
+    /// Fresh random bits: the fingerprint secret, if this VM is the one to create it.
+    pub secret: [u64; 2],
+    /// The time, ns.
+    pub now: u64,
+}
 
 /// Version of the shared-data layout; part of every key.
 pub const STORE_VERSION: &str = "mg1";
@@ -87,6 +102,8 @@ pub struct Runtime<I: Ids> {
     pub explain: Option<meshguard_config::explain::CompiledExplain>,
     /// The config's revision (a fingerprint of its bytes).
     pub revision: u64,
+    /// When to re-read the fingerprint secret (0: done).
+    pub confirm_secret_at: Cell<u64>,
 }
 
 /// One route and what deciding its requests needs.
@@ -98,8 +115,8 @@ pub struct RouteRuntime<I: Ids> {
     pub red: I::Red,
     /// Its breaker instances (one per variant, one for the route, or none).
     pub breakers: Vec<BreakerInstance<I>>,
-    /// Shared-data key of the in-flight count, when the breaker limits concurrency.
-    pub slots: Option<String>,
+    /// The in-flight count, when the breaker limits concurrency.
+    pub slots: Option<crate::breaker::shared::Slots>,
     /// The canary policy's rollout (analysis, ramp), when it has one.
     pub rollout: Option<Rollout<I>>,
 }
@@ -219,6 +236,7 @@ impl<I: Ids> Runtime<I> {
                             interval_ns: policy.interval_ns,
                         },
                         max_keys: policy.max_keys,
+                        secret: Cell::new([0, 0]),
                     },
                     leases: RefCell::new(Leases::default()),
                     counts: Cell::default(),
@@ -251,22 +269,73 @@ impl<I: Ids> Runtime<I> {
             tuning,
             explain,
             revision,
+            confirm_secret_at: Cell::new(0),
         })
     }
 
-    /// Prepares shared data before the first request: creates each route's
-    /// in-flight count (see `breaker::shared::prepare`). Failures are reported and
-    /// leave the count to be created by the first request, as before.
-    pub fn prepare(&self, store: &mut impl crate::store::SharedStore) -> Vec<String> {
+    /// Prepares shared data before the first request, for a VM with id `owner`
+    /// and fresh random bits `secret` (see [`Vm`]): creates each route's in-flight
+    /// count (see `breaker::shared::prepare`) and each small policy's table (see
+    /// `ratelimit::table::prepare`), and reads the plugin's fingerprint secret,
+    /// creating it from `vm.secret` when absent. Failures are reported and leave
+    /// the rest to the first request, as before.
+    pub fn prepare(&self, store: &mut impl crate::store::SharedStore, vm: Vm) -> Vec<String> {
         let mut warnings = Vec::new();
-        for key in self.routes.iter().filter_map(|r| r.slots.as_ref()) {
-            if let Err(e) = crate::breaker::shared::prepare(store, key) {
+        for s in self.routes.iter().filter_map(|r| r.slots.as_ref()) {
+            s.owner.set(vm.owner);
+            if let Err(e) = crate::breaker::shared::prepare(store, &s.key) {
                 warnings.push(format!(
-                    "meshguard: cannot create the in-flight count {key} ({e:?})"
+                    "meshguard: cannot create the in-flight count {} ({e:?})",
+                    s.key
+                ));
+            }
+        }
+        if self.policies.is_empty() {
+            return warnings;
+        }
+        self.adopt_secret(store, Some(vm.secret));
+        self.confirm_secret_at
+            .set(vm.now.saturating_add(SECRET_SETTLE_NS).max(1));
+        for p in &self.policies {
+            if let Err(e) = crate::ratelimit::table::prepare(store, &p.table) {
+                warnings.push(format!(
+                    "meshguard: cannot create the table of {} ({e:?}); its slots are created as keys arrive",
+                    p.policy.name
                 ));
             }
         }
         warnings
+    }
+
+    /// Reads the plugin's fingerprint secret (creating it from `create` when the
+    /// store holds none) and hands it to every policy's table.
+    fn adopt_secret(&self, store: &mut impl crate::store::SharedStore, create: Option<[u64; 2]>) {
+        let key = format!("{}.secret", self.store_prefix);
+        let mut secret = read_secret(store, &key);
+        if let (None, Some(new)) = (secret, create) {
+            let mut bytes = new[0].to_le_bytes().to_vec();
+            bytes.extend_from_slice(&new[1].to_le_bytes());
+            // Last writer wins; `confirm_secret` re-reads once the workers
+            // configured at the same time have all written.
+            let _ = store.set(&key, &bytes, None);
+            secret = read_secret(store, &key).or(Some(new));
+        }
+        if let Some(secret) = secret {
+            for p in &self.policies {
+                p.table.secret.set(secret);
+            }
+        }
+    }
+
+    /// Once, [`SECRET_SETTLE_NS`] after configure: re-reads the fingerprint secret,
+    /// so workers that configured at the same moment and each created one all use
+    /// the one that stayed. Until then a key may have one bucket per such worker.
+    pub fn confirm_secret(&self, store: &mut impl crate::store::SharedStore, now: u64) {
+        let at = self.confirm_secret_at.get();
+        if at != 0 && now >= at {
+            self.confirm_secret_at.set(0);
+            self.adopt_secret(store, None);
+        }
     }
 
     /// Whether the root context must tick: a breaker may hold outcomes of an idle
@@ -283,6 +352,7 @@ impl<I: Ids> Runtime<I> {
     pub fn holds_work(&self) -> bool {
         self.routes.iter().any(|r| {
             r.breakers.iter().any(|b| b.local.borrow().pending() > 0)
+                || r.slots.as_ref().is_some_and(|s| s.held.get() > 0)
                 || r.rollout.as_ref().is_some_and(|ro| ro.state.holds_work())
         })
     }
@@ -294,6 +364,12 @@ impl<I: Ids> Runtime<I> {
             crate::RedSlot::Unmatched => self.unmatched.as_ref(),
         }
     }
+}
+
+/// The fingerprint secret stored at `key` (16 bytes), if any.
+fn read_secret(store: &mut impl crate::store::SharedStore, key: &str) -> Option<[u64; 2]> {
+    let v = store.get(key).ok()?.0?;
+    (v.len() == 16).then_some([u64_at(&v, 0)?, u64_at(&v, 8)?])
 }
 
 fn build_route<I: Ids, D: DefineIds<I>>(
@@ -319,7 +395,7 @@ fn build_route<I: Ids, D: DefineIds<I>>(
         .breaker
         .as_ref()
         .and_then(|b| b.max_concurrent)
-        .map(|_| format!("{store_prefix}.cc.{}", route.name));
+        .map(|_| crate::breaker::shared::Slots::new(format!("{store_prefix}.cc2.{}", route.name)));
     let rollout = match &route.canary {
         Some(policy) => match &policy.rollout {
             Some(r) => {

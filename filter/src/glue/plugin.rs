@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::rc::Rc;
 
 use meshguard_config::CompiledConfig;
-use meshguard_engine::Runtime;
+use meshguard_engine::{Runtime, Vm};
 
 use super::metrics::{Definer, WasmIds};
 use super::worker::Worker;
@@ -55,7 +55,17 @@ pub fn build(
 ) -> Result<Plugin, HostError> {
     let name = host.plugin_name()?.unwrap_or_default();
     let runtime = Runtime::build(config, &name, &mut Definer(host))?;
-    for w in runtime.prepare(&mut crate::host::store::HostStore(host)) {
+    let owner = worker.owner.get();
+    let now = host.now_ns().unwrap_or(0);
+    // The fingerprint secret, if this VM is the first: 128 fresh bits from the
+    // host (from the VM's id and the clock when `random_get` fails).
+    let random = || host.random_seed().unwrap_or(owner ^ now);
+    let vm = Vm {
+        owner,
+        secret: [random(), meshguard_engine::mix64(random())],
+        now,
+    };
+    for w in runtime.prepare(&mut crate::host::store::HostStore(host), vm) {
         host.log(crate::host::Level::Warn, &w);
     }
     Ok(Plugin { runtime, worker })

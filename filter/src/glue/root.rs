@@ -34,10 +34,13 @@ impl Default for Root {
             host.log(Level::Warn, &format!("{e}; seeding from the clock"));
             host.now_ns().unwrap_or(0)
         });
+        let rng = Rng::new(seed);
+        let worker = Worker::default();
+        worker.owner.set(rng.next_u64());
         Root {
             plugin: None,
-            rng: Rc::new(Rng::new(seed)),
-            worker: Rc::new(Worker::default()),
+            rng: Rc::new(rng),
+            worker: Rc::new(worker),
         }
     }
 }

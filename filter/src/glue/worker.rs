@@ -26,6 +26,9 @@ pub const IDLE_TICKS: u32 = 20;
 /// of an older configuration may still end after a new one arrived).
 #[derive(Debug, Default)]
 pub struct Worker {
+    /// This VM's random id: the owner of its concurrency slots, the same for
+    /// every configuration it runs.
+    pub owner: Cell<u64>,
     counts: RefCell<HashMap<u32, i64>>,
     ticking: Cell<bool>,
     idle_ticks: Cell<u32>,

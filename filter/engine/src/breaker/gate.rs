@@ -136,8 +136,8 @@ pub fn gate<'rt, I: Ids>(
         kind,
     };
     let mut slot = false;
-    if let (Some(max), Some(key)) = (b.max_concurrent, &route.slots) {
-        match shared::acquire(store, key, max) {
+    if let (Some(max), Some(slots)) = (b.max_concurrent, &route.slots) {
+        match shared::acquire(store, slots, max, now) {
             Ok(true) => slot = true,
             Ok(false) => {
                 events.push(reject(RejectKind::Concurrency));
@@ -177,8 +177,8 @@ pub fn gate<'rt, I: Ids>(
         }
     }
     if slot {
-        if let Some(key) = &route.slots {
-            let _ = shared::release(store, key);
+        if let Some(slots) = &route.slots {
+            let _ = shared::release(store, slots, now);
         }
     }
     let reason = if phase == Phase::Open {
@@ -199,8 +199,8 @@ pub fn settle<I: Ids>(
     events: &mut Vec<Event>,
 ) {
     if t.slot {
-        if let Some(key) = &route.slots {
-            if let Err(e) = shared::release(store, key) {
+        if let Some(slots) = &route.slots {
+            if let Err(e) = shared::release(store, slots, end.now.unwrap_or(t.start_ns)) {
                 events.push(Event::Warning(format!(
                     "meshguard: concurrency slot not returned ({e:?})"
                 )));
@@ -240,7 +240,8 @@ fn report(
     }
 }
 
-/// The tick: writes the outcomes an idle worker still holds once they are due.
+/// The tick: pushes this VM's concurrency-slot deadline forward while it holds
+/// slots, and writes the outcomes an idle worker still holds once they are due.
 pub fn flush<I: Ids>(
     route: &RouteRuntime<I>,
     index: usize,
@@ -248,6 +249,13 @@ pub fn flush<I: Ids>(
     now: u64,
     events: &mut Vec<Event>,
 ) {
+    if let Some(slots) = route.slots.as_ref().filter(|s| s.refresh_due(now)) {
+        if let Err(e) = shared::refresh(store, slots, now) {
+            events.push(Event::Warning(format!(
+                "meshguard: concurrency slots not refreshed ({e:?})"
+            )));
+        }
+    }
     let Some(b) = &route.route.breaker else {
         return;
     };

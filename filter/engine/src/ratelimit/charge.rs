@@ -11,7 +11,7 @@ use super::global::{self, Answered, Pre, Reply};
 use super::headers::{legacy_fields, policy_field, ratelimit_field, PolicyState};
 use super::key::build_key;
 use super::lease::charge_leased;
-use super::table::{fingerprint, Charge};
+use super::table::Charge;
 use crate::decision::{Advertised, Event, LocalReply, ReplyReason};
 use crate::metrics::RateLimitOutcome;
 use crate::runtime::{Ids, PolicyRuntime, RouteRuntime, Runtime};
@@ -92,6 +92,7 @@ pub fn charge_route<'rt, I: Ids>(
     events: &mut Vec<Event>,
 ) -> Result<Charged, LocalReply<'rt>> {
     let mut passed: Vec<Advertised> = Vec::new();
+    rt.confirm_secret(store, now);
     let indices: Vec<usize> = rt
         .top_level_policies
         .iter()
@@ -123,7 +124,7 @@ pub fn charge_route<'rt, I: Ids>(
         let Some(key) = build_key(&p.policy.key, &route.route.name, req) else {
             continue;
         };
-        let fp = fingerprint(&key);
+        let fp = p.table.fingerprint(&key);
         let timeout_ns = service.timeout_ms.saturating_mul(1_000_000);
         let pre = state.borrow_mut().precheck(g, fp, now, timeout_ns);
         match pre {

@@ -20,7 +20,7 @@
 //!   most `MAX_LEASE - 1`, refilled at the policy's rate).
 
 use super::gcra::Verdict;
-use super::table::{charge_lease, fingerprint, Charge, LeaseRequest, Table};
+use super::table::{charge_lease, Charge, LeaseRequest, Table};
 use crate::store::SharedStore;
 
 /// Leases a worker keeps per policy.
@@ -74,7 +74,7 @@ pub fn charge_leased(
     key: &[u8],
     now: u64,
 ) -> Charge {
-    let fp = fingerprint(key);
+    let fp = table.fingerprint(key);
     let Some(slot) = leases.slot(fp) else {
         let one = LeaseRequest { refund: 0, max: 1 };
         return charge_lease(store, table, fp, now, one);

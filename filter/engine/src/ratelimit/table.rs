@@ -14,8 +14,13 @@
 //! mode. A rejection writes nothing (unless it repairs a bucket left far in the
 //! future by a backwards clock step).
 
+use std::cell::Cell;
+use std::hash::Hasher;
+
+use siphasher::sip::SipHasher13;
+
 use super::gcra::{Bucket, Verdict};
-use crate::hash::{mix64, sticky_hash};
+use crate::hash::mix64;
 use crate::le::u64_at;
 
 use crate::store::{SharedStore, StoreError, MAX_CAS_ATTEMPTS};
@@ -33,6 +38,16 @@ pub struct Table {
     pub bucket: Bucket,
     /// Slots (keys tracked at once).
     pub max_keys: u32,
+    /// The fingerprint key, one per plugin, shared by every worker (see
+    /// [`fingerprint`]).
+    pub secret: Cell<[u64; 2]>,
+}
+
+impl Table {
+    /// The fingerprint of `key` under this table's secret.
+    pub fn fingerprint(&self, key: &[u8]) -> u64 {
+        fingerprint(self.secret.get(), key)
+    }
 }
 
 /// How many tokens a charge gives back and may take.
@@ -81,9 +96,47 @@ pub fn decode(value: &[u8]) -> Option<(u64, u64)> {
     Some((u64_at(rest, 0)?, u64_at(rest, 8)?))
 }
 
-/// The fingerprint of a key (never 0: 0 marks the overflow bucket).
-pub fn fingerprint(key: &[u8]) -> u64 {
-    sticky_hash(b"meshguard.ratelimit", key).max(1)
+/// The fingerprint of a key (never 0: 0 marks the overflow bucket): SipHash-1-3
+/// keyed with a random secret that the plugin's first VM creates in shared data
+/// and every worker reads (`Runtime::prepare`). A fingerprint and the four slots
+/// it picks are thus unknown to clients: nobody can pick a key value that lands
+/// on another client's bucket (an unkeyed hash lets a client that controls a key
+/// header aim a collision). Two keys share a bucket only by a 2^-64 accident.
+pub fn fingerprint(secret: [u64; 2], key: &[u8]) -> u64 {
+    let mut h = SipHasher13::new_with_keys(secret[0], secret[1]);
+    h.write(key);
+    h.finish().max(1)
+}
+
+/// Tables up to this many slots are created whole at configure time (see
+/// [`prepare`]); larger ones are created slot by slot as keys arrive.
+pub const PREPARE_MAX_KEYS: u32 = 65_536;
+
+/// Creates every slot of `table` (and its overflow bucket) empty, once per
+/// table: a later configure finds the `.ready` mark and reads nothing else.
+///
+/// Shared data has no create-if-absent: a slot that does not exist yet is written
+/// without compare-and-swap, so two workers creating the same key's slot at once
+/// would each admit a request from one token. With every slot created before
+/// traffic, every charge is a compare-and-swap and that race is gone. (Only
+/// while a new policy's table is being created can a worker that already serves
+/// it race the one creating it, once per slot.) Tables above
+/// [`PREPARE_MAX_KEYS`] are not created ahead, to keep a configure cheap; there a
+/// slot's first use is the one time two workers can each admit one request.
+pub fn prepare(store: &mut impl SharedStore, table: &Table) -> Result<bool, StoreError> {
+    let ready = format!("{}.ready", table.prefix);
+    if table.max_keys > PREPARE_MAX_KEYS || store.get(&ready)?.0.is_some() {
+        return Ok(false);
+    }
+    let empty = encode(0, 0);
+    let slots = (0..table.max_keys).map(|s| format!("{}.{s}", table.prefix));
+    for key in slots.chain([format!("{}.overflow", table.prefix)]) {
+        if store.get(&key)?.0.is_none() {
+            store.set(&key, &empty, None)?;
+        }
+    }
+    store.set(&ready, &[VERSION], None)?;
+    Ok(true)
 }
 
 /// The store key of candidate `probe` of `fingerprint` under `prefix`.
@@ -117,7 +170,8 @@ fn find(
             continue; // tiny tables: candidates may coincide
         }
         let (value, cas) = store.get(&key)?;
-        match value.as_deref().and_then(decode) {
+        let decoded = value.as_deref().and_then(decode);
+        match decoded {
             Some((f, tat)) if f == fp => {
                 return Ok(Target {
                     key,
@@ -137,7 +191,7 @@ fn find(
                         cas,
                         fingerprint: fp,
                         overflow: false,
-                        fresh: value.is_none(),
+                        fresh: value.is_none() || decoded.is_some_and(|(f, _)| f == 0),
                     });
                 }
             }
@@ -165,7 +219,7 @@ fn find(
 #[cfg(test)]
 pub fn charge(store: &mut impl SharedStore, table: &Table, key: &[u8], now: u64) -> Charge {
     const ONE: LeaseRequest = LeaseRequest { refund: 0, max: 1 };
-    charge_lease(store, table, fingerprint(key), now, ONE)
+    charge_lease(store, table, table.fingerprint(key), now, ONE)
 }
 
 /// Like [`charge`] for the key with fingerprint `fp`, first giving back
@@ -238,6 +292,7 @@ pub fn table(prefix: &str, bucket: impl std::borrow::Borrow<Bucket>, max_keys: u
         prefix: prefix.to_string(),
         bucket: *bucket.borrow(),
         max_keys,
+        secret: Cell::new([0x5eed, 0x7e57]),
     }
 }
 

@@ -19,7 +19,7 @@ const CONFIG: &str = r#"{"schemaVersion":1,
      "canary":{"variants":[{"name":"stable","cluster":"s","weight":9000},{"name":"canary","cluster":"c","weight":1000}],
                "rules":[{"header":{"name":"x-canary","exact":"1"},"variant":"canary"}],
                "sticky":{"header":"x-user"}},
-     "rateLimits":[{"name":"per-user","key":[{"header":"x-user"}],"limit":{"burst":2,"rate":1,"per":"hour"}}],
+     "rateLimits":[{"name":"per-user","key":[{"header":"x-user"}],"limit":{"burst":2,"rate":1,"per":"hour"},"maxKeys":1000}],
      "breaker":{"consecutiveFailures":1,"openDurationMs":60000}}
   ]}"#;
 

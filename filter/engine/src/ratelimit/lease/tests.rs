@@ -53,7 +53,7 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
     let created = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0);
     assert_eq!(remaining(&created), 999_999);
     assert_eq!(
-        leases.held(fingerprint(b"k")),
+        leases.held(table("p", b, 16).fingerprint(b"k")),
         0,
         "no lease on a fresh slot"
     );
@@ -63,7 +63,10 @@ fn a_full_bucket_leases_tokens_the_worker_then_spends_without_shared_data() {
         999_998,
         "the leased tokens still count as the client's"
     );
-    assert_eq!(leases.held(fingerprint(b"k")), MAX_LEASE - 1);
+    assert_eq!(
+        leases.held(table("p", b, 16).fingerprint(b"k")),
+        MAX_LEASE - 1
+    );
     let (gets, sets) = (store.gets, store.sets);
     for i in 0..MAX_LEASE - 1 {
         let c = charge_leased(&mut leases, &mut store, &table("p", b, 16), b"k", T0 + i);
@@ -106,12 +109,12 @@ fn tokens_left_in_an_ended_lease_are_given_back() {
         remaining(&charge_lease(
             s,
             &table("p", b, 16),
-            fingerprint(b"k"),
+            table("p", b, 16).fingerprint(b"k"),
             T0 + 2 * MS,
             LeaseRequest { refund: 0, max: 1 },
         ))
     };
-    let held = leases.held(fingerprint(b"k"));
+    let held = leases.held(table("p", b, 16).fingerprint(b"k"));
     assert_eq!(held, MAX_LEASE - 1, "a new lease");
     assert_eq!(shared(&mut store) + held, shared(&mut exact));
 }
@@ -193,5 +196,8 @@ fn two_workers_creating_a_key_at_once_admit_at_most_one_token_each_beyond_the_bu
     let first = charge_leased(&mut a, &mut store, &t, b"k", T0);
     let second = charge_leased(&mut w, &mut racing, &t, b"k", T0);
     assert!(allowed(&first) && allowed(&second));
-    assert_eq!(a.held(fingerprint(b"k")) + w.held(fingerprint(b"k")), 0);
+    assert_eq!(
+        a.held(table("p", b, 16).fingerprint(b"k")) + w.held(table("p", b, 16).fingerprint(b"k")),
+        0
+    );
 }

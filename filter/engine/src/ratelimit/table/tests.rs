@@ -168,30 +168,28 @@ fn new_keys_past_capacity_share_the_overflow_bucket() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn full_buckets_of_idle_keys_are_reused() {
+    // One slot: every key's candidates are that slot. Each newcomer arrives when
+    // the previous key's bucket is full again, and takes the slot.
     let mut store = FakeStore::default();
-    let max_keys = 4;
-    for i in 0..4u32 {
-        charge(
-            &mut store,
-            &table("p", B, max_keys),
-            format!("old-{i}").as_bytes(),
-            T0,
-        );
-    }
-    // Three seconds later all old buckets are full again: newcomers take slots.
-    let later = T0 + 3 * SEC;
-    for n in 0..4u32 {
-        match charge(
-            &mut store,
-            &table("p", B, max_keys),
-            format!("new-{n}").as_bytes(),
-            later,
-        ) {
+    let t = table("p", B, 1);
+    assert!(matches!(
+        charge(&mut store, &t, b"old", T0),
+        Charge::Decided {
+            overflow: false,
+            ..
+        }
+    ));
+    for n in 1..5u64 {
+        let at = T0 + n * 3 * SEC;
+        match charge(&mut store, &t, format!("new-{n}").as_bytes(), at) {
             Charge::Decided {
                 overflow, verdict, ..
-            } => assert!(!overflow && verdict.allowed),
+            } => assert!(!overflow && verdict.allowed, "newcomer {n}"),
             other => panic!("{other:?}"),
         }
+        // Within the same second another newcomer finds the slot in use.
+        let c = charge(&mut store, &t, b"late", at);
+        assert!(matches!(c, Charge::Decided { overflow: true, .. }), "{c:?}");
     }
 }
 
@@ -202,4 +200,148 @@ fn a_returning_key_is_found_with_one_read() {
     let gets = store.gets;
     charge(&mut store, &table("p", B, 1000), b"k", T0);
     assert_eq!(store.gets - gets, 1);
+}
+
+/// Two workers: the second one's next read returns what the store held before
+/// the first one's write (both read the slot, then both write).
+struct Racing {
+    store: FakeStore,
+    stale: Option<(String, Read)>,
+}
+
+/// What a `get` returns.
+type Read = (Option<Vec<u8>>, Option<u32>);
+
+impl SharedStore for Racing {
+    fn get(&mut self, key: &str) -> Result<Read, StoreError> {
+        match self.stale.take() {
+            Some((k, v)) if k == key => Ok(v),
+            other => {
+                self.stale = other;
+                self.store.get(key)
+            }
+        }
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        self.store.set(key, value, cas)
+    }
+}
+
+/// Two workers charge a new key of a one-token bucket at once; how many pass.
+fn racing_first_charges(prepared: bool) -> usize {
+    let one = Bucket {
+        burst: 1,
+        interval_ns: SEC,
+    };
+    let t = table("p", one, 1);
+    let mut r = Racing {
+        store: FakeStore::default(),
+        stale: None,
+    };
+    if prepared {
+        assert_eq!(prepare(&mut r, &t), Ok(true));
+    }
+    let slot = slot_key("p", t.fingerprint(b"k"), 0, 1);
+    let before = r.get(&slot).unwrap();
+    let first = charge(&mut r, &t, b"k", T0);
+    r.stale = Some((slot, before));
+    let second = charge(&mut r, &t, b"k", T0);
+    [first, second].iter().filter(|c| allowed(c)).count()
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_table_created_before_traffic_admits_one_token_to_two_racing_workers() {
+    // Absent, the slot's first writes are plain: both workers admit one.
+    assert_eq!(racing_first_charges(false), 2);
+    // Created ahead, the second write's compare-and-swap fails, it re-reads the
+    // first one's bucket and is limited.
+    assert_eq!(racing_first_charges(true), 1);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn preparing_creates_every_slot_once_and_only_small_tables() {
+    let mut store = FakeStore::default();
+    let t = table("p", B, 10);
+    assert_eq!(prepare(&mut store, &t), Ok(true));
+    assert_eq!(
+        store.data.len(),
+        12,
+        "10 slots, the overflow bucket, the mark"
+    );
+    assert_eq!(store.data["p.3"].0, encode(0, 0).to_vec());
+    // A charge keeps the slot count, and its first use counts as claimed.
+    let c = charge(&mut store, &t, b"k", T0);
+    assert!(matches!(c, Charge::Decided { claimed: true, .. }), "{c:?}");
+    assert_eq!(store.data.len(), 12);
+    // The next configure reads the mark only.
+    let (gets, sets) = (store.gets, store.sets);
+    assert_eq!(prepare(&mut store, &t), Ok(false));
+    assert_eq!((store.gets - gets, store.sets - sets), (1, 0));
+    // A large table is left to be created as keys arrive.
+    let big = table("big", B, PREPARE_MAX_KEYS + 1);
+    assert_eq!(prepare(&mut store, &big), Ok(false));
+    assert_eq!(store.data.len(), 12);
+    let edge = table("edge", B, PREPARE_MAX_KEYS);
+    let mut other = FakeStore::default();
+    assert_eq!(prepare(&mut other, &edge), Ok(true));
+    assert_eq!(other.data.len(), PREPARE_MAX_KEYS as usize + 2);
+}
+
+/// For each of `victim`'s candidate slots under `secret`, a key whose first
+/// candidate is that slot: charged first, they take every slot the victim could use.
+fn aimed_keys(secret: [u64; 2], victim: &[u8], max_keys: u32) -> Vec<Vec<u8>> {
+    let slot = |k: &[u8], p| slot_key("p", fingerprint(secret, k), p, max_keys);
+    let mut targets: Vec<String> = (0..PROBES).map(|p| slot(victim, p)).collect();
+    targets.dedup();
+    let mut keys = (0u32..).map(|i| format!("attacker-{i}").into_bytes());
+    targets
+        .iter()
+        .filter_map(|t| keys.find(|k| slot(k, 0) == *t))
+        .collect()
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn keys_aimed_at_a_clients_slots_miss_them_under_another_secret() {
+    // An attacker who knew the secret could find key values whose candidate
+    // slots are exactly a victim's, take them all, and push the victim into the
+    // shared overflow bucket. (Unkeyed, anyone can compute that offline.)
+    let max_keys = 1024;
+    let known = [1, 2];
+    let aimed = aimed_keys(known, b"victim", max_keys);
+    let run = |secret: [u64; 2]| {
+        let mut store = FakeStore::default();
+        let t = table("p", B, max_keys);
+        t.secret.set(secret);
+        for k in &aimed {
+            charge(&mut store, &t, k, T0);
+        }
+        charge(&mut store, &t, b"victim", T0)
+    };
+    assert!(
+        matches!(run(known), Charge::Decided { overflow: true, .. }),
+        "the attack works when the secret is known"
+    );
+    // Under secrets the attacker does not know, the same keys land elsewhere.
+    let missed = (0..100u64)
+        .filter(|i| {
+            matches!(
+                run([i * 7 + 3, 99]),
+                Charge::Decided {
+                    overflow: false,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(missed, 100, "secrets that kept the victim's bucket");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn fingerprints_depend_on_the_secret_and_are_never_zero() {
+    assert_ne!(fingerprint([1, 2], b"k"), fingerprint([1, 3], b"k"));
+    assert_ne!(fingerprint([1, 2], b"k"), fingerprint([1, 2], b"l"));
+    assert_eq!(fingerprint([1, 2], b"k"), fingerprint([1, 2], b"k"));
+    for i in 0..10_000u32 {
+        assert_ne!(fingerprint([9, 9], &i.to_le_bytes()), 0);
+    }
 }
