@@ -85,7 +85,7 @@ impl Upstream {
                                     async move { Ok::<_, Infallible>(answer(&name, &count, default_status, fail_every, req).await) }
                                 });
                                 let _ = http1::Builder::new()
-                                    .max_headers(512)
+                                    .max_headers(2048)
                                     .serve_connection(TokioIo::new(stream), svc)
                                     .await;
                             });

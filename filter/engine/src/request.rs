@@ -364,9 +364,20 @@ impl<I: Ids> Runtime<I> {
     /// The root context's tick at `now`: writes held breaker outcomes that are due,
     /// and folds each rollout's counts (reading back its verdicts and steps).
     pub fn tick(&self, store: &mut impl SharedStore, now: u64) -> Vec<Event> {
+        self.tick_with(store, now, false)
+    }
+
+    /// The last tick of a configuration being replaced (its root context is
+    /// done): writes every breaker outcome still held and folds every rollout
+    /// count, which no later tick of this configuration would.
+    pub fn retire(&self, store: &mut impl SharedStore, now: u64) -> Vec<Event> {
+        self.tick_with(store, now, true)
+    }
+
+    fn tick_with(&self, store: &mut impl SharedStore, now: u64, all: bool) -> Vec<Event> {
         let mut events = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {
-            breaker::flush(route, i, store, now, &mut events);
+            breaker::flush(route, i, store, now, &mut events, all);
         }
         self.tick_rollouts(store, now, &mut events);
         events

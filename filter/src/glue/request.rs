@@ -315,6 +315,17 @@ pub fn on_tick(host: &impl Host, plugin: &Plugin) {
     }
 }
 
+/// The configuration is being replaced (Envoy is done with its root context):
+/// no tick of it runs again, so everything it holds is written now, and the
+/// counts of its streams that are still to end go to Envoy one by one.
+pub fn retire(host: &impl Host, plugin: &Plugin) {
+    if let Some(now) = now(host) {
+        let events: Vec<Event> = plugin.retire(&mut HostStore(host), now);
+        record_events(host, plugin, &events);
+    }
+    plugin.worker.retire(host);
+}
+
 /// A request arrived: when the tick had stopped (an idle worker), start it and
 /// tick once now, so the request sees the rollouts' shared state.
 fn wake(host: &impl Host, plugin: &Plugin) {

@@ -10,7 +10,7 @@ use proxy_wasm::types::ContextType;
 use super::configure::configure;
 use super::http::Http;
 use super::plugin::Plugin;
-use super::request::on_tick;
+use super::request::{on_tick, retire};
 use super::worker::Worker;
 use crate::host::proxy::ProxyHost;
 use crate::host::{Host, Level};
@@ -45,7 +45,16 @@ impl Default for Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    /// Envoy is done with this root context (its configuration was replaced):
+    /// write what it holds, and let its remaining streams count unbatched.
+    fn on_done(&mut self) -> bool {
+        if let Some(plugin) = &self.plugin {
+            retire(&ProxyHost, plugin);
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {

@@ -94,6 +94,14 @@ impl Worker {
         }
     }
 
+    /// Hands every count to Envoy and stops batching: the root context is done,
+    /// so no tick of it would hand over later counts.
+    pub fn retire(&self, host: &impl Host) {
+        self.flush(host);
+        self.no_tick.set(true);
+        self.ticking.set(false);
+    }
+
     /// After a tick: counts one more idle tick when nothing was pending before it
     /// (else starts over); true when the tick should stop now.
     pub fn idle_tick(&self, busy: bool) -> bool {

@@ -241,13 +241,15 @@ fn report(
 }
 
 /// The tick: pushes this VM's concurrency-slot deadline forward while it holds
-/// slots, and writes the outcomes an idle worker still holds once they are due.
+/// slots, and writes the outcomes an idle worker still holds once they are due
+/// (all of them with `all`: the configuration is being retired).
 pub fn flush<I: Ids>(
     route: &RouteRuntime<I>,
     index: usize,
     store: &mut impl SharedStore,
     now: u64,
     events: &mut Vec<Event>,
+    all: bool,
 ) {
     if let Some(slots) = route.slots.as_ref().filter(|s| s.refresh_due(now)) {
         if let Err(e) = shared::refresh(store, slots, now) {
@@ -266,7 +268,7 @@ pub fn flush<I: Ids>(
         let result = breaker
             .local
             .borrow_mut()
-            .flush_due(store, &breaker.key, b, now);
+            .flush(store, &breaker.key, b, now, all);
         report(events, index, inst, result);
     }
 }

@@ -145,7 +145,20 @@ impl Local {
         policy: &CompiledBreaker,
         now: u64,
     ) -> Result<Vec<Transition>, StoreError> {
-        if self.pending.is_empty() || !self.due(Batching::of(policy), now) {
+        self.flush(store, key, policy, now, false)
+    }
+
+    /// Writes held outcomes that are due at `now`, or all of them with `all` (the
+    /// configuration is being retired: nothing would write them later).
+    pub fn flush(
+        &mut self,
+        store: &mut impl SharedStore,
+        key: &str,
+        policy: &CompiledBreaker,
+        now: u64,
+        all: bool,
+    ) -> Result<Vec<Transition>, StoreError> {
+        if self.pending.is_empty() || !(all || self.due(Batching::of(policy), now)) {
             return Ok(Vec::new());
         }
         Ok(self.sync(store, key, policy, now, Then::Nothing)?.1)

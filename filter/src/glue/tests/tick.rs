@@ -151,3 +151,31 @@ fn a_long_stream_ending_after_the_tick_stopped_starts_it_again() {
         1
     );
 }
+
+#[test]
+fn a_retired_configuration_hands_over_what_it_holds_and_counts_its_last_streams_at_once() {
+    use crate::glue::request::retire;
+    const BREAKER: &str = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{}}]}"#;
+    let host = FakeHost::new().at(1_000 * MS).with_config(BREAKER);
+    let p = configure(&host, Default::default()).unwrap();
+    assert!(p.worker.set_tick(&host, TICK_MS));
+    let total = "meshguard.requests_total.route.web.variant.none.code_class.none";
+    let send = || {
+        let s = on_request_headers(&host, &p, &rng(1)).state;
+        on_log(&host, &p, &s);
+    };
+    for _ in 0..3 {
+        send();
+    }
+    // Held by the worker and the breaker until the next tick...
+    assert_eq!(host.metric_now(total), 0);
+    assert_eq!(p.routes[0].breakers[0].local.borrow().pending(), 3);
+    // ...which never comes: Envoy is done with this root context.
+    retire(&host, &p);
+    assert_eq!(host.metric_now(total), 3);
+    assert_eq!(p.routes[0].breakers[0].local.borrow().pending(), 0);
+    assert!(!p.worker.ticking());
+    // A stream of this configuration that ends later is counted at once.
+    send();
+    assert_eq!(host.metric_now(total), 4);
+}
