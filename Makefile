@@ -18,7 +18,14 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
-.PHONY: fuzz help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
+# Mutation testing: each crate's own tests against mutated code (cargo-mutants,
+# installed here when absent). ENGINE_MUTANTS / CONFIG_MUTANTS narrow a crate's run
+# (e.g. ENGINE_MUTANTS='-f filter/engine/src/ratelimit/table.rs'). Reports land in
+# target/mutants/; a full run of both crates takes hours on 2 cores.
+ENGINE_MUTANTS ?=
+CONFIG_MUTANTS ?=
+
+.PHONY: mutants fuzz help setup build build-trap package manifests bench sim run run-fleet test test-native test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
@@ -28,6 +35,7 @@ help:
 	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
 	@echo "make sim    the canary analysis' seeded simulations (the README's false-rollback table)"
 	@echo "make fuzz   the property tests as fuzzing for FUZZ_SECONDS (default 300)"
+	@echo "make mutants  cargo-mutants over the engine and config crates (hours; ENGINE_MUTANTS/CONFIG_MUTANTS narrow it)"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
 	@echo "make setup  install what the above need (idempotent)"
 
@@ -76,6 +84,14 @@ bench: setup build
 # by every later run (make test included) once committed.
 FUZZ_SECONDS ?= 300
 FUZZ_CASES ?= 20000
+mutants:
+	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants@27.1.0
+	cargo mutants -p meshguard-engine $(ENGINE_MUTANTS) -j 1 --timeout 120 -o target/mutants/engine || true
+	cargo mutants -p meshguard-config $(CONFIG_MUTANTS) -j 1 --timeout 120 -o target/mutants/config || true
+	@for c in engine config; do f=target/mutants/$$c/mutants.out; \
+	  echo "$$c: $$(wc -l < $$f/caught.txt) caught, $$(wc -l < $$f/missed.txt) missed, $$(wc -l < $$f/timeout.txt) timeouts, $$(wc -l < $$f/unviable.txt) unviable"; \
+	  sed 's/^/  missed: /' $$f/missed.txt; done
+
 fuzz:
 	@end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); rounds=0; start=$$(date +%s); \
 	cargo test -q --release -p meshguard-config -p meshguard-engine -p meshguard-filter --lib --no-run; \

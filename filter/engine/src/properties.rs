@@ -8,7 +8,10 @@ use meshguard_config::breaker::WindowKind;
 use proptest::prelude::*;
 
 use crate::analysis::rollout::Record;
+use crate::breaker::shared::{acquire, in_flight, release, Slots};
 use crate::breaker::state::State;
+use crate::store::fake::FakeStore;
+use crate::store::SharedStore;
 use crate::ratelimit::table::{decode, encode};
 
 fn window() -> impl Strategy<Value = WindowKind> {
@@ -74,6 +77,26 @@ fn rollout_record() -> impl Strategy<Value = (usize, Vec<u8>)> {
     })
 }
 
+/// A real concurrency count: `owners` VMs holding 1, 2, … slots since `at`.
+fn real_count(owners: u64, at: u64) -> Vec<u8> {
+    let mut store = FakeStore::default();
+    for o in 0..owners {
+        let s = Slots::new("cc".into());
+        s.owner.set(o);
+        for _ in 0..=o {
+            let _ = acquire(&mut store, &s, u32::MAX, at);
+        }
+    }
+    store.data.get("cc").map(|(v, _)| v.clone()).unwrap_or_default()
+}
+
+fn count_record() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        stored(300),
+        (1u64..5, any::<u64>()).prop_flat_map(|(n, at)| damaged(real_count(n, at))),
+    ]
+}
+
 proptest! {
     #[test]
     fn a_damaged_breaker_record_is_valid_or_a_fresh_closed_breaker((kind, bytes) in breaker_record(), now in any::<u64>()) {
@@ -113,5 +136,19 @@ proptest! {
             prop_assert_eq!(r.variants.len(), variants - 1);
             prop_assert_eq!(Record::decode(&r.encode(), variants), Some(r));
         }
+    }
+
+    #[test]
+    fn a_concurrency_count_is_valid_or_empty(bytes in count_record(), now in any::<u64>(), owner in any::<u64>()) {
+        let mut store = FakeStore::default();
+        store.set("cc", &bytes, None).unwrap();
+        let before = in_flight(&mut store, "cc", now).unwrap();
+        let s = Slots::new("cc".into());
+        s.owner.set(owner);
+        if acquire(&mut store, &s, u32::MAX, now).unwrap() {
+            prop_assert_eq!(in_flight(&mut store, "cc", now).unwrap(), before + 1);
+            release(&mut store, &s, now).unwrap();
+        }
+        prop_assert_eq!(in_flight(&mut store, "cc", now).unwrap(), before);
     }
 }

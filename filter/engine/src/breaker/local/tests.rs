@@ -194,3 +194,25 @@ fn a_failing_store_keeps_one_batch_and_reads_again() {
     assert_eq!(w.pending(), 0);
     assert_eq!(stored(&store, &p).window.totals(T0).failures, 5);
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn batches_are_sized_from_the_window_at_their_boundaries() {
+    let of = |json: &str| {
+        let b = Batching::of(&policy(json));
+        (b.max_pending, b.max_delay_ns)
+    };
+    // N calls: N/20 held, at least 1, at most 16; never older than 50 ms.
+    assert_eq!(of(r#"{"window":{"calls":19}}"#), (1, MAX_DELAY_NS));
+    assert_eq!(of(r#"{"window":{"calls":40},"minimumCalls":10}"#), (2, MAX_DELAY_NS));
+    assert_eq!(of(r#"{"window":{"calls":339}}"#), (16, MAX_DELAY_NS));
+    assert_eq!(of(r#"{"window":{"calls":1000}}"#), (16, MAX_DELAY_NS));
+    // N seconds: a 64th of the window, capped at 50 ms (from 4 s on).
+    assert_eq!(of(r#"{"window":{"seconds":1}}"#), (MAX_BATCH, 15_625_000));
+    assert_eq!(of(r#"{"window":{"seconds":3}}"#), (MAX_BATCH, 46_875_000));
+    assert_eq!(of(r#"{"window":{"seconds":4}}"#), (MAX_BATCH, MAX_DELAY_NS));
+    // A consecutive-failure trip holds successes at most 1 ms.
+    assert_eq!(
+        of(r#"{"window":{"seconds":1},"consecutiveFailures":3}"#),
+        (MAX_BATCH, STALE_NS)
+    );
+}
