@@ -216,3 +216,20 @@ fn batches_are_sized_from_the_window_at_their_boundaries() {
         (MAX_BATCH, STALE_NS)
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_open_phase_remembered_tells_the_time_left_without_a_read() {
+    let p = policy(r#"{"consecutiveFailures":1,"openDurationMs":1000}"#);
+    let (mut store, mut w) = (FakeStore::default(), Local::default());
+    w.record(&mut store, KEY, &p, FAIL, false, T0).unwrap();
+    let gets = store.gets;
+    let (admission, _) = w.admit(&mut store, KEY, &p, T0 + 10 * MS).unwrap();
+    assert_eq!(
+        admission,
+        Admission::Reject {
+            phase: Phase::Open,
+            retry_in_ns: 990 * MS
+        }
+    );
+    assert_eq!(store.gets, gets, "answered from what it remembered");
+}
