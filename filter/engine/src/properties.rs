@@ -10,9 +10,9 @@ use proptest::prelude::*;
 use crate::analysis::rollout::Record;
 use crate::breaker::shared::{acquire, in_flight, release, Slots};
 use crate::breaker::state::State;
+use crate::ratelimit::table::{decode, encode};
 use crate::store::fake::FakeStore;
 use crate::store::SharedStore;
-use crate::ratelimit::table::{decode, encode};
 
 fn window() -> impl Strategy<Value = WindowKind> {
     prop_oneof![
@@ -87,7 +87,11 @@ fn real_count(owners: u64, at: u64) -> Vec<u8> {
             let _ = acquire(&mut store, &s, u32::MAX, at);
         }
     }
-    store.data.get("cc").map(|(v, _)| v.clone()).unwrap_or_default()
+    store
+        .data
+        .get("cc")
+        .map(|(v, _)| v.clone())
+        .unwrap_or_default()
 }
 
 fn count_record() -> impl Strategy<Value = Vec<u8>> {

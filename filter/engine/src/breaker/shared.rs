@@ -362,4 +362,27 @@ mod tests {
         );
         assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 65);
     }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_count_with_trailing_bytes_or_too_many_owners_reads_as_empty() {
+        let one = Entry {
+            owner: 1,
+            count: 3,
+            deadline: u64::MAX,
+        };
+        let mut s = FakeStore::default();
+        s.set("cc", &encode(&[one]), None).unwrap();
+        assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 3, "well formed");
+        let mut torn = encode(&[one]);
+        torn.push(0);
+        s.set("cc", &torn, None).unwrap();
+        assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 0, "a torn record");
+        let many: Vec<Entry> = (0..=MAX_OWNERS as u64)
+            .map(|owner| Entry { owner, ..one })
+            .collect();
+        s.set("cc", &encode(&many[..MAX_OWNERS]), None).unwrap();
+        assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 3 * MAX_OWNERS as u32);
+        s.set("cc", &encode(&many), None).unwrap();
+        assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 0, "65 owners");
+    }
 }

@@ -203,7 +203,10 @@ fn batches_are_sized_from_the_window_at_their_boundaries() {
     };
     // N calls: N/20 held, at least 1, at most 16; never older than 50 ms.
     assert_eq!(of(r#"{"window":{"calls":19}}"#), (1, MAX_DELAY_NS));
-    assert_eq!(of(r#"{"window":{"calls":40},"minimumCalls":10}"#), (2, MAX_DELAY_NS));
+    assert_eq!(
+        of(r#"{"window":{"calls":40},"minimumCalls":10}"#),
+        (2, MAX_DELAY_NS)
+    );
     assert_eq!(of(r#"{"window":{"calls":339}}"#), (16, MAX_DELAY_NS));
     assert_eq!(of(r#"{"window":{"calls":1000}}"#), (16, MAX_DELAY_NS));
     // N seconds: a 64th of the window, capped at 50 ms (from 4 s on).
@@ -232,4 +235,22 @@ fn an_open_phase_remembered_tells_the_time_left_without_a_read() {
         }
     );
     assert_eq!(store.gets, gets, "answered from what it remembered");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_probes_outcome_is_written_even_with_nothing_held() {
+    let p = policy(r#"{"consecutiveFailures":1,"openDurationMs":1000,"halfOpenProbes":1}"#);
+    let (mut store, mut w) = (FakeStore::default(), Local::default());
+    w.record(&mut store, KEY, &p, FAIL, false, T0).unwrap();
+    let at = T0 + 1_001 * MS;
+    let (probe, _) = w.admit(&mut store, KEY, &p, at).unwrap();
+    assert_eq!(probe, Admission::Allow { probe: true });
+    assert_eq!(w.pending(), 0);
+    assert_eq!(stored(&store, &p).phase, Phase::HalfOpen);
+    w.record(&mut store, KEY, &p, OK, true, at + MS).unwrap();
+    assert_eq!(
+        stored(&store, &p).phase,
+        Phase::Closed,
+        "the probe closed it"
+    );
 }
