@@ -384,5 +384,12 @@ mod tests {
         assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 3 * MAX_OWNERS as u32);
         s.set("cc", &encode(&many), None).unwrap();
         assert_eq!(in_flight(&mut s, "cc", 0).unwrap(), 0, "65 owners");
+        // Owners holding nothing take no place: 64 of them leave room for more.
+        let idle: Vec<Entry> = (0..MAX_OWNERS as u64)
+            .map(|owner| Entry { owner, count: 0, ..one })
+            .collect();
+        s.set("cc", &encode(&idle), None).unwrap();
+        assert!(acquire(&mut s, &vm(1000), 10, 0).unwrap());
+        assert_eq!(s.data["cc"].0.len(), 1 + ENTRY, "only the new owner is kept");
     }
 }
