@@ -19,6 +19,11 @@ use crate::host::{Host, Level};
 /// outcome may wait (see `meshguard_engine::Local`).
 pub const TICK_MS: u64 = MAX_DELAY_NS / 1_000_000;
 
+thread_local! {
+    /// This VM's owner id for concurrency slots (0: not drawn yet).
+    static VM_OWNER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Root context of one plugin instance.
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
@@ -36,7 +41,15 @@ impl Default for Root {
         });
         let rng = Rng::new(seed);
         let worker = Worker::default();
-        worker.owner.set(rng.next_u64());
+        // One owner id per VM, drawn by its first root context: a reload's new
+        // configuration stamps the same concurrency entry as the streams of the
+        // one it replaced.
+        worker.owner.set(VM_OWNER.with(|o| {
+            if o.get() == 0 {
+                o.set(rng.next_u64().max(1));
+            }
+            o.get()
+        }));
         Root {
             plugin: None,
             rng: Rc::new(rng),

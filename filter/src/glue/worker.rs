@@ -27,7 +27,7 @@ pub const IDLE_TICKS: u32 = 20;
 #[derive(Debug, Default)]
 pub struct Worker {
     /// This VM's random id: the owner of its concurrency slots, the same for
-    /// every configuration it runs.
+    /// every configuration it runs (see `root.rs`).
     pub owner: Cell<u64>,
     counts: RefCell<HashMap<u32, i64>>,
     ticking: Cell<bool>,
