@@ -184,6 +184,12 @@ async fn slots_held_by_a_trapped_vm_are_reclaimed_by_the_next_one() {
         seen_taken > 0,
         "after the reload the dead VM's slots still counted for a while"
     );
+    // Their deadline was 10 s after they were taken, half a second before the
+    // trap; requests are 250 ms apart.
+    assert!(
+        (Duration::from_secs(8)..=Duration::from_secs(12)).contains(&reclaimed),
+        "reclaimed {reclaimed:?} after the trap"
+    );
     // The limit itself is intact: two in flight, the third refused.
     let held = [slow(), slow()];
     tokio::time::sleep(Duration::from_millis(500)).await;

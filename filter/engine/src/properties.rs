@@ -149,9 +149,9 @@ proptest! {
         let before = in_flight(&mut store, "cc", now).unwrap();
         let s = Slots::new("cc".into());
         s.owner.set(owner);
-        if acquire(&mut store, &s, u32::MAX, now).unwrap() {
+        if let Some(epoch) = acquire(&mut store, &s, u32::MAX, now).unwrap() {
             prop_assert_eq!(in_flight(&mut store, "cc", now).unwrap(), before + 1);
-            release(&mut store, &s, now).unwrap();
+            release(&mut store, &s, epoch, now).unwrap();
         }
         prop_assert_eq!(in_flight(&mut store, "cc", now).unwrap(), before);
     }

@@ -104,6 +104,8 @@ pub struct Runtime<I: Ids> {
     pub revision: u64,
     /// When to re-read the fingerprint secret (0: done).
     pub confirm_secret_at: Cell<u64>,
+    /// Replaced by a newer configuration: no tick of this one runs again.
+    pub retired: Cell<bool>,
 }
 
 /// One route and what deciding its requests needs.
@@ -230,7 +232,9 @@ impl<I: Ids> Runtime<I> {
                         .as_ref()
                         .map(|_| RefCell::new(GlobalState::default())),
                     table: Table {
-                        prefix: format!("{store_prefix}.rl.{}", policy.store_id),
+                        // `rl2`: keyed fingerprints (`rl` slots, unkeyed, stay with
+                        // the VMs of the build that wrote them).
+                        prefix: format!("{store_prefix}.rl2.{}", policy.store_id),
                         bucket: crate::ratelimit::gcra::Bucket {
                             burst: policy.burst,
                             interval_ns: policy.interval_ns,
@@ -270,6 +274,7 @@ impl<I: Ids> Runtime<I> {
             explain,
             revision,
             confirm_secret_at: Cell::new(0),
+            retired: Cell::new(false),
         })
     }
 

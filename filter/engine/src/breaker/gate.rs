@@ -28,8 +28,8 @@ pub struct Ticket {
     pub probe: bool,
     /// When the request started, ns.
     pub start_ns: u64,
-    /// Holds a concurrency slot to give back.
-    pub slot: bool,
+    /// Holds a concurrency slot to give back, taken from the entry of this epoch.
+    pub slot: Option<u64>,
 }
 
 /// The gate's decision.
@@ -135,11 +135,11 @@ pub fn gate<'rt, I: Ids>(
         instance: inst,
         kind,
     };
-    let mut slot = false;
+    let mut slot = None;
     if let (Some(max), Some(slots)) = (b.max_concurrent, &route.slots) {
         match shared::acquire(store, slots, max, now) {
-            Ok(true) => slot = true,
-            Ok(false) => {
+            Ok(Some(epoch)) => slot = Some(epoch),
+            Ok(None) => {
                 events.push(reject(RejectKind::Concurrency));
                 return Gate::Rejected(reply(b, 1, ReplyReason::Concurrency));
             }
@@ -176,10 +176,8 @@ pub fn gate<'rt, I: Ids>(
             }
         }
     }
-    if slot {
-        if let Some(slots) = &route.slots {
-            let _ = shared::release(store, slots, now);
-        }
+    if let (Some(epoch), Some(slots)) = (slot, &route.slots) {
+        let _ = shared::release(store, slots, epoch, now);
     }
     let reason = if phase == Phase::Open {
         ReplyReason::BreakerOpen
@@ -198,13 +196,11 @@ pub fn settle<I: Ids>(
     store: &mut impl SharedStore,
     events: &mut Vec<Event>,
 ) {
-    if t.slot {
-        if let Some(slots) = &route.slots {
-            if let Err(e) = shared::release(store, slots, end.now.unwrap_or(t.start_ns)) {
-                events.push(Event::Warning(format!(
-                    "meshguard: concurrency slot not returned ({e:?})"
-                )));
-            }
+    if let (Some(epoch), Some(slots)) = (t.slot, &route.slots) {
+        if let Err(e) = shared::release(store, slots, epoch, end.now.unwrap_or(t.start_ns)) {
+            events.push(Event::Warning(format!(
+                "meshguard: concurrency slot not returned ({e:?})"
+            )));
         }
     }
     let (Some(b), Some(breaker)) = (&route.route.breaker, route.breakers.get(t.instance)) else {

@@ -43,7 +43,7 @@ fn calls(config: &str, requests: usize) -> Vec<Vec<String>> {
                     let name = c.split('(').next().unwrap_or_default().to_owned();
                     match name.as_str() {
                         "increment_metric" | "record_metric" | "now" => name,
-                        "shared_get" | "shared_set" if c.contains(".rl.") => {
+                        "shared_get" | "shared_set" if c.contains(".rl2.") => {
                             format!("{name}(bucket)")
                         }
                         "shared_get" | "shared_set" if c.contains(".cb.") => {

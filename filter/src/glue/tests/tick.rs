@@ -175,7 +175,9 @@ fn a_retired_configuration_hands_over_what_it_holds_and_counts_its_last_streams_
     assert_eq!(host.metric_now(total), 3);
     assert_eq!(p.routes[0].breakers[0].local.borrow().pending(), 0);
     assert!(!p.worker.ticking());
-    // A stream of this configuration that ends later is counted at once.
+    // A stream of this configuration that ends later is counted at once, and its
+    // breaker outcome written at once.
     send();
     assert_eq!(host.metric_now(total), 4);
+    assert_eq!(p.routes[0].breakers[0].local.borrow().pending(), 0);
 }

@@ -240,14 +240,16 @@ fn cas_conflicts_are_retried_and_exhaustion_is_reported() {
 fn the_concurrency_limit_admits_n_and_releases_never_go_negative() {
     let mut store = FakeStore::default();
     let slots = shared::Slots::new("c".into());
-    let got: Vec<bool> = (0..4)
+    let got: Vec<Option<u64>> = (0..4)
         .map(|_| shared::acquire(&mut store, &slots, 3, T0).unwrap())
         .collect();
-    assert_eq!(got, vec![true, true, true, false]);
-    shared::release(&mut store, &slots, T0).unwrap();
-    assert!(shared::acquire(&mut store, &slots, 3, T0).unwrap());
+    assert_eq!(got, vec![Some(T0), Some(T0), Some(T0), None]);
+    shared::release(&mut store, &slots, T0, T0).unwrap();
+    assert!(shared::acquire(&mut store, &slots, 3, T0)
+        .unwrap()
+        .is_some());
     for _ in 0..10 {
-        shared::release(&mut store, &slots, T0).unwrap();
+        shared::release(&mut store, &slots, T0, T0).unwrap();
     }
     assert_eq!(shared::in_flight(&mut store, "c", T0).unwrap(), 0);
     assert_eq!(slots.held.get(), 0);

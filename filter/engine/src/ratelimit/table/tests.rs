@@ -337,11 +337,9 @@ fn keys_aimed_at_a_clients_slots_miss_them_under_another_secret() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
-fn fingerprints_depend_on_the_secret_and_are_never_zero() {
+fn fingerprints_depend_on_the_secret_and_the_key() {
     assert_ne!(fingerprint([1, 2], b"k"), fingerprint([1, 3], b"k"));
+    assert_ne!(fingerprint([1, 2], b"k"), fingerprint([2, 2], b"k"));
     assert_ne!(fingerprint([1, 2], b"k"), fingerprint([1, 2], b"l"));
     assert_eq!(fingerprint([1, 2], b"k"), fingerprint([1, 2], b"k"));
-    for i in 0..10_000u32 {
-        assert_ne!(fingerprint([9, 9], &i.to_le_bytes()), 0);
-    }
 }
