@@ -82,9 +82,10 @@ impl Window {
                     if b.0 != epoch {
                         *b = (epoch, 0, 0, 0);
                     }
-                    b.1 += 1;
-                    b.2 += u32::from(flags & FAILED != 0);
-                    b.3 += u32::from(flags & SLOW != 0);
+                    // Saturating: a bucket read back from the store may hold anything.
+                    b.1 = b.1.saturating_add(1);
+                    b.2 = b.2.saturating_add(u32::from(flags & FAILED != 0));
+                    b.3 = b.3.saturating_add(u32::from(flags & SLOW != 0));
                 }
             }
         }
@@ -262,6 +263,22 @@ mod tests {
             Window::decode(WindowKind::Calls(2), &[9, 0, 0, 0, 0, 0]),
             None,
             "head out of range"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_time_window_counts_slow_and_failed_calls_in_one_bucket() {
+        let mut w = Window::new(WindowKind::Seconds(10));
+        for f in [SLOW, SLOW | FAILED, FAILED, 0, SLOW] {
+            w.record(f, 100 * SEC);
+        }
+        assert_eq!(
+            w.totals(100 * SEC),
+            Totals {
+                calls: 5,
+                failures: 2,
+                slow: 3
+            }
         );
     }
 }
