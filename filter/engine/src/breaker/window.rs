@@ -267,18 +267,50 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn a_time_window_counts_slow_and_failed_calls_in_one_bucket() {
+    fn a_time_window_adds_slow_and_failed_calls_across_buckets() {
         let mut w = Window::new(WindowKind::Seconds(10));
         for f in [SLOW, SLOW | FAILED, FAILED, 0, SLOW] {
             w.record(f, 100 * SEC);
         }
+        for f in [SLOW, FAILED] {
+            w.record(f, 103 * SEC);
+        }
         assert_eq!(
-            w.totals(100 * SEC),
+            w.totals(103 * SEC),
             Totals {
-                calls: 5,
-                failures: 2,
-                slow: 3
+                calls: 7,
+                failures: 3,
+                slow: 4
             }
         );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn stored_windows_at_their_bounds() {
+        // A full count window (filled == its size) reads back; one claiming more
+        // calls than it has room for does not.
+        let mut w = Window::new(WindowKind::Calls(3));
+        for f in [FAILED, 0, SLOW, 0] {
+            w.record(f, 0);
+        }
+        let mut bytes = Vec::new();
+        w.encode(&mut bytes);
+        assert_eq!(Window::decode(WindowKind::Calls(3), &bytes), Some(w));
+        let mut over = bytes.clone();
+        over[2] = 4; // filled: 4 of 3
+        assert_eq!(Window::decode(WindowKind::Calls(3), &over), None);
+        // A time bucket with no calls counts nothing, whatever else it claims.
+        let mut t = Window::new(WindowKind::Seconds(10));
+        t.record(0, 100 * SEC);
+        let mut bytes = Vec::new();
+        t.encode(&mut bytes);
+        let at = bytes
+            .chunks_exact(20)
+            .position(|c| c[8..12] == [1, 0, 0, 0])
+            .unwrap()
+            * 20;
+        bytes[at + 8..at + 20].copy_from_slice(&[0, 0, 0, 0, 5, 0, 0, 0, 5, 0, 0, 0]);
+        let forged = Window::decode(WindowKind::Seconds(10), &bytes).unwrap();
+        assert_eq!(forged.totals(100 * SEC), Totals::default());
     }
 }
