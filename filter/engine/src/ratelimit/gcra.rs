@@ -67,14 +67,15 @@ impl Bucket {
         let repaired = stored > now_w + tol;
         let tat = stored.max(now_w).min(now_w + tol);
         let tat = tat.saturating_sub(u128::from(refund) * t).max(now_w);
-        let changed = repaired || (refund > 0 && tat != stored);
         let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
         // Whole tokens available now: `tat + k*t - now <= tol`.
         let available = (tol - (tat - now_w)) / t;
         if available == 0 {
+            // A refund that moved `tat` gave back whole tokens, so a rejection
+            // comes only with no refund applied: then only a repair is written.
             return Verdict {
                 allowed: false,
-                new_tat: changed.then(|| clamp(tat)),
+                new_tat: repaired.then(|| clamp(tat)),
                 remaining: 0,
                 full_in_ns: clamp(tat - now_w),
                 retry_in_ns: clamp(tat + t - now_w - tol),

@@ -201,3 +201,96 @@ fn two_workers_creating_a_key_at_once_admit_at_most_one_token_each_beyond_the_bu
         0
     );
 }
+
+/// Key `a` and a key whose lease would go in the same one of the worker's slots.
+fn sharing_a_lease_slot(t: &Table) -> (Vec<u8>, Vec<u8>) {
+    let slot = |k: &[u8]| t.fingerprint(k) % LEASE_SLOTS as u64;
+    let a = b"a".to_vec();
+    let b = (0u32..)
+        .map(|i| format!("b-{i}").into_bytes())
+        .find(|k| slot(k) == slot(&a))
+        .unwrap_or_default();
+    (a, b)
+}
+
+fn granted(c: &Charge) -> u64 {
+    match c {
+        Charge::Decided { verdict, .. } => verdict.granted,
+        Charge::StoreFailed(_) => u64::MAX,
+    }
+}
+
+/// A rig: a big bucket, keys `a` and `b` sharing a lease slot, both keys' shared
+/// slots created, and `a` holding a lease taken at `T0`.
+fn two_keys_one_lease_slot() -> (FakeStore, Leases, Table, Vec<u8>, Vec<u8>, u64) {
+    let bucket = Bucket {
+        burst: 1_000_000,
+        interval_ns: US,
+    };
+    let t = table("p", bucket, 16);
+    let (a, b) = sharing_a_lease_slot(&t);
+    let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    charge_leased(&mut leases, &mut store, &t, &b, T0); // creates b's slot
+    charge_leased(&mut leases, &mut store, &t, &a, T0); // creates a's slot
+    let leased = charge_leased(&mut leases, &mut store, &t, &a, T0);
+    assert_eq!(granted(&leased), MAX_LEASE, "a leases");
+    let held = leases.held(t.fingerprint(&a));
+    assert_eq!(held, MAX_LEASE - 1);
+    (store, leases, t, a, b, held)
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_key_sharing_a_lease_slot_neither_spends_nor_evicts_another_keys_live_lease() {
+    let (mut store, mut leases, t, a, b, held) = two_keys_one_lease_slot();
+    // b is charged to its own bucket, one token, and a's lease stays whole.
+    let c = charge_leased(&mut leases, &mut store, &t, &b, T0 + 1);
+    assert_eq!(granted(&c), 1, "no lease while the slot holds a's live one");
+    assert_eq!(leases.held(t.fingerprint(&a)), held);
+    assert_eq!(leases.held(t.fingerprint(&b)), 0);
+    // a's next request is served from its lease, without shared data.
+    let (gets, sets) = (store.gets, store.sets);
+    assert!(allowed(&charge_leased(
+        &mut leases,
+        &mut store,
+        &t,
+        &a,
+        T0 + 2
+    )));
+    assert_eq!((store.gets, store.sets), (gets, sets));
+    assert_eq!(leases.held(t.fingerprint(&a)), held - 1);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_spent_or_expired_lease_of_another_key_gives_way() {
+    // Spent: a used every leased token; b may lease in its place.
+    let (mut store, mut leases, t, a, b, held) = two_keys_one_lease_slot();
+    for i in 0..held {
+        charge_leased(&mut leases, &mut store, &t, &a, T0 + 1 + i);
+    }
+    assert_eq!(leases.held(t.fingerprint(&a)), 0);
+    let c = charge_leased(&mut leases, &mut store, &t, &b, T0 + 100);
+    assert_eq!(granted(&c), MAX_LEASE);
+    assert_eq!(leases.held(t.fingerprint(&b)), MAX_LEASE - 1);
+    // Expired (at exactly its end), tokens left: b may lease too.
+    let (mut store, mut leases, t, a, b, held) = two_keys_one_lease_slot();
+    assert!(held > 0);
+    let c = charge_leased(&mut leases, &mut store, &t, &b, T0 + LEASE_TTL_NS);
+    assert_eq!(granted(&c), MAX_LEASE);
+    assert_eq!(leases.held(t.fingerprint(&a)), 0);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_lease_is_not_spent_at_the_instant_it_expires() {
+    let (mut store, mut leases, t, a, _, held) = two_keys_one_lease_slot();
+    assert!(held > 0);
+    let sets = store.sets;
+    let c = charge_leased(&mut leases, &mut store, &t, &a, T0 + LEASE_TTL_NS - 1);
+    assert!(allowed(&c));
+    assert_eq!(
+        store.sets, sets,
+        "from the lease, a nanosecond before its end"
+    );
+    let c = charge_leased(&mut leases, &mut store, &t, &a, T0 + LEASE_TTL_NS);
+    assert!(allowed(&c));
+    assert_eq!(store.sets, sets + 1, "from the shared bucket at its end");
+}
