@@ -206,7 +206,7 @@ fn two_workers_creating_a_key_at_once_admit_at_most_one_token_each_beyond_the_bu
 fn sharing_a_lease_slot(t: &Table) -> (Vec<u8>, Vec<u8>) {
     let slot = |k: &[u8]| t.fingerprint(k) % LEASE_SLOTS as u64;
     let a = b"a".to_vec();
-    let b = (0u32..)
+    let b = (0u32..100_000)
         .map(|i| format!("b-{i}").into_bytes())
         .find(|k| slot(k) == slot(&a))
         .unwrap_or_default();

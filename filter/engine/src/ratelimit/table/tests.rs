@@ -293,7 +293,7 @@ fn aimed_keys(secret: [u64; 2], victim: &[u8], max_keys: u32) -> Vec<Vec<u8>> {
     let slot = |k: &[u8], p| slot_key("p", fingerprint(secret, k), p, max_keys);
     let mut targets: Vec<String> = (0..PROBES).map(|p| slot(victim, p)).collect();
     targets.dedup();
-    let mut keys = (0u32..).map(|i| format!("attacker-{i}").into_bytes());
+    let mut keys = (0u32..100_000).map(|i| format!("attacker-{i}").into_bytes());
     targets
         .iter()
         .filter_map(|t| keys.find(|k| slot(k, 0) == *t))
