@@ -228,6 +228,7 @@ pub fn compile_breaker(
     let ok = local.merge_into(p);
     let window_code = match window {
         WindowKind::Calls(n) => u64::from(n),
+        // Bit 32 tags a time window (`|` and `^` are the same here: n < 2^32).
         WindowKind::Seconds(n) => 1 << 32 | u64::from(n),
     };
     ok.then(|| CompiledBreaker {

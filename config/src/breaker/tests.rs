@@ -119,3 +119,65 @@ fn an_invalid_canary_policy_does_not_hide_the_breakers_problems() {
         ]
     );
 }
+
+/// The compiled breaker of `{"breaker": json}` on a route with a canary policy.
+fn compiled(json: &str) -> crate::breaker::CompiledBreaker {
+    let cfg =
+        format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web",{CANARY},"breaker":{json}}}]}}"#);
+    load_json(cfg.as_bytes()).unwrap().routes[0]
+        .breaker
+        .clone()
+        .unwrap()
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn minimum_calls_and_open_durations_at_their_bounds() {
+    assert_eq!(
+        problems(r#""breaker":{"window":{"calls":20},"minimumCalls":20}"#),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems(r#""breaker":{"window":{"calls":20},"minimumCalls":21}"#),
+        vec!["routes[0].breaker.minimumCalls: 21 can never be reached in a window of 20 calls"]
+    );
+    assert_eq!(
+        problems(r#""breaker":{"maxOpenDurationMs":86400000}"#),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems(r#""breaker":{"maxOpenDurationMs":86400001}"#),
+        vec!["routes[0].breaker.maxOpenDurationMs: must be 30000 (openDurationMs) to 86400000, got 86400001"]
+    );
+    let b = compiled(r#"{"openDurationMs":1500,"maxOpenDurationMs":7000}"#);
+    assert_eq!((b.open_ns, b.max_open_ns), (1_500_000_000, 7_000_000_000));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_fallback_needs_one_breaker_per_variant() {
+    let fallback = |per_variant: bool| {
+        problems(&format!(
+            r#"{CANARY},"breaker":{{"perVariant":{per_variant},"whenOpen":{{"fallbackVariant":"stable"}}}}"#
+        ))
+    };
+    assert_eq!(fallback(true), Vec::<String>::new());
+    assert_eq!(
+        fallback(false),
+        vec!["routes[0].breaker.whenOpen.fallbackVariant: needs perVariant: true (one breaker for all variants cannot fall back to one of them)"]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn windows_of_another_kind_or_size_get_another_state() {
+    // The fingerprint names the breaker's state in shared data: a changed window
+    // must not read the old one's. (`1 << 32 | n` tags time windows; `^` in
+    // place of `|` would be the same, the bits never overlap.)
+    let fp = |w: &str| compiled(&format!(r#"{{"window":{w}}}"#)).fingerprint;
+    let (calls10, secs10, secs20) = (
+        fp(r#"{"calls":10}"#),
+        fp(r#"{"seconds":10}"#),
+        fp(r#"{"seconds":20}"#),
+    );
+    assert_ne!(calls10, secs10);
+    assert_ne!(secs10, secs20);
+    assert_eq!(secs10, fp(r#"{"seconds":10}"#));
+}

@@ -179,3 +179,87 @@ fn metric_label_values_of_our_own_are_reserved() {
         ]
     );
 }
+
+/// The compiled canary of a one-route config with `canary`.
+fn compiled(canary: &str) -> CompiledCanary {
+    let json = format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web","canary":{canary}}}]}}"#);
+    load_json(json.as_bytes()).unwrap().routes[0]
+        .canary
+        .clone()
+        .unwrap()
+}
+
+/// `n` variants, the first holding every bucket.
+fn variants(n: usize) -> String {
+    let list: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"name":"v{i}","weight":{}}}"#,
+                if i == 0 { 10_000 } else { 0 }
+            )
+        })
+        .collect();
+    format!(r#"{{"variants":[{}]}}"#, list.join(","))
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn variant_counts_and_cluster_names_at_their_bounds() {
+    assert_eq!(problems(&variants(MAX_VARIANTS)), Vec::<String>::new());
+    assert_eq!(
+        problems(&variants(MAX_VARIANTS + 1)),
+        vec!["routes[0].canary.variants: need 2 to 16 variants, got 17"]
+    );
+    let cluster = |c: &str| {
+        problems(&format!(
+            r#"{{"variants":[{{"name":"stable","weight":10000,"cluster":"{c}"}},{{"name":"canary","weight":0}}]}}"#
+        ))
+    };
+    assert_eq!(cluster(&"c".repeat(255)), Vec::<String>::new());
+    assert_eq!(cluster(&"c".repeat(256)).len(), 1);
+    assert_eq!(
+        cluster(""),
+        vec![r#"routes[0].canary.variants[0].cluster: "" is not a usable Envoy cluster name"#]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn each_rule_kind_compiles_to_its_own_source_and_name_check() {
+    let c = compiled(&format!(
+        r#"{{{TWO},"rules":[{{"variant":"canary","header":{{"name":"x-a","present":true}}}},
+            {{"variant":"canary","cookie":{{"name":"b","present":true}}}},
+            {{"variant":"canary","query":{{"name":"c","present":true}}}}]}}"#
+    ));
+    let sources: Vec<String> = c
+        .rules
+        .iter()
+        .map(|r| match &r.source {
+            RuleSource::Header(n) => format!("header {n}"),
+            RuleSource::Cookie(n) => format!("cookie {n}"),
+            RuleSource::Query(n) => format!("query {n}"),
+        })
+        .collect();
+    assert_eq!(sources, vec!["header x-a", "cookie b", "query c"]);
+    // A header name is checked as a header name (lowercase token), which a
+    // cookie or query name need not be.
+    let upper = |kind: &str| {
+        problems(&format!(
+            r#"{{{TWO},"rules":[{{"variant":"canary","{kind}":{{"name":"X-Up","present":true}}}}]}}"#
+        ))
+    };
+    assert_eq!(upper("cookie"), Vec::<String>::new());
+    assert_eq!(
+        upper("header"),
+        vec![
+            r#"routes[0].canary.rules[0].header.name: must be lowercase (Envoy stores header names lowercased): use "x-up""#
+        ]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_issued_cookie_lives_thirty_days_by_default() {
+    let c = compiled(&format!(
+        r#"{{{TWO},"sticky":{{"cookie":"mg","issueCookie":{{}}}}}}"#
+    ));
+    let issued = c.sticky.and_then(|s| s.issue_cookie).unwrap_or_default();
+    assert!(issued.starts_with("Max-Age=2592000; "), "{issued}");
+}
