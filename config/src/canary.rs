@@ -154,12 +154,7 @@ pub fn compile_canary(
         );
         sum += u64::from(v.weight);
         let cluster = v.cluster.clone().unwrap_or_else(|| v.name.clone());
-        if cluster.is_empty()
-            || cluster.len() > 255
-            || cluster
-                .chars()
-                .any(|ch| ch.is_whitespace() || ch.is_control())
-        {
+        if !crate::names::usable_cluster_name(&cluster) {
             local.push(
                 join(&at, "cluster"),
                 format!("{cluster:?} is not a usable Envoy cluster name"),

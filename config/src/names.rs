@@ -51,6 +51,14 @@ pub fn check_param_name(name: &str, kind: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `name` can name an Envoy cluster: 1 to 255 bytes, no whitespace or
+/// control characters (it travels in a header, and Envoy looks it up verbatim).
+pub fn usable_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// Pseudo-headers a matcher may name.
 pub const PSEUDO_HEADERS: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
 
@@ -108,5 +116,18 @@ mod tests {
         assert!(check_header_name("X-User", false).is_err());
         assert!(check_header_name("a b", false).is_err());
         assert!(check_header_name("", false).is_err());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn cluster_names_at_their_bounds() {
+        assert!(usable_cluster_name("c"));
+        assert!(usable_cluster_name(&"c".repeat(255)));
+        assert!(!usable_cluster_name(&"c".repeat(256)));
+        assert!(!usable_cluster_name(""));
+        assert!(!usable_cluster_name("a b"));
+        assert!(!usable_cluster_name("a\u{7}b"));
+        assert!(usable_cluster_name(
+            "outbound|8080||web.default.svc.cluster.local"
+        ));
     }
 }

@@ -151,12 +151,7 @@ pub fn compile_service(
     p: &mut Problems,
 ) -> Option<CompiledRateLimitService> {
     let mut local = Problems::default();
-    if s.cluster.is_empty()
-        || s.cluster.len() > 255
-        || s.cluster
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !crate::names::usable_cluster_name(&s.cluster) {
         local.push(
             join(path, "cluster"),
             format!("{:?} is not a usable Envoy cluster name", s.cluster),
