@@ -384,6 +384,7 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
         let v6 = ca.ipv6_prefix.unwrap_or(64);
         let ok4 = in_range(p, &join(path, "clientAddress.ipv4Prefix"), v4, (1, 32), "");
         let ok6 = in_range(p, &join(path, "clientAddress.ipv6Prefix"), v6, (1, 128), "");
+        // (`||` would be the same: a prefix out of range already rejects the config.)
         return (ok4 && ok6).then_some(KeyPart::ClientAddress { v4, v6 });
     }
     if let Some(h) = &d.header {

@@ -263,3 +263,20 @@ fn an_issued_cookie_lives_thirty_days_by_default() {
     let issued = c.sticky.and_then(|s| s.issue_cookie).unwrap_or_default();
     assert!(issued.starts_with("Max-Age=2592000; "), "{issued}");
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_issued_cookies_path_is_checked_for_each_flaw() {
+    let path = |p: &str| {
+        problems(&format!(
+            r#"{{{TWO},"sticky":{{"cookie":"mg","issueCookie":{{"path":"{p}"}}}}}}"#
+        ))
+    };
+    assert_eq!(path("/app"), Vec::<String>::new());
+    for bad in ["app", "/a;b", "/a b", "/a,b", "/a\\u0001"] {
+        assert_eq!(
+            path(bad),
+            vec!["routes[0].canary.sticky.issueCookie.path: must start with '/' and contain no ';', ',', spaces or control characters"],
+            "{bad:?}"
+        );
+    }
+}

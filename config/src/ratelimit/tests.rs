@@ -234,3 +234,28 @@ fn bad_global_policies_and_services_name_their_fields() {
     );
     assert!(svc(r#"{"cluster":"rls","domain":"d","timeoutMs":10000}"#).is_empty());
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_remembered_rejection_lasts_overlimitcachems_and_bodies_end_at_4096_bytes() {
+    let c = load_json(
+        format!(
+            r#"{{"schemaVersion":1,{SERVICE},"rateLimits":[{{"name":"fleet","key":[{{"route":true}}],
+                "global":{{"overLimitCacheMs":1500}}}}]}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let g = c.rate_limits[0].global.as_ref().unwrap();
+    assert_eq!(g.over_limit_cache_ns, 1_500_000_000);
+    let body = |n: usize| {
+        policy(&format!(
+            r#"{LIMIT},"response":{{"body":"{}"}}"#,
+            "b".repeat(n)
+        ))
+    };
+    assert_eq!(body(4096), Vec::<String>::new());
+    assert_eq!(
+        body(4097),
+        vec!["rateLimits[0].response.body: must be at most 4096 bytes"]
+    );
+}
