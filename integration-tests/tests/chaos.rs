@@ -83,58 +83,49 @@ fn read_head(conn: &mut TcpStream) -> bool {
     true
 }
 
+/// Serves one connection: waits (at most 10 s) for a request head, then
+/// misbehaves as `how` says. Each misbehaviour ends the connection, so there is
+/// never a second request on it.
 fn serve(mut conn: TcpStream, how: Misbehave, stop: &AtomicBool) {
     let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut got = false;
-        while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-            match peek_head(&mut conn) {
-                Some(true) => {
-                    got = true;
-                    break;
+        match peek_head(&mut conn) {
+            Some(true) => break,
+            Some(false) => {}
+            None => return,
+        }
+    }
+    match how {
+        Misbehave::Hang => {
+            // Hold the connection until Envoy gives up on it.
+            let mut sink = [0u8; 256];
+            while !stop.load(Ordering::Relaxed) {
+                match conn.read(&mut sink) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
                 }
-                Some(false) => continue,
-                None => return,
             }
         }
-        if !got {
-            return;
+        Misbehave::ResetMidBody => {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n");
+            let _ = conn.write_all(&[b'x'; 100]);
+            let _ = conn.shutdown(Shutdown::Both);
         }
-        match how {
-            Misbehave::Hang => {
-                // Hold the connection until Envoy gives up on it.
-                let mut sink = [0u8; 256];
-                while !stop.load(Ordering::Relaxed) {
-                    match conn.read(&mut sink) {
-                        Ok(0) => return,
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(_) => return,
-                    }
-                }
-                return;
-            }
-            Misbehave::ResetMidBody => {
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n");
-                let _ = conn.write_all(&[b'x'; 100]);
-                let _ = conn.shutdown(Shutdown::Both);
-                return;
-            }
-            Misbehave::Garbage => {
-                let _ = conn.write_all(b"\x00\xffNOT HTTP\r\n\x7f\x80 at all\r\n\r\n");
-                let _ = conn.shutdown(Shutdown::Both);
-                return;
-            }
-            Misbehave::CloseIdle => {
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-                let _ = conn.shutdown(Shutdown::Both);
-                return;
-            }
+        Misbehave::Garbage => {
+            let _ = conn.write_all(b"\x00\xffNOT HTTP\r\n\x7f\x80 at all\r\n\r\n");
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        Misbehave::CloseIdle => {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            let _ = conn.shutdown(Shutdown::Both);
         }
     }
 }
