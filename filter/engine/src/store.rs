@@ -99,4 +99,33 @@ pub mod fake {
             }
         }
     }
+
+    /// What a `get` returns.
+    pub type Read = (Option<Vec<u8>>, Option<u32>);
+
+    /// Two workers racing on one key: the next read of `stale`'s key returns what
+    /// it held before (set it to a read taken before the first worker's write), so
+    /// the second worker acts on the value the first one already replaced.
+    #[derive(Default)]
+    pub struct Racing {
+        /// The store both workers share.
+        pub store: FakeStore,
+        /// A key and the read the next `get` of it returns instead of the store's.
+        pub stale: Option<(String, Read)>,
+    }
+
+    impl SharedStore for Racing {
+        fn get(&mut self, key: &str) -> Result<Read, StoreError> {
+            match self.stale.take() {
+                Some((k, v)) if k == key => Ok(v),
+                other => {
+                    self.stale = other;
+                    self.store.get(key)
+                }
+            }
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.store.set(key, value, cas)
+        }
+    }
 }

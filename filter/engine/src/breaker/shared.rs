@@ -219,29 +219,10 @@ pub fn in_flight(store: &mut impl SharedStore, key: &str, now: u64) -> Result<u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fake::FakeStore;
+    use crate::store::fake::{FakeStore, Racing};
     use wasm_bindgen_test::wasm_bindgen_test;
 
     const SEC: u64 = 1_000_000_000;
-
-    /// Two workers: the next read of the second returns what the key held before
-    /// the first one's write landed (both read, then both write).
-    struct Racing {
-        store: FakeStore,
-        stale: Option<(Option<Vec<u8>>, Option<u32>)>,
-    }
-
-    impl SharedStore for Racing {
-        fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-            match self.stale.take() {
-                Some(s) => Ok(s),
-                None => self.store.get(key),
-            }
-        }
-        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-            self.store.set(key, value, cas)
-        }
-    }
 
     fn vm(owner: u64) -> Slots {
         let s = Slots::new("cc".into());
@@ -259,16 +240,13 @@ mod tests {
     }
 
     fn two_racing_first_slots(prepared: bool) -> u32 {
-        let mut r = Racing {
-            store: FakeStore::default(),
-            stale: None,
-        };
+        let mut r = Racing::default();
         if prepared {
             prepare(&mut r, "cc").unwrap();
         }
         let before = r.get("cc").unwrap();
         assert!(take(&mut r, &vm(1), 2, SEC).is_some(), "first worker");
-        r.stale = Some(before);
+        r.stale = Some(("cc".into(), before));
         assert!(take(&mut r, &vm(2), 2, SEC).is_some(), "second worker");
         count(&mut r, SEC)
     }

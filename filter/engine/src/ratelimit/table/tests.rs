@@ -4,7 +4,7 @@ use wasm_bindgen_test::wasm_bindgen_test;
 const SEC: u64 = 1_000_000_000;
 const T0: u64 = 1_700_000_000 * SEC;
 
-use crate::store::fake::FakeStore;
+use crate::store::fake::{FakeStore, Racing};
 
 fn allowed(c: &Charge) -> bool {
     matches!(c, Charge::Decided { verdict, .. } if verdict.allowed)
@@ -202,31 +202,6 @@ fn a_returning_key_is_found_with_one_read() {
     assert_eq!(store.gets - gets, 1);
 }
 
-/// Two workers: the second one's next read returns what the store held before
-/// the first one's write (both read the slot, then both write).
-struct Racing {
-    store: FakeStore,
-    stale: Option<(String, Read)>,
-}
-
-/// What a `get` returns.
-type Read = (Option<Vec<u8>>, Option<u32>);
-
-impl SharedStore for Racing {
-    fn get(&mut self, key: &str) -> Result<Read, StoreError> {
-        match self.stale.take() {
-            Some((k, v)) if k == key => Ok(v),
-            other => {
-                self.stale = other;
-                self.store.get(key)
-            }
-        }
-    }
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.store.set(key, value, cas)
-    }
-}
-
 /// Two workers charge a new key of a one-token bucket at once; how many pass.
 fn racing_first_charges(prepared: bool) -> usize {
     let one = Bucket {
@@ -234,10 +209,7 @@ fn racing_first_charges(prepared: bool) -> usize {
         interval_ns: SEC,
     };
     let t = table("p", one, 1);
-    let mut r = Racing {
-        store: FakeStore::default(),
-        stale: None,
-    };
+    let mut r = Racing::default();
     if prepared {
         assert_eq!(prepare(&mut r, &t), Ok(true));
     }
