@@ -395,3 +395,41 @@ fn three_variants_split_by_their_weights() {
     }
     assert_eq!(counts, [7000, 2000, 1000]);
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_fresh_sticky_key_is_issued_as_the_policys_cookie_and_a_known_one_is_not() {
+    let p = split(
+        5000,
+        r#","sticky":{"cookie":"mg-user","issueCookie":{"maxAgeSeconds":60}}"#,
+    );
+    let slices = meshguard_config::canary::slices([5000u32, 5000].into_iter());
+    let split = || Split {
+        slices: &slices,
+        rolled_back: &[false, false],
+    };
+    let rng = Rng::new(3);
+    let (choice, cookie) = decide(
+        &p,
+        split(),
+        "x-meshguard-variant",
+        &mut Req::default(),
+        &rng,
+    );
+    assert_eq!(choice.reason, Reason::StickyIssued);
+    let cookie = cookie.unwrap_or_default();
+    let (pair, attrs) = cookie.split_once("; ").unwrap_or_default();
+    let (name, key) = pair.split_once('=').unwrap_or_default();
+    assert_eq!(name, "mg-user");
+    assert!(
+        key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(attrs, "Max-Age=60; Path=/; HttpOnly; SameSite=Lax; Secure");
+    // The client sends it back: sticky on that key, nothing issued.
+    let mut back = Req::default().with("cookie", pair.as_bytes());
+    let (again, none) = decide(&p, split(), "x-meshguard-variant", &mut back, &rng);
+    assert_eq!(
+        (again.variant, again.reason, none),
+        (choice.variant, Reason::Sticky, None)
+    );
+}
