@@ -268,3 +268,6 @@ pub fn flush<I: Ids>(
         report(events, index, inst, result);
     }
 }
+
+#[cfg(test)]
+mod tests;
