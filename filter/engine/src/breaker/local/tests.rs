@@ -254,3 +254,17 @@ fn a_probes_outcome_is_written_even_with_nothing_held() {
         "the probe closed it"
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_fast_probe_closes_a_breaker_that_also_trips_on_slow_calls() {
+    let p = policy(
+        r#"{"consecutiveFailures":1,"openDurationMs":1000,"halfOpenProbes":1,"slowCall":{"durationMs":100,"rateThreshold":100}}"#,
+    );
+    let (mut store, mut w) = (FakeStore::default(), Local::default());
+    w.record(&mut store, KEY, &p, FAIL, false, T0).unwrap();
+    let at = T0 + 1_001 * MS;
+    let (probe, _) = w.admit(&mut store, KEY, &p, at).unwrap();
+    assert_eq!(probe, Admission::Allow { probe: true });
+    w.record(&mut store, KEY, &p, OK, true, at + MS).unwrap();
+    assert_eq!(stored(&store, &p).phase, Phase::Closed);
+}
