@@ -268,3 +268,21 @@ fn a_fast_probe_closes_a_breaker_that_also_trips_on_slow_calls() {
     w.record(&mut store, KEY, &p, OK, true, at + MS).unwrap();
     assert_eq!(stored(&store, &p).phase, Phase::Closed);
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_slow_call_rate_trips_at_its_threshold_and_not_below() {
+    use crate::breaker::testing::SLOW_OK;
+    let p = policy(
+        r#"{"window":{"calls":10},"minimumCalls":10,"slowCall":{"durationMs":100,"rateThreshold":50}}"#,
+    );
+    let phase_after = |slow: usize| {
+        let (mut store, mut w) = (FakeStore::default(), Local::default());
+        for i in 0..10u64 {
+            let o = if (i as usize) < slow { SLOW_OK } else { OK };
+            w.record(&mut store, KEY, &p, o, false, T0 + i).unwrap();
+        }
+        stored(&store, &p).phase
+    };
+    assert_eq!(phase_after(4), Phase::Closed, "40% < 50%");
+    assert_eq!(phase_after(5), Phase::Open, "50% reaches it");
+}
