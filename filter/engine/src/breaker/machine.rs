@@ -127,6 +127,7 @@ pub fn record(
 ) -> (bool, Option<Transition>) {
     match (state.phase, probe) {
         (Phase::Closed, false) => {
+            // (`^` in place of `|` is the same: the two flags are different bits.)
             let flags =
                 if outcome.failed { FAILED } else { 0 } | if outcome.slow { SLOW } else { 0 };
             state.window.record(flags, now);
