@@ -4,6 +4,14 @@ use wasm_bindgen_test::wasm_bindgen_test;
 
 use crate::{load_json, Problem};
 
+/// The compiled route `web` of a one-route config whose route has `fields`
+/// (e.g. `"canary":{…}`); for the field modules' tests.
+pub fn web_route(fields: &str) -> crate::compiled::CompiledRoute {
+    let json = format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web",{fields}}}]}}"#);
+    let mut c = load_json(json.as_bytes()).unwrap();
+    c.routes.remove(0)
+}
+
 fn problems(json: &str) -> Vec<String> {
     match load_json(json.as_bytes()) {
         Ok(_) => Vec::new(),

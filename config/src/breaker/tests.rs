@@ -122,12 +122,8 @@ fn an_invalid_canary_policy_does_not_hide_the_breakers_problems() {
 
 /// The compiled breaker of `{"breaker": json}` on a route with a canary policy.
 fn compiled(json: &str) -> crate::breaker::CompiledBreaker {
-    let cfg =
-        format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web",{CANARY},"breaker":{json}}}]}}"#);
-    load_json(cfg.as_bytes()).unwrap().routes[0]
-        .breaker
-        .clone()
-        .unwrap()
+    let route = crate::tests::web_route(&format!(r#"{CANARY},"breaker":{json}"#));
+    route.breaker.unwrap()
 }
 
 #[wasm_bindgen_test(unsupported = test)]

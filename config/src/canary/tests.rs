@@ -182,11 +182,8 @@ fn metric_label_values_of_our_own_are_reserved() {
 
 /// The compiled canary of a one-route config with `canary`.
 fn compiled(canary: &str) -> CompiledCanary {
-    let json = format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web","canary":{canary}}}]}}"#);
-    load_json(json.as_bytes()).unwrap().routes[0]
-        .canary
-        .clone()
-        .unwrap()
+    let route = crate::tests::web_route(&format!(r#""canary":{canary}"#));
+    route.canary.unwrap()
 }
 
 /// `n` variants, the first holding every bucket.

@@ -42,15 +42,8 @@ fn a_complete_rollout_compiles_with_its_defaults() {
 #[wasm_bindgen_test(unsupported = test)]
 fn the_fingerprint_follows_the_revision_and_the_variants_only() {
     let fp = |canary: &str| {
-        let json =
-            format!(r#"{{"schemaVersion":1,"routes":[{{"name":"web","canary":{canary}}}]}}"#);
-        load_json(json.as_bytes()).unwrap().routes[0]
-            .canary
-            .clone()
-            .unwrap()
-            .rollout
-            .unwrap()
-            .fingerprint
+        let route = crate::tests::web_route(&format!(r#""canary":{canary}"#));
+        route.canary.unwrap().rollout.unwrap().fingerprint
     };
     let a = fp(&format!(r#"{{{TWO},"revision":"a","analysis":{{}}}}"#));
     assert_eq!(
