@@ -22,7 +22,7 @@ pub mod host;
 
 // The module's entry point: Envoy calls `_start` / `proxy_on_vm_start`, and the
 // SDK hands each new plugin instance a fresh root context.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
 #[allow(unsafe_code)] // `proxy_wasm::main!` exports `_start` with `#[no_mangle]`.
 mod entry {
     proxy_wasm::main! {{

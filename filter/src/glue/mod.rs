@@ -4,10 +4,12 @@
 //! tests drive them with the fake host.
 
 pub mod configure;
+#[cfg(feature = "proxy-wasm")]
 pub mod http;
 pub mod metrics;
 pub mod plugin;
 pub mod request;
+#[cfg(feature = "proxy-wasm")]
 pub mod root;
 pub mod worker;
 

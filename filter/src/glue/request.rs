@@ -13,10 +13,10 @@ use meshguard_config::tuning::RouteCache;
 
 use super::metrics::{in_flight, record_events, record_red};
 use super::plugin::Plugin;
-use super::root::TICK_MS;
+use super::worker::TICK_MS;
 use crate::host::store::HostStore;
 use crate::host::view::{CachedRequest, ReadPlan};
-use crate::host::{host_clears_route_cache, Host, HostError, Level};
+use crate::host::{Host, HostError, Level};
 
 fn warn_on_err(host: &impl Host, r: Result<(), HostError>) {
     if let Err(e) = r {
@@ -170,16 +170,16 @@ pub fn apply_request(host: &impl Host, plugin: &Plugin, effects: RequestEffects<
     for (name, value) in &effects.service_headers {
         warn_on_err(host, host.set_request_header(name, Some(value.as_bytes())));
     }
-    if effects.clear_route_cache && must_clear_route_cache(plugin.tuning.route_cache) {
+    if effects.clear_route_cache && must_clear_route_cache(host, plugin.tuning.route_cache) {
         warn_on_err(host, host.clear_route_cache());
     }
 }
 
 /// Whether routing-header edits need an explicit `clear_route_cache`: always with
 /// `routeCache: clear`; with `auto`, only when Envoy does not clear the cache
-/// itself for this module's ABI.
-pub fn must_clear_route_cache(mode: RouteCache) -> bool {
-    mode == RouteCache::Clear || !host_clears_route_cache()
+/// itself for this host (see [`Host::clears_route_cache_itself`]).
+pub fn must_clear_route_cache(host: &impl Host, mode: RouteCache) -> bool {
+    mode == RouteCache::Clear || !host.clears_route_cache_itself()
 }
 
 /// `on_http_response_headers`: note the status for stream end and add what the

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use meshguard_engine::{Rng, MAX_DELAY_NS};
+use meshguard_engine::Rng;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
@@ -15,9 +15,7 @@ use super::worker::Worker;
 use crate::host::proxy::ProxyHost;
 use crate::host::{Host, Level};
 
-/// How often a worker writes breaker outcomes it still holds: the longest a held
-/// outcome may wait (see `meshguard_engine::Local`).
-pub const TICK_MS: u64 = MAX_DELAY_NS / 1_000_000;
+pub use super::worker::TICK_MS;
 
 thread_local! {
     /// This VM's owner id for concurrency slots (0: not drawn yet).

@@ -19,6 +19,10 @@ use std::collections::HashMap;
 
 use crate::host::{Host, Level};
 
+/// How often a worker writes breaker outcomes it still holds: the longest a held
+/// outcome may wait (see `meshguard_engine::Local`).
+pub const TICK_MS: u64 = meshguard_engine::MAX_DELAY_NS / 1_000_000;
+
 /// Ticks with nothing to do before the tick stops (1 s at 50 ms).
 pub const IDLE_TICKS: u32 = 20;
 

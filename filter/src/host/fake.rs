@@ -57,6 +57,8 @@ pub struct FakeHost {
     pub response_trailers: RefCell<Vec<(String, Vec<u8>)>>,
     /// How often the route cache was cleared.
     pub route_cache_clears: Cell<u32>,
+    /// Envoy does not re-pick the route by itself (as for a dynamic module).
+    pub no_auto_route_cache: Cell<bool>,
     /// Properties set (Envoy's filter state), in order.
     pub filter_state: RefCell<Vec<(String, Vec<u8>)>>,
     /// The clock, in nanoseconds.
@@ -509,5 +511,8 @@ impl Host for FakeHost {
 
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+    fn clears_route_cache_itself(&self) -> bool {
+        !self.no_auto_route_cache.get() && crate::host::host_clears_route_cache()
     }
 }

@@ -10,6 +10,7 @@
 #[cfg(test)]
 pub mod fake;
 pub mod pairs;
+#[cfg(feature = "proxy-wasm")]
 pub mod proxy;
 pub mod store;
 pub mod view;
@@ -142,6 +143,13 @@ pub trait Host {
     fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError>;
     /// Writes one line to the proxy's log.
     fn log(&self, level: Level, message: &str);
+
+    /// Whether Envoy picks the route again by itself after this host's
+    /// request-header edits: so it does for a Proxy-Wasm module of ABI 0.2.1
+    /// ([`host_clears_route_cache`]); a dynamic module must ask.
+    fn clears_route_cache_itself(&self) -> bool {
+        host_clears_route_cache()
+    }
 }
 
 /// A `:status` value as a number: one to three ASCII digits, nothing else.

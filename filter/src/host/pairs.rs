@@ -67,6 +67,20 @@ impl HeaderPairs {
         self.entries.is_empty()
     }
 
+    /// The headers from `(name, value)` pairs a host hands over one by one (the
+    /// native build reads Envoy's header map in place and copies it here once).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> HeaderPairs {
+        let mut out = HeaderPairs::default();
+        for (name, value) in pairs {
+            let n = out.buf.len()..out.buf.len() + name.len();
+            out.buf.extend_from_slice(name);
+            let v = out.buf.len()..out.buf.len() + value.len();
+            out.buf.extend_from_slice(value);
+            out.entries.push((n, v));
+        }
+        out
+    }
+
     /// The encoding [`HeaderPairs::parse`] reads, for tests and the fake host.
     pub fn encode(pairs: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -86,7 +100,7 @@ impl HeaderPairs {
 }
 
 /// The raw call, on the real host only.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "proxy-wasm"))]
 #[allow(unsafe_code)] // one ABI import; the SDK's wrapper panics (see the module docs)
 pub mod raw {
     use proxy_wasm::types::{MapType, Status};
@@ -136,6 +150,22 @@ mod tests {
         assert_eq!(h.get("x-empty"), Some(&b""[..]));
         assert_eq!(h.get("x-none"), None);
         assert!(HeaderPairs::parse(Vec::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn built_from_pairs_it_reads_as_the_parsed_encoding_does() {
+        let pairs: [(&str, &[u8]); 4] = [
+            (":path", b"/a"),
+            ("cookie", b"a=1"),
+            ("x-empty", b""),
+            ("cookie", b"b=2"),
+        ];
+        let parsed = HeaderPairs::parse(HeaderPairs::encode(&pairs)).unwrap();
+        let built = HeaderPairs::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), *v)));
+        assert_eq!(built.len(), 4);
+        for name in [":path", "cookie", "x-empty", "x-none"] {
+            assert_eq!(built.get(name), parsed.get(name), "{name}");
+        }
     }
 
     #[test]

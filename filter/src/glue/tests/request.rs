@@ -108,11 +108,16 @@ fn route_cache_clear_asks_envoy_explicitly_and_auto_does_for_an_unknown_abi() {
         .with_header("x-user-type", b"beta-tester");
     run(&host, &c);
     assert_eq!(host.route_cache_clears.get(), 1);
-    assert!(must_clear_route_cache(RouteCache::Clear));
+    assert!(must_clear_route_cache(&host, RouteCache::Clear));
     assert_eq!(
-        must_clear_route_cache(RouteCache::Auto),
+        must_clear_route_cache(&host, RouteCache::Auto),
         !crate::host::host_clears_route_cache()
     );
+    // A host whose Envoy does not re-pick the route by itself (the native
+    // build's) is always asked.
+    let native = FakeHost::new();
+    native.no_auto_route_cache.set(true);
+    assert!(must_clear_route_cache(&native, RouteCache::Auto));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use super::{plugin, rng};
 use crate::glue::configure::configure;
 use crate::glue::request::{on_log, on_request_headers, on_tick};
-use crate::glue::root::TICK_MS;
+use crate::glue::worker::TICK_MS;
 use crate::glue::worker::{Worker, IDLE_TICKS};
 use crate::host::fake::FakeHost;
 use crate::host::Level;
