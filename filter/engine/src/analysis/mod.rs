@@ -300,4 +300,128 @@ mod tests {
         assert!(Record::decode(&store.data["k"].0, 2).is_some());
         assert_eq!(w.view.borrow().weights, vec![5_000, 5_000]);
     }
+
+    fn slow_policy() -> CompiledCanary {
+        let json = r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{
+            "variants":[{"name":"stable","weight":5000},{"name":"canary","weight":5000}],
+            "revision":"r1","ramp":null,"analysis":{"slowCallMs":100}}}]}"#;
+        load_json(json.as_bytes()).unwrap().routes[0]
+            .canary
+            .clone()
+            .unwrap()
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_request_counts_its_error_and_a_call_slower_than_the_limit_and_no_more() {
+        let p = slow_policy();
+        let r = p.rollout.clone().unwrap();
+        let w = RolloutRuntime::new(&p, &r, "k".into());
+        assert!(!w.holds_work(), "nothing counted yet");
+        let limit = 100 * 1_000_000;
+        w.count(&r, 1, &ok(503), None, Some(limit)); // an error, exactly at the limit: not slow
+        w.count(&r, 1, &ok(503), None, Some(limit + 1)); // an error, slow
+        w.count(&r, 1, &ok(200), None, Some(limit - 1));
+        w.count(&r, 0, &ok(200), None, None);
+        let pending = w.pending.borrow().clone();
+        assert_eq!(
+            pending[1],
+            Counts {
+                n: 3,
+                errors: 2,
+                slow: 1
+            }
+        );
+        assert_eq!(
+            pending[0],
+            Counts {
+                n: 1,
+                errors: 0,
+                slow: 0
+            }
+        );
+        assert!(w.holds_work());
+        let mut store = FakeStore::default();
+        let mut events = Vec::new();
+        w.tick(0, &p, &r, &mut store, SEC, &mut events);
+        assert!(!w.holds_work(), "the counts were folded");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn the_first_tick_reports_the_status_once_and_a_fresh_key_is_not_corrupt() {
+        let p = policy();
+        let r = p.rollout.clone().unwrap();
+        let w = RolloutRuntime::new(&p, &r, "k".into());
+        let mut store = FakeStore::default();
+        let mut events = Vec::new();
+        w.tick(0, &p, &r, &mut store, SEC, &mut events);
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Warning(_))),
+            "an absent record is fresh, not corrupt: {events:?}"
+        );
+        let statuses: Vec<&Vec<VariantStatus>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RolloutStatus { variants, .. } => Some(variants),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statuses.len(), 1, "{events:?}");
+        assert_eq!(
+            statuses[0].iter().map(|s| s.weight).collect::<Vec<_>>(),
+            vec![5_000, 5_000]
+        );
+        assert_eq!(statuses[0][0].state, None, "the baseline has no state");
+        assert!(statuses[0][1].state.is_some());
+        assert_eq!(w.status(&r), *statuses[0]);
+        // Nothing changed: the next tick reports nothing.
+        let mut again = Vec::new();
+        w.tick(0, &p, &r, &mut store, 2 * SEC, &mut again);
+        assert!(
+            !again
+                .iter()
+                .any(|e| matches!(e, Event::RolloutStatus { .. })),
+            "{again:?}"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_rolled_back_canary_is_marked_in_the_view_and_the_baseline_never_is() {
+        let json = r#"{"schemaVersion":1,"routes":[{"name":"web","canary":{
+            "variants":[{"name":"stable","weight":5000},{"name":"canary","weight":5000}],
+            "revision":"r1","ramp":null,"analysis":{}}}]}"#;
+        let p = load_json(json.as_bytes()).unwrap().routes[0]
+            .canary
+            .clone()
+            .unwrap();
+        let r = p.rollout.clone().unwrap();
+        let w = RolloutRuntime::new(&p, &r, "k".into());
+        assert_eq!(w.view.borrow().rolled_back, vec![false, false]);
+        let mut store = FakeStore::default();
+        let mut events = Vec::new();
+        for tick in 1..=50u64 {
+            for i in 0..100u64 {
+                w.count(
+                    &r,
+                    1,
+                    &ok(if i % 2 == 0 { 503 } else { 200 }),
+                    None,
+                    Some(1),
+                );
+                w.count(&r, 0, &ok(200), None, Some(1));
+            }
+            w.tick(0, &p, &r, &mut store, tick * SEC, &mut events);
+            if w.view.borrow().settled {
+                break;
+            }
+        }
+        let view = w.view.borrow();
+        assert_eq!(view.rolled_back, vec![false, true], "{events:?}");
+        assert_eq!(view.weights, vec![10_000, 0]);
+        assert!(view.settled);
+        drop(view);
+        // A settled rollout counts and holds nothing more.
+        w.count(&r, 1, &ok(503), None, Some(1));
+        assert!(!w.holds_work());
+        assert_eq!(w.pending.borrow()[1], Counts::default());
+    }
 }
