@@ -39,6 +39,21 @@ pub fn histogram_buckets() -> [(&'static str, &'static [u64]); 2] {
     ]
 }
 
+/// The native build's histograms as Envoy stores them: Envoy's dynamic-module
+/// namespace and `meshguard_<metric>`, the labels kept as tags.
+pub fn native_histogram_buckets() -> [(&'static str, &'static [u64]); 2] {
+    [
+        (
+            "dynamicmodulescustom.meshguard_request_duration_milliseconds",
+            &DURATION_BUCKETS_MS,
+        ),
+        (
+            "dynamicmodulescustom.meshguard_ratelimit_rpc_duration_milliseconds",
+            &RPC_BUCKETS_MS,
+        ),
+    ]
+}
+
 /// The regex extracting `label` from a full stored name (`wasmcustom.meshguard.…`).
 pub fn tag_regex(label: &str) -> String {
     format!(
@@ -49,6 +64,16 @@ pub fn tag_regex(label: &str) -> String {
 /// `(tag_name, regex)` for every label: the `stats_config.stats_tags` Envoy needs.
 pub fn stats_tags() -> Vec<(&'static str, String)> {
     LABELS.iter().map(|l| (*l, tag_regex(l))).collect()
+}
+
+/// The native build's `stats_config`: histogram buckets only (its metrics
+/// carry real labels, so no `stats_tags`).
+pub fn native_stats_config_json() -> serde_json::Value {
+    let buckets: Vec<serde_json::Value> = native_histogram_buckets()
+        .into_iter()
+        .map(|(prefix, b)| serde_json::json!({"match": {"prefix": prefix}, "buckets": b}))
+        .collect();
+    serde_json::json!({ "histogram_bucket_settings": buckets })
 }
 
 /// The whole `stats_config` as JSON.

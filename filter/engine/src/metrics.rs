@@ -15,7 +15,8 @@ use std::marker::PhantomData;
 
 pub use meshguard_config::names::{ALL_VARIANTS, NO_VARIANT, UNMATCHED_ROUTE};
 pub use meshguard_config::telemetry::{
-    histogram_buckets, stats_tags, tag_regex, DURATION_BUCKETS_MS, DURATION_STORED_PREFIX, LABELS,
+    histogram_buckets, native_histogram_buckets, stats_tags, tag_regex, DURATION_BUCKETS_MS,
+    DURATION_STORED_PREFIX, LABELS,
 };
 
 /// A fixed set of label values (an enum whose every value is a series).

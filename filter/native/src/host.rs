@@ -1,0 +1,694 @@
+//! The glue's [`Host`] over Envoy's dynamic-module callbacks.
+//!
+//! One `NativeHost` lives for one hook call: it carries the stream's Envoy
+//! pointer (null while a configuration loads) and the configuration's shared
+//! part. Reads copy out of Envoy's header map (its views are valid only until
+//! the hook returns or a header is set); shared data is the process-wide
+//! [`store`](crate::store); metrics are real labelled Envoy metrics defined
+//! while the configuration loads (Envoy freezes definitions afterwards).
+
+#![allow(unsafe_code)] // every call below crosses into Envoy
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+
+use meshguard::host::pairs::HeaderPairs;
+use meshguard::host::{parse_status, Host, HostError, Level, MetricKind};
+
+use crate::abi::{self, header_type, EnvoyBuffer, HttpHeader, ModuleBuffer};
+use crate::names;
+
+/// A metric as Envoy knows it: its kind, Envoy's id and this series' label values.
+#[derive(Debug)]
+pub struct Metric {
+    kind: MetricKind,
+    id: usize,
+    values: Vec<String>,
+}
+
+/// The metrics a configuration defined, by the glue's name.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    by_name: HashMap<String, u32>,
+    list: Vec<Metric>,
+    /// Envoy's id per `(kind, family, label names)`: one Envoy metric per family.
+    families: HashMap<(u8, String, Vec<String>), usize>,
+}
+
+/// What every worker shares of one Envoy filter configuration.
+#[derive(Debug)]
+pub struct Shared {
+    /// Distinguishes configurations (a new one may reuse a freed address).
+    pub generation: u64,
+    /// The filter's name (`filter_name`), the plugin name of shared-data keys.
+    pub name: String,
+    /// The configuration's JSON bytes.
+    pub config: Vec<u8>,
+    /// The metrics, fixed once the configuration has loaded.
+    pub metrics: Metrics,
+    /// Set when Envoy destroyed the configuration: workers drop their copy.
+    pub destroyed: AtomicBool,
+}
+
+/// Where this host is.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase<'a> {
+    /// Loading a configuration (main thread): metric definitions go to Envoy.
+    Loading {
+        /// Envoy's configuration pointer.
+        config: abi::ConfigEnvoyPtr,
+        /// The metrics being defined.
+        metrics: &'a RefCell<Metrics>,
+    },
+    /// A stream's hook (its worker thread).
+    Stream {
+        /// Envoy's stream pointer.
+        filter: abi::FilterEnvoyPtr,
+        /// The loaded metrics.
+        metrics: &'a Metrics,
+    },
+}
+
+/// The host of one hook call.
+#[derive(Debug)]
+pub struct NativeHost<'a> {
+    /// Where this call is.
+    pub phase: Phase<'a>,
+    /// The configuration bytes.
+    pub config: &'a [u8],
+    /// The filter's name.
+    pub name: &'a str,
+}
+
+fn err(call: &str, arg: &str, status: &str) -> HostError {
+    HostError {
+        call: format!("{call}({arg})"),
+        status: status.to_owned(),
+    }
+}
+
+fn buf(s: &str) -> ModuleBuffer {
+    ModuleBuffer::of(s.as_bytes())
+}
+
+impl NativeHost<'_> {
+    fn filter(&self, call: &str) -> Result<abi::FilterEnvoyPtr, HostError> {
+        match self.phase {
+            Phase::Stream { filter, .. } if !filter.is_null() => Ok(filter),
+            _ => Err(err(call, "", "no stream")),
+        }
+    }
+
+    fn header(&self, kind: u32, name: &str, call: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let filter = self.filter(call)?;
+        let mut out = EnvoyBuffer::EMPTY;
+        let mut count = 0usize;
+        // SAFETY: `filter` is the live stream of this hook; Envoy fills `out`
+        // with a view into its map that stays valid until this hook returns
+        // or a header is set, and it is copied out before either.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_header(
+                filter,
+                kind,
+                buf(name),
+                &mut out,
+                0,
+                &mut count,
+            )
+        };
+        if !found {
+            return Ok(None);
+        }
+        // SAFETY: as above.
+        Ok(unsafe { out.bytes() }.map(<[u8]>::to_vec))
+    }
+
+    /// Applies `op` to series `id`: through the stream while a stream runs,
+    /// through the configuration while it loads (a rollout's gauges are set
+    /// before any stream arrives, as each Wasm VM sets them when it configures).
+    fn update(&self, id: u32, op: Op, value: u64) -> Result<(), HostError> {
+        let call = op.name();
+        let missing = || err(call, &id.to_string(), "no such metric");
+        let result = match self.phase {
+            Phase::Stream { filter, metrics } => {
+                let m = metrics.list.get(id as usize).ok_or_else(missing)?;
+                op.check(m.kind)
+                    .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
+                let values: Vec<ModuleBuffer> = m.values.iter().map(|v| buf(v)).collect();
+                let f = op.on_stream();
+                // SAFETY: a live stream, a metric Envoy defined for this
+                // configuration, buffers that outlive the call.
+                unsafe { f(filter, m.id, values.as_ptr(), values.len(), value) }
+            }
+            Phase::Loading { config, metrics } => {
+                let metrics = metrics.borrow();
+                let m = metrics.list.get(id as usize).ok_or_else(missing)?;
+                op.check(m.kind)
+                    .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
+                let values: Vec<ModuleBuffer> = m.values.iter().map(|v| buf(v)).collect();
+                let f = op.on_config();
+                // SAFETY: Envoy's configuration pointer during `config_new`.
+                unsafe { f(config, m.id, values.as_ptr(), values.len(), value) }
+            }
+        };
+        if result == abi::metrics_result::SUCCESS {
+            Ok(())
+        } else {
+            Err(err(
+                call,
+                &id.to_string(),
+                &format!("metrics result {result}"),
+            ))
+        }
+    }
+
+    fn kind(&self, id: u32) -> Option<MetricKind> {
+        match self.phase {
+            Phase::Stream { metrics, .. } => metrics.list.get(id as usize).map(|m| m.kind),
+            Phase::Loading { metrics, .. } => {
+                metrics.borrow().list.get(id as usize).map(|m| m.kind)
+            }
+        }
+    }
+}
+
+/// A metric update.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    AddCounter,
+    AddGauge,
+    SubGauge,
+    SetGauge,
+    Record,
+}
+
+type StreamUpdate =
+    unsafe extern "C" fn(abi::FilterEnvoyPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::AddCounter => "increment_counter",
+            Op::AddGauge => "increment_gauge",
+            Op::SubGauge => "decrement_gauge",
+            Op::SetGauge => "set_gauge",
+            Op::Record => "record_histogram_value",
+        }
+    }
+
+    fn check(self, kind: MetricKind) -> Option<()> {
+        let want = match self {
+            Op::AddCounter => MetricKind::Counter,
+            Op::AddGauge | Op::SubGauge | Op::SetGauge => MetricKind::Gauge,
+            Op::Record => MetricKind::Histogram,
+        };
+        (kind == want).then_some(())
+    }
+
+    fn on_stream(self) -> StreamUpdate {
+        match self {
+            Op::AddCounter => abi::envoy_dynamic_module_callback_http_filter_increment_counter,
+            Op::AddGauge => abi::envoy_dynamic_module_callback_http_filter_increment_gauge,
+            Op::SubGauge => abi::envoy_dynamic_module_callback_http_filter_decrement_gauge,
+            Op::SetGauge => abi::envoy_dynamic_module_callback_http_filter_set_gauge,
+            Op::Record => abi::envoy_dynamic_module_callback_http_filter_record_histogram_value,
+        }
+    }
+
+    fn on_config(self) -> Touch {
+        match self {
+            Op::AddCounter => {
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_counter
+            }
+            Op::AddGauge => abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge,
+            Op::SubGauge => abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge,
+            Op::SetGauge => abi::envoy_dynamic_module_callback_http_filter_config_set_gauge,
+            Op::Record => {
+                abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value
+            }
+        }
+    }
+}
+
+impl Host for NativeHost<'_> {
+    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, HostError> {
+        Ok((!self.config.is_empty()).then(|| self.config.to_vec()))
+    }
+
+    fn request_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.header(header_type::REQUEST_HEADER, name, "get_header")
+    }
+
+    fn request_headers(&self) -> Result<HeaderPairs, HostError> {
+        let filter = self.filter("get_headers")?;
+        // SAFETY: a live stream.
+        let n = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers_size(
+                filter,
+                header_type::REQUEST_HEADER,
+            )
+        };
+        let empty = HttpHeader {
+            key_ptr: std::ptr::null(),
+            key_length: 0,
+            value_ptr: std::ptr::null(),
+            value_length: 0,
+        };
+        let mut raw = vec![empty; n];
+        // SAFETY: `raw` has room for the `n` headers Envoy just counted; the
+        // views it fills are copied out before this hook returns.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers(
+                filter,
+                header_type::REQUEST_HEADER,
+                raw.as_mut_ptr(),
+            )
+        };
+        if !ok {
+            return Err(err("get_headers", "request", "failed"));
+        }
+        let view = |ptr: *const u8, len: usize| -> &[u8] {
+            if ptr.is_null() {
+                &[]
+            } else {
+                // SAFETY: Envoy's view of a name or value, valid during this hook.
+                unsafe { std::slice::from_raw_parts(ptr, len) }
+            }
+        };
+        Ok(HeaderPairs::from_pairs(raw.iter().map(|h| {
+            (
+                view(h.key_ptr, h.key_length),
+                view(h.value_ptr, h.value_length),
+            )
+        })))
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&[u8]>) -> Result<(), HostError> {
+        let filter = self.filter("set_header")?;
+        let value = value.map_or(ModuleBuffer::NULL, ModuleBuffer::of);
+        // SAFETY: a live stream; a null value removes the header.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                filter,
+                header_type::REQUEST_HEADER,
+                buf(name),
+                value,
+            )
+        };
+        ok.then_some(())
+            .ok_or_else(|| err("set_header", name, "failed"))
+    }
+
+    fn source_address(&self) -> Result<Option<Vec<u8>>, HostError> {
+        let filter = self.filter("get_attribute_string")?;
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: a live stream; the view is copied out at once.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                filter,
+                abi::attribute::SOURCE_ADDRESS,
+                &mut out,
+            )
+        };
+        // SAFETY: as above.
+        Ok(found
+            .then(|| unsafe { out.bytes() }.map(<[u8]>::to_vec))
+            .flatten())
+    }
+
+    fn set_property(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        let filter = self.filter("set_filter_state_bytes")?;
+        // The Wasm build's property `name` is filter state `wasm.<name>`: the same
+        // key here, so one access-log format reads both builds.
+        let key = format!("wasm.{name}");
+        // SAFETY: a live stream; Envoy copies both buffers.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                filter,
+                buf(&key),
+                ModuleBuffer::of(value),
+            )
+        };
+        ok.then_some(())
+            .ok_or_else(|| err("set_filter_state_bytes", &key, "failed"))
+    }
+
+    fn clear_route_cache(&self) -> Result<(), HostError> {
+        let filter = self.filter("clear_route_cache")?;
+        // SAFETY: a live stream.
+        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(filter) };
+        Ok(())
+    }
+
+    fn response_status(&self) -> Result<Option<u64>, HostError> {
+        let v = self.header(header_type::RESPONSE_HEADER, ":status", "get_header")?;
+        Ok(v.as_deref().and_then(parse_status))
+    }
+
+    fn response_header(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.header(header_type::RESPONSE_HEADER, name, "get_header")
+    }
+
+    fn response_trailer(&self, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        self.header(header_type::RESPONSE_TRAILER, name, "get_header")
+    }
+
+    fn set_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        let filter = self.filter("set_header")?;
+        // SAFETY: a live stream; Envoy copies both buffers.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                filter,
+                header_type::RESPONSE_HEADER,
+                buf(name),
+                ModuleBuffer::of(value),
+            )
+        };
+        ok.then_some(())
+            .ok_or_else(|| err("set_header", name, "failed"))
+    }
+
+    fn add_response_header(&self, name: &str, value: &[u8]) -> Result<(), HostError> {
+        let filter = self.filter("add_header")?;
+        // SAFETY: as above.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                filter,
+                header_type::RESPONSE_HEADER,
+                buf(name),
+                ModuleBuffer::of(value),
+            )
+        };
+        ok.then_some(())
+            .ok_or_else(|| err("add_header", name, "failed"))
+    }
+
+    fn random_seed(&self) -> Result<u64, HostError> {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| err("getrandom", "", &e.to_string()))?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn property_u64(&self, path: &[&str]) -> Result<Option<u64>, HostError> {
+        let id = match path {
+            ["response", "code"] => abi::attribute::RESPONSE_CODE,
+            ["response", "flags"] => abi::attribute::RESPONSE_FLAGS,
+            _ => return Err(err("get_attribute_int", &path.join("."), "not mapped")),
+        };
+        let filter = self.filter("get_attribute_int")?;
+        let mut out = 0u64;
+        // SAFETY: a live stream.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(filter, id, &mut out)
+        };
+        Ok(found.then_some(out))
+    }
+
+    fn now_ns(&self) -> Result<u64, HostError> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .map_err(|e| err("now", "", &e.to_string()))
+    }
+
+    fn plugin_name(&self) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(Some(self.name.as_bytes().to_vec()))
+    }
+
+    fn shared_get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        Ok(crate::store::get(key))
+    }
+
+    fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError> {
+        Ok(crate::store::set(key, value, cas))
+    }
+
+    fn send_local_reply(
+        &self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        self.send(u32::from(status), headers, &[], body)
+    }
+
+    fn send_grpc_reply(
+        &self,
+        status: u32,
+        message: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), HostError> {
+        if !(1..=16).contains(&status) {
+            return Err(err(
+                "send_response",
+                &status.to_string(),
+                "no such gRPC status",
+            ));
+        }
+        // This ABI's local reply takes no gRPC status: Envoy keeps a `grpc-status`
+        // the reply carries (and turns the body into `grpc-message`) when it
+        // answers a gRPC request trailers-only, as it does for Wasm's call.
+        let code = status.to_string();
+        self.send(200, headers, &[("grpc-status", &code)], message.as_bytes())
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        match self.phase {
+            Phase::Loading { config, metrics } => {
+                define(config, &mut metrics.borrow_mut(), kind, name)
+            }
+            // A worker builds the same configuration: the same names, defined
+            // while it loaded.
+            Phase::Stream { metrics, .. } => metrics
+                .by_name
+                .get(name)
+                .copied()
+                .ok_or_else(|| err("define_metric", name, "not defined while loading")),
+        }
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        let op = match (self.kind(id), delta < 0) {
+            (Some(MetricKind::Counter), false) => Op::AddCounter,
+            (Some(MetricKind::Gauge), false) => Op::AddGauge,
+            (Some(MetricKind::Gauge), true) => Op::SubGauge,
+            _ => {
+                return Err(err(
+                    "increment_metric",
+                    &id.to_string(),
+                    "not a counter or gauge",
+                ))
+            }
+        };
+        self.update(id, op, delta.unsigned_abs())
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        let op = match self.kind(id) {
+            Some(MetricKind::Histogram) => Op::Record,
+            Some(MetricKind::Gauge) => Op::SetGauge,
+            _ => {
+                return Err(err(
+                    "record_metric",
+                    &id.to_string(),
+                    "not a histogram or gauge",
+                ))
+            }
+        };
+        self.update(id, op, value)
+    }
+
+    fn dispatch_grpc_call(
+        &self,
+        cluster: &str,
+        _service: &str,
+        _method: &str,
+        _message: &[u8],
+        _timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        // The 1.40 ABI has HTTP callouts but no gRPC call: global policies decide
+        // by their failure mode (README, meshguard native).
+        Err(err(
+            "dispatch_grpc_call",
+            cluster,
+            "no gRPC calls in the native build",
+        ))
+    }
+
+    fn grpc_response(&self, _size: usize) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(None)
+    }
+
+    fn cancel_grpc_call(&self, _token: u32) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        let filter = self.filter("continue_decoding")?;
+        // SAFETY: a live stream.
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(filter) };
+        Ok(())
+    }
+
+    fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
+        // The native build writes counts and breaker outcomes as they happen and
+        // runs the rest of a tick on a worker's own hooks (`module.rs`).
+        Err(err(
+            "set_tick_period",
+            &period_ms.to_string(),
+            "no tick in the native build",
+        ))
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        log(level, message);
+    }
+
+    fn clears_route_cache_itself(&self) -> bool {
+        // Envoy does not re-pick the route after a dynamic module's header edits.
+        false
+    }
+}
+
+impl NativeHost<'_> {
+    fn send(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        let filter = self.filter("send_response")?;
+        let list: Vec<HttpHeader> = headers
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| HttpHeader {
+                key_ptr: k.as_ptr(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: a live stream; every buffer outlives the call (Envoy copies).
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response(
+                filter,
+                status,
+                list.as_ptr(),
+                list.len(),
+                ModuleBuffer::of(body),
+                buf("meshguard"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A configuration-level metric update.
+type Touch =
+    unsafe extern "C" fn(abi::ConfigEnvoyPtr, usize, *const ModuleBuffer, usize, u64) -> u32;
+
+/// Defines `name` (the glue's `meshguard.<metric>.<label>.<value>…`) as a series
+/// of a labelled Envoy metric, defining the family on its first series.
+fn define(
+    config: abi::ConfigEnvoyPtr,
+    metrics: &mut Metrics,
+    kind: MetricKind,
+    name: &str,
+) -> Result<u32, HostError> {
+    if let Some(id) = metrics.by_name.get(name) {
+        return Ok(*id);
+    }
+    let split =
+        names::split(name).ok_or_else(|| err("define_metric", name, "not a meshguard name"))?;
+    let kind_key = match kind {
+        MetricKind::Counter => 0u8,
+        MetricKind::Gauge => 1,
+        MetricKind::Histogram => 2,
+    };
+    let labels: Vec<String> = split.labels.iter().map(|l| (*l).to_owned()).collect();
+    let family_key = (kind_key, split.family.clone(), labels);
+    let envoy_id = match metrics.families.get(&family_key) {
+        Some(id) => *id,
+        None => {
+            let label_bufs: Vec<ModuleBuffer> = split.labels.iter().map(|l| buf(l)).collect();
+            let define = match kind {
+                MetricKind::Counter => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_counter
+                }
+                MetricKind::Gauge => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_gauge
+                }
+                MetricKind::Histogram => {
+                    abi::envoy_dynamic_module_callback_http_filter_config_define_histogram
+                }
+            };
+            let mut id = 0usize;
+            // SAFETY: Envoy's configuration pointer during `config_new`; the
+            // buffers outlive the call.
+            let result = unsafe {
+                define(
+                    config,
+                    buf(&split.family),
+                    label_bufs.as_ptr(),
+                    label_bufs.len(),
+                    &mut id,
+                )
+            };
+            if result != abi::metrics_result::SUCCESS {
+                return Err(err(
+                    "define_metric",
+                    name,
+                    &format!("metrics result {result}"),
+                ));
+            }
+            metrics.families.insert(family_key, id);
+            id
+        }
+    };
+    let index =
+        u32::try_from(metrics.list.len()).map_err(|_| err("define_metric", name, "too many"))?;
+    // A labelled series exists once it is first touched: adding 0 now gives
+    // every series from the start, as the Wasm build's defined names do (a
+    // dashboard sees `0`, not "no data"). A histogram's buckets appear with its
+    // first value.
+    let values: Vec<ModuleBuffer> = split.values.iter().map(|v| buf(v)).collect();
+    let touch = match kind {
+        MetricKind::Counter => {
+            Some(abi::envoy_dynamic_module_callback_http_filter_config_increment_counter as Touch)
+        }
+        MetricKind::Gauge => {
+            Some(abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge as Touch)
+        }
+        MetricKind::Histogram => None,
+    };
+    if let Some(touch) = touch {
+        // SAFETY: Envoy's configuration pointer during `config_new`, a metric it
+        // just defined, buffers that outlive the call.
+        let _ = unsafe { touch(config, envoy_id, values.as_ptr(), values.len(), 0) };
+    }
+    metrics.list.push(Metric {
+        kind,
+        id: envoy_id,
+        values: split.values.iter().map(|v| (*v).to_owned()).collect(),
+    });
+    metrics.by_name.insert(name.to_owned(), index);
+    Ok(index)
+}
+
+/// Writes one line to Envoy's log (`dynamic_modules` logger).
+pub fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Error => abi::log_level::ERROR,
+        Level::Warn => abi::log_level::WARN,
+        Level::Info => abi::log_level::INFO,
+        Level::Debug => abi::log_level::DEBUG,
+    };
+    // SAFETY: plain values and buffers that outlive the call.
+    unsafe {
+        if abi::envoy_dynamic_module_callback_log_enabled(level) {
+            abi::envoy_dynamic_module_callback_log_v2(level, buf(message), buf("meshguard"), 0);
+        }
+    }
+}

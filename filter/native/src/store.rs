@@ -1,0 +1,121 @@
+//! The store every worker thread of this Envoy process shares: the native build's
+//! stand-in for proxy-wasm shared data, with the same compare-and-swap semantics
+//! (a value and a token; a write with a token that is no longer current fails).
+//!
+//! The engine's buckets, breakers, analysis counts and concurrency slots go
+//! through it exactly as they go through shared data in the Wasm build, so both
+//! builds decide the same way. A worker holds a shard's lock for one copy in or
+//! out, never across a decision, so a charge costs a lock and a copy where the Wasm
+//! build pays a host call into Envoy's own locked map. The state lives as long as
+//! the process (Envoy keeps the module loaded: `do_not_close`), so a
+//! configuration reload keeps it, as shared data survives a Wasm reload.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+/// Shards: a worker's lock on one key does not hold up other keys.
+const SHARDS: usize = 16;
+
+/// An entry: the value and the token of its last write (never 0).
+type Entry = (Vec<u8>, u32);
+
+struct Shards {
+    hasher: RandomState,
+    maps: [Mutex<HashMap<String, Entry>>; SHARDS],
+}
+
+static STORE: LazyLock<Shards> = LazyLock::new(|| Shards {
+    hasher: RandomState::new(),
+    maps: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+});
+
+fn shard(key: &str) -> MutexGuard<'static, HashMap<String, Entry>> {
+    let store = &*STORE;
+    let i = (store.hasher.hash_one(key) as usize) % SHARDS;
+    // A panic while a shard was held (caught at the hook) leaves the map itself
+    // whole: every write below is one insert or one assignment.
+    #[allow(clippy::indexing_slicing)] // `i` is reduced modulo the array's length
+    let map = &store.maps[i];
+    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The value of `key` and its token; `(None, None)` when absent.
+pub fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    match shard(key).get(key) {
+        Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+        None => (None, None),
+    }
+}
+
+/// Writes `value` when `cas` is `None` or still the entry's token (an absent
+/// entry has no token: any `cas` writes it, as proxy-wasm's shared data does);
+/// false on a mismatch.
+pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
+    let mut map = shard(key);
+    match (map.get_mut(key), cas) {
+        (Some(e), Some(c)) if e.1 != c => false,
+        (Some(e), _) => {
+            e.0.clear();
+            e.0.extend_from_slice(value);
+            e.1 = e.1.wrapping_add(1).max(1);
+            true
+        }
+        (None, _) => {
+            map.insert(key.to_owned(), (value.to_vec(), 1));
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_with_a_stale_token_fails_and_a_fresh_one_succeeds() {
+        let key = "test.store.cas";
+        assert_eq!(get(key), (None, None));
+        assert!(set(key, b"a", None));
+        let (v, cas) = get(key);
+        assert_eq!(v.as_deref(), Some(&b"a"[..]));
+        assert!(set(key, b"b", cas));
+        assert!(
+            !set(key, b"c", cas),
+            "the token moved on with the last write"
+        );
+        assert_eq!(get(key).0.as_deref(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn threads_incrementing_with_compare_and_swap_lose_no_update() {
+        let key = "test.store.threads";
+        // Created first: two writers of an absent entry both succeed (as in
+        // shared data), which is why the engine creates its tables at configure.
+        assert!(set(key, &0u32.to_le_bytes(), None));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        loop {
+                            let (v, cas) = get(key);
+                            let n =
+                                v.map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+                            if set(key, &(n + 1).to_le_bytes(), cas) {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        let (v, _) = get(key);
+        assert_eq!(
+            v.map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))),
+            Some(4000)
+        );
+    }
+}
