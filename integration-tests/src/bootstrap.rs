@@ -111,8 +111,13 @@ impl Bootstrap {
         self
     }
 
-    /// The meshguard HTTP filter entry.
+    /// The meshguard HTTP filter entry: the Wasm filter, or with
+    /// `MESHGUARD_HOST=native` the dynamic module (found on
+    /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`, which the harness sets).
     pub fn wasm_filter(&self, wasm: &std::path::Path) -> Value {
+        if crate::native() {
+            return native_filter(&self.plugin_config);
+        }
         let wasm = self.wasm.as_deref().unwrap_or(wasm);
         json!({
             "name": "meshguard",
@@ -157,7 +162,11 @@ impl Bootstrap {
             "stats_flush_interval": "1s",
             "stats_config": {
                 "stats_tags": tags,
-                "histogram_bucket_settings": meshguard_engine::metrics::histogram_buckets()
+                "histogram_bucket_settings": if crate::native() {
+                        meshguard_engine::metrics::native_histogram_buckets()
+                    } else {
+                        meshguard_engine::metrics::histogram_buckets()
+                    }
                     .iter()
                     .map(|(prefix, b)| json!({"match": {"prefix": prefix}, "buckets": b}))
                     .collect::<Vec<_>>()
@@ -252,4 +261,21 @@ impl Bootstrap {
             }
         })
     }
+}
+
+/// The native build's filter entry with `plugin_config` (the same JSON the Wasm
+/// filter takes), as `meshguard render --native` writes it.
+pub fn native_filter(plugin_config: &str) -> Value {
+    json!({
+        "name": "meshguard",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "meshguard", "do_not_close": true},
+            "filter_name": "meshguard",
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": plugin_config
+            }
+        }
+    })
 }

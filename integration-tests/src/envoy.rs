@@ -44,6 +44,14 @@ fn command(config: &Path, dir: &Path, concurrency: u32, log: &Path) -> Command {
         .arg("--file-flush-interval-msec")
         .arg("100")
         .stdin(Stdio::null())
+        .env(
+            "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+            if crate::native() {
+                crate::native_dir()
+            } else {
+                PathBuf::new()
+            },
+        )
         .stdout(log_file.try_clone().expect("clone log handle"))
         .stderr(log_file);
     // Envoy dies with the test process even if the test runner kills it hard.
@@ -58,9 +66,18 @@ fn command(config: &Path, dir: &Path, concurrency: u32, log: &Path) -> Command {
     cmd
 }
 
+/// The Wasm module the bootstrap names (none for the native build).
+fn filter_code() -> PathBuf {
+    if crate::native() {
+        PathBuf::new()
+    } else {
+        crate::wasm_path()
+    }
+}
+
 fn write_config(b: &Bootstrap, dir: &Path) -> PathBuf {
     let path = dir.join("envoy.json");
-    let json = b.to_json(&crate::wasm_path(), dir);
+    let json = b.to_json(&filter_code(), dir);
     std::fs::write(
         &path,
         serde_json::to_vec_pretty(&json).expect("bootstrap JSON"),
@@ -75,7 +92,7 @@ fn write_config(b: &Bootstrap, dir: &Path) -> PathBuf {
 /// Writes `lds.json` atomically (Envoy watches for the rename).
 fn write_lds(b: &Bootstrap, dir: &Path) {
     let tmp = dir.join("lds.json.tmp");
-    let json = b.lds_json(&crate::wasm_path());
+    let json = b.lds_json(&filter_code());
     std::fs::write(&tmp, serde_json::to_vec_pretty(&json).expect("LDS JSON")).expect("write LDS");
     std::fs::rename(&tmp, dir.join("lds.json")).expect("move LDS into place");
 }
@@ -274,6 +291,16 @@ impl Envoy {
 
     /// A counter or gauge as Envoy has it at this moment.
     pub fn stat_now(&self, name: &str) -> Option<u64> {
+        // The Wasm build's `wasmcustom.meshguard.<metric>.<labels>` is the native
+        // build's `dynamicmodulescustom.meshguard_<metric>.<labels>`.
+        let native_name;
+        let name = match name.strip_prefix("wasmcustom.meshguard.") {
+            Some(rest) if crate::native() => {
+                native_name = format!("dynamicmodulescustom.meshguard_{rest}");
+                native_name.as_str()
+            }
+            _ => name,
+        };
         let (_, body) = self
             .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
             .ok()?;
@@ -285,9 +312,17 @@ impl Envoy {
     /// `/stats/prometheus`, read after [`COUNTS_LAG`].
     pub fn scrape(&self) -> String {
         std::thread::sleep(COUNTS_LAG);
-        self.admin_get("/stats/prometheus")
+        let body = self
+            .admin_get("/stats/prometheus")
             .map(|(_, body)| body)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if crate::native() {
+            // What the shipped scrape config's `metric_relabel_configs` does: the
+            // native build's series get the Wasm build's names.
+            body.replace("envoy_dynamicmodulescustom_meshguard_", "meshguard_")
+        } else {
+            body
+        }
     }
 
     /// Connections worker `w` of the listener `main` accepted so far.
@@ -307,6 +342,7 @@ impl Envoy {
             .lines()
             .filter(|l| {
                 l.contains("panicked at")
+                    || l.contains("caught at the module boundary")
                     || l.contains("wasm trap")
                     || l.contains("[critical][wasm]")
                     // Envoy's own "[wasm] ... failed" lines; not meshguard's logs,

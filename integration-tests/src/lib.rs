@@ -56,6 +56,37 @@ pub fn wasm_path() -> PathBuf {
     path
 }
 
+/// Which build of meshguard the tests load: the Wasm filter (default), or the
+/// native dynamic module when `MESHGUARD_HOST=native` (`make test` runs the
+/// suite both ways; the tests that cannot apply to one build say why and skip).
+pub fn native() -> bool {
+    std::env::var("MESHGUARD_HOST").is_ok_and(|h| h == "native")
+}
+
+/// The line Envoy logs when it refuses meshguard's configuration: its own words
+/// differ between the two builds (meshguard's lines before it do not).
+pub fn refused_config_line() -> &'static str {
+    if native() {
+        "Failed to create filter config: Failed to initialize dynamic module"
+    } else {
+        "Unable to create Wasm plugin meshguard"
+    }
+}
+
+/// The folder holding the native build's `libmeshguard.so`: `MESHGUARD_NATIVE_DIR`,
+/// else `target/native` (`make build`).
+pub fn native_dir() -> PathBuf {
+    let dir = std::env::var_os("MESHGUARD_NATIVE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/native"));
+    assert!(
+        dir.join("libmeshguard.so").exists(),
+        "libmeshguard.so not found in {} — run `make build` (or set MESHGUARD_NATIVE_DIR)",
+        dir.display()
+    );
+    dir
+}
+
 /// A blocking `GET path` on `addr` (HTTP/1.1, connection closed after): status
 /// code and body, chunked bodies decoded.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

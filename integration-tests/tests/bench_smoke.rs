@@ -45,6 +45,11 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "all-h2",
         "all-explain",
         "all-ask",
+        "metrics-native",
+        "canary-native",
+        "ratelimit-native",
+        "breaker-native",
+        "all-native",
     ];
     assert_eq!(results.len(), scenarios.len() * 2, "{text}");
     for conc in [1, 2] {

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use meshguard_integration_tests::schemas::{check_all, report, yaml_documents};
-use meshguard_integration_tests::{envoy_bin, repo_root, wasm_path};
+use meshguard_integration_tests::{envoy_bin, native_dir, repo_root, wasm_path};
 use serde_json::Value;
 
 fn cli() -> std::path::PathBuf {
@@ -291,13 +291,101 @@ fn the_envoy_gateway_bootstrap_merge_carries_the_stats_config_envoy_accepts() {
     envoy_validates(&bootstrap);
 }
 
+#[test]
+fn envoy_loads_the_rendered_native_filter_and_stats_config() {
+    let (code, out, err) = render(&[
+        "--target",
+        "envoy",
+        "--native",
+        "config/examples/canary.yaml",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let fragment = docs(&out).remove(0);
+    assert_eq!(
+        fragment["http_filters"][0]["typed_config"]["@type"],
+        "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+    );
+    assert!(
+        fragment["stats_config"]["stats_tags"].is_null(),
+        "real labels need no tags"
+    );
+    let bootstrap = serde_json::json!({
+        "stats_config": fragment["stats_config"],
+        "static_resources": {"listeners": [listener(fragment["http_filters"].clone())]}
+    });
+    let text = envoy_validates_with(&bootstrap, Some(&native_dir()));
+    assert!(
+        text.contains("meshguard: configuration loaded: 1 route(s)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn native_gateway_manifests_pass_the_crd_schemas_and_register_the_module_they_use() {
+    let (code, out, err) = render(&[
+        "--target",
+        "envoy-gateway",
+        "--native",
+        "config/examples/canary.yaml",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rendered = docs(&out);
+    let checked = check_all(&rendered);
+    assert_eq!(report("envoy-gateway --native", &rendered, &checked), 0);
+    for (d, c) in rendered.iter().zip(&checked) {
+        assert_eq!(c.errors, Vec::<String>::new(), "{}", d["kind"]);
+    }
+    let policy = rendered
+        .iter()
+        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
+        .unwrap();
+    let proxy = rendered.iter().find(|d| d["kind"] == "EnvoyProxy").unwrap();
+    assert!(policy["spec"]["wasm"].is_null());
+    assert_eq!(
+        policy["spec"]["dynamicModule"][0]["name"],
+        proxy["spec"]["dynamicModules"][0]["name"]
+    );
+    assert_eq!(proxy["spec"]["dynamicModules"][0]["doNotClose"], true);
+    let merge: Value =
+        serde_yaml_ng::from_str(proxy["spec"]["bootstrap"]["value"].as_str().unwrap()).unwrap();
+    let prefixes: Vec<&str> = merge["stats_config"]["histogram_bucket_settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["match"]["prefix"].as_str())
+        .collect();
+    let want: Vec<&str> = meshguard_engine::metrics::native_histogram_buckets()
+        .iter()
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(prefixes, want);
+    // Istio's WasmPlugin cannot load a dynamic module: said, not rendered.
+    let (code, out, err) = render(&[
+        "--target",
+        "istio",
+        "--native",
+        "config/examples/canary.yaml",
+    ]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("Istio's WasmPlugin loads Wasm only"), "{err}");
+}
+
 /// Runs `envoy --mode validate` on `bootstrap`, asserts that it passes, and returns
 /// Envoy's output.
 fn envoy_validates(bootstrap: &Value) -> String {
+    envoy_validates_with(bootstrap, None)
+}
+
+/// [`envoy_validates`], finding dynamic modules in `modules`.
+fn envoy_validates_with(bootstrap: &Value, modules: Option<&std::path::Path>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bootstrap.json");
     std::fs::write(&path, serde_json::to_vec(bootstrap).unwrap()).unwrap();
-    let out = Command::new(envoy_bin())
+    let mut cmd = Command::new(envoy_bin());
+    if let Some(m) = modules {
+        cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", m);
+    }
+    let out = cmd
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(&path)
         .output()

@@ -192,7 +192,7 @@ fn invalid_config_makes_envoy_refuse_it_with_path_and_reason() {
         "meshguard: invalid configuration: routes[0].match.pathPrefix: must start with '/'",
         "meshguard: invalid configuration: routes[1].name: duplicate route name \"api\"",
         "meshguard: invalid configuration: routes[1].match.pathRegex: invalid regex:",
-        "Unable to create Wasm plugin meshguard",
+        meshguard_integration_tests::refused_config_line(),
     ] {
         assert!(
             log.contains(line),

@@ -104,6 +104,9 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
         "meshguard_canary_shadow_verdict",
     ]
     .iter()
+    // The native build's histograms appear with their first value (Envoy has no
+    // way to create an empty one for a module), and it makes no gRPC calls.
+    .filter(|f| !(meshguard_integration_tests::native() && f.ends_with("_milliseconds")))
     .map(|s| s.to_string())
     .collect();
     assert_eq!(emitted, expected, "metric families in /stats/prometheus");

@@ -1,0 +1,232 @@
+//! meshguard native (`libmeshguard.so`, an Envoy dynamic module) against the
+//! real Envoy 1.40: what only the native build has to prove. The rest of the
+//! suite runs against it too (`make test`, `MESHGUARD_HOST=native`).
+//!
+//! - every Envoy callback the module binds is one the Envoy binary exports, and
+//!   it exports every hook Envoy 1.40 requires;
+//! - a module that binds a callback this Envoy lacks, or lacks a hook, is refused
+//!   at load with Envoy's clear error, and Envoy exits rather than crashing;
+//! - a panic inside a hook (a test-only build) is caught at the boundary: the
+//!   request gets a 503 and Envoy and the next requests carry on;
+//! - metrics carry real labels, with no `stats_tags` in the bootstrap.
+
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use meshguard_integration_tests::bootstrap::Bootstrap;
+use meshguard_integration_tests::envoy::Envoy;
+use meshguard_integration_tests::load::{send_all, Req};
+use meshguard_integration_tests::upstream::Upstream;
+use meshguard_integration_tests::{native_dir, repo_root};
+
+/// Route `web`, one bucket of 3 per hour for everyone.
+const CONFIG: &str = r#"{"schemaVersion":1,"routes":[{"name":"web"}],
+    "rateLimits":[{"name":"per-client","limit":{"burst":3,"rate":1,"per":"hour"}}]}"#;
+
+fn use_native(dir: &Path) {
+    std::env::set_var("MESHGUARD_HOST", "native");
+    std::env::set_var("MESHGUARD_NATIVE_DIR", dir);
+}
+
+/// The real Envoy executable (`.venv/bin/envoy` is the wheel's launcher).
+fn envoy_executable() -> PathBuf {
+    let lib = repo_root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dirs| {
+        dirs.flatten()
+            .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no envoy/_bin/envoy under {} — run `make setup`",
+            lib.display()
+        )
+    })
+}
+
+fn dynamic_symbols(path: &Path, defined: bool) -> BTreeSet<String> {
+    let flag = if defined {
+        "--defined-only"
+    } else {
+        "--undefined-only"
+    };
+    let out = Command::new("nm")
+        .args(["-D", flag])
+        .arg(path)
+        .output()
+        .expect("run nm (binutils)");
+    assert!(out.status.success(), "nm {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("envoy_dynamic_module_"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The hooks Envoy 1.40's HTTP filter resolves when it loads a configuration.
+const REQUIRED_HOOKS: [&str; 21] = [
+    "envoy_dynamic_module_on_program_init",
+    "envoy_dynamic_module_on_http_filter_config_new",
+    "envoy_dynamic_module_on_http_filter_config_destroy",
+    "envoy_dynamic_module_on_http_filter_new",
+    "envoy_dynamic_module_on_http_filter_request_headers",
+    "envoy_dynamic_module_on_http_filter_request_body",
+    "envoy_dynamic_module_on_http_filter_request_trailers",
+    "envoy_dynamic_module_on_http_filter_response_headers",
+    "envoy_dynamic_module_on_http_filter_response_body",
+    "envoy_dynamic_module_on_http_filter_response_trailers",
+    "envoy_dynamic_module_on_http_filter_stream_complete",
+    "envoy_dynamic_module_on_http_filter_destroy",
+    "envoy_dynamic_module_on_http_filter_scheduled",
+    "envoy_dynamic_module_on_http_filter_http_callout_done",
+    "envoy_dynamic_module_on_http_filter_http_stream_headers",
+    "envoy_dynamic_module_on_http_filter_http_stream_data",
+    "envoy_dynamic_module_on_http_filter_http_stream_trailers",
+    "envoy_dynamic_module_on_http_filter_http_stream_complete",
+    "envoy_dynamic_module_on_http_filter_http_stream_reset",
+    "envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark",
+    "envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark",
+];
+
+#[test]
+fn the_module_binds_only_callbacks_envoy_exports_and_exports_every_hook_it_needs() {
+    let module = native_dir().join("libmeshguard.so");
+    let envoy = dynamic_symbols(&envoy_executable(), true);
+    assert!(envoy.len() > 500, "Envoy exports {} callbacks", envoy.len());
+    let bound = dynamic_symbols(&module, false);
+    assert!(
+        bound.len() >= 20,
+        "the module binds {} callbacks",
+        bound.len()
+    );
+    let missing: Vec<&String> = bound.difference(&envoy).collect();
+    assert!(
+        missing.is_empty(),
+        "bound but not exported by Envoy 1.40: {missing:?}"
+    );
+    let exported = dynamic_symbols(&module, true);
+    for hook in REQUIRED_HOOKS {
+        assert!(exported.contains(hook), "the module does not export {hook}");
+    }
+}
+
+/// A copy of the module with one symbol name replaced by another of the same
+/// length: what a module built against another Envoy looks like to this one.
+fn patched_module(from: &str, to: &str) -> tempfile::TempDir {
+    assert_eq!(from.len(), to.len());
+    let bytes = std::fs::read(native_dir().join("libmeshguard.so")).expect("read module");
+    let at = bytes
+        .windows(from.len() + 1)
+        .position(|w| w.get(..from.len()) == Some(from.as_bytes()) && w.last() == Some(&0))
+        .unwrap_or_else(|| panic!("{from} not in the module"));
+    let mut patched = bytes;
+    patched
+        .get_mut(at..at + to.len())
+        .expect("in range")
+        .copy_from_slice(to.as_bytes());
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("libmeshguard.so"), patched).expect("write module");
+    dir
+}
+
+fn refused_at_load(dir: &Path) -> (std::process::ExitStatus, String) {
+    use_native(dir);
+    let b = Bootstrap::new(CONFIG).cluster("stable", "127.0.0.1:9".parse().unwrap());
+    Envoy::run_expecting_exit(&b, Duration::from_secs(60))
+}
+
+#[test]
+fn a_module_that_binds_a_callback_this_envoy_lacks_is_refused_at_load() {
+    let dir = patched_module(
+        "envoy_dynamic_module_callback_log_enabled",
+        "envoy_dynamic_module_callback_log_enablxd",
+    );
+    let (status, log) = refused_at_load(dir.path());
+    assert!(!status.success(), "Envoy must refuse the module:\n{log}");
+    assert_eq!(status.signal(), None, "Envoy crashed:\n{log}");
+    assert!(
+        log.contains("undefined symbol: envoy_dynamic_module_callback_log_enablxd"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_module_without_a_required_hook_is_refused_at_load() {
+    let dir = patched_module(
+        "envoy_dynamic_module_on_http_filter_destroy",
+        "envoy_dynamic_module_on_http_filter_destrox",
+    );
+    let (status, log) = refused_at_load(dir.path());
+    assert!(!status.success(), "Envoy must refuse the module:\n{log}");
+    assert_eq!(status.signal(), None, "Envoy crashed:\n{log}");
+    assert!(
+        log.contains("Failed to resolve symbol envoy_dynamic_module_on_http_filter_destroy"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
+    let dir = repo_root().join("target/panic-drill/native");
+    assert!(
+        dir.join("libmeshguard.so").exists(),
+        "the panic-drill module is missing — run `make build-trap`"
+    );
+    use_native(&dir);
+    let up = Upstream::start("stable");
+    let b = Bootstrap::new(CONFIG).cluster("stable", up.addr);
+    let envoy = Envoy::start(&b, 1);
+    let url = envoy.url("");
+    let trapped = send_all(
+        &url,
+        vec![Req::get("/x").header("x-meshguard-trap", "1")],
+        1,
+    )
+    .await;
+    assert_eq!(trapped.first().map(|r| r.status), Some(503));
+    // Envoy is still up and meshguard still decides: the burst of 3, then 429.
+    let after = send_all(&url, (0..4).map(|_| Req::get("/x")).collect(), 1).await;
+    let statuses: Vec<u16> = after.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429], "{}", envoy.log());
+    let log = envoy.log();
+    assert!(
+        log.contains("meshguard: panic in request_headers caught at the module boundary: meshguard panic drill"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_carry_real_labels_without_stats_tags() {
+    use_native(&native_dir());
+    let up = Upstream::start("stable");
+    let b = Bootstrap::new(CONFIG).cluster("stable", up.addr);
+    let envoy = Envoy::start(&b, 2);
+    let answers = send_all(&envoy.url(""), (0..5).map(|_| Req::get("/x")).collect(), 1).await;
+    assert_eq!(answers.len(), 5);
+    // The raw scrape: Envoy's dynamic-module namespace, and labels from the
+    // module's definitions (the bootstrap's stats_tags match only Wasm names).
+    let (_, raw) = envoy.admin_get("/stats/prometheus").expect("scrape");
+    let line = |series: &str| {
+        raw.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        line(
+            r#"envoy_dynamicmodulescustom_meshguard_requests_total{route="web",variant="none",code_class="2xx"}"#
+        ),
+        Some(3.0),
+        "{raw}"
+    );
+    assert_eq!(
+        line(
+            r#"envoy_dynamicmodulescustom_meshguard_ratelimit_requests_total{policy="per-client",outcome="limited"}"#
+        ),
+        Some(2.0),
+        "{raw}"
+    );
+}
