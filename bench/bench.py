@@ -34,6 +34,8 @@ MESHGUARD = os.environ.get("MESHGUARD_WASM", os.path.join(ROOT, "target/wasm32-w
 PASSTHROUGH = os.path.join(ROOT, "target/wasm32-wasip1/release/passthrough.wasm")
 PROBE = os.path.join(ROOT, "target/wasm32-wasip1/release/probe.wasm")
 CLI = os.path.join(ROOT, "target/release/meshguard")
+# meshguard native (libmeshguard.so, the Envoy dynamic module) for the *-native scenarios.
+NATIVE_DIR = os.environ.get("MESHGUARD_NATIVE_DIR", os.path.join(ROOT, "target/native"))
 TICK = os.sysconf("SC_CLK_TCK")
 
 ROUTE_ALL = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]
@@ -84,6 +86,10 @@ def all_config():
 
 
 SCENARIOS["all"]["config"] = all_config()
+# The same configurations on meshguard native (the dynamic module).
+for _base in ["metrics", "canary", "ratelimit", "breaker", "all"]:
+    SCENARIOS[_base + "-native"] = {"about": f"meshguard native: the {_base} scenario as a dynamic module",
+                                    "dm": True, "config": SCENARIOS[_base]["config"]}
 # HTTP/2 (cleartext, prior knowledge): one connection, 32 streams at a time from oha,
 # against Envoy alone over HTTP/2 as the baseline.
 SCENARIOS["router-h2"] = {"about": "Envoy router only, HTTP/2 load", "h2": True}
@@ -196,6 +202,14 @@ def wasm_filter(path, config):
                                              "config": cfg}}
 
 
+def native_filter(config):
+    value = json.dumps(dict(schemaVersion=1, **config))
+    return {"name": "meshguard", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "meshguard", "do_not_close": True}, "filter_name": "bench",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}}}
+
+
 def bootstrap(name, port, admin, wasm):
     sc = SCENARIOS[name]
     filters = []
@@ -205,6 +219,8 @@ def bootstrap(name, port, admin, wasm):
         if probe and name.startswith("price:"):
             probe = f"{probe}*{PROBE_N}"
         filters.append(wasm_filter(sc["wasm"], probe))
+    elif "config" in sc and sc.get("dm"):
+        filters.append(native_filter(sc["config"]))
     elif "config" in sc:
         filters.append(wasm_filter(wasm, sc["config"]))
     elif name == "native":
@@ -332,7 +348,8 @@ def measure(name, conc, a, wasm=MESHGUARD):
         cmd = (pin("0") if conc == 1 else []) + [ENVOY, "-c", path, "--concurrency", str(conc),
                                                    "--disable-hot-restart", "--log-level", "warn"]
         t0 = time.monotonic()
-        env = subprocess.Popen(cmd, stdout=log, stderr=log)
+        env = subprocess.Popen(cmd, stdout=log, stderr=log,
+                               env=dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=NATIVE_DIR))
         try:
             while True:
                 try:
@@ -450,7 +467,7 @@ def main():
     PROBE_N = max(1, a.probe_calls)
     if a.smoke:
         a.seconds, a.rate = 1, 200
-    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN):
+    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN, os.path.join(NATIVE_DIR, "libmeshguard.so")):
         if not os.path.exists(path):
             sys.exit(f"bench: {path} missing (make build, make setup)")
     if a.prices:
@@ -469,7 +486,7 @@ def main():
     if a.baseline:
         # Scenarios of features newer than most baselines (their configs would be refused) run once.
         runs += [(n + "@base", a.baseline, n) for n in names
-                 if "config" in SCENARIOS[n] and not SCENARIOS[n].get("new")]
+                 if "config" in SCENARIOS[n] and not SCENARIOS[n].get("new") and not SCENARIOS[n].get("dm")]
     results = []
     for conc in [int(c) for c in a.conc.split(",")]:
         samples = {label: [] for label, _, _ in runs}

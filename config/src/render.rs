@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::telemetry::stats_config_json;
+use crate::telemetry::{native_stats_config_json, stats_config_json};
 
 /// Where the manifests are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,13 @@ pub struct Options {
     pub selector: Option<(String, String)>,
     /// Envoy Gateway: the Gateway the policy attaches to.
     pub gateway: String,
+    /// meshguard native (`libmeshguard.so`, an Envoy dynamic module) instead of
+    /// the Wasm filter: plain Envoy and Envoy Gateway only.
+    pub native: bool,
+    /// Where the proxy finds `libmeshguard.so` (Envoy Gateway's EnvoyProxy
+    /// registers it by path; plain Envoy finds it on
+    /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
+    pub module_file: String,
 }
 
 impl Default for Options {
@@ -62,6 +69,8 @@ impl Default for Options {
             wasm_file: "/etc/envoy/meshguard.wasm".into(),
             selector: None,
             gateway: "eg".into(),
+            native: false,
+            module_file: "/usr/lib/envoy/libmeshguard.so".into(),
         }
     }
 }
@@ -88,6 +97,9 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
         .sha256
         .as_deref()
         .map(|s| s.strip_prefix("sha256:").unwrap_or(s).to_string());
+    if o.native {
+        return render_native(config, o);
+    }
     match o.target {
         Target::Envoy => vec![(
             "Put `http_filters` into your HttpConnectionManager (meshguard before the router) and\n\
@@ -215,6 +227,92 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
                     "spec": {"bootstrap": {"type": "Merge", "value": stats}}
                 }),
             )]
+        }
+    }
+}
+
+/// The dynamic-module filter entry of meshguard native with `config`.
+fn native_filter(config: &Value, o: &Options) -> Value {
+    json!({
+        "name": "meshguard",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "meshguard", "do_not_close": true},
+            "filter_name": o.name,
+            "filter_config": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": config.to_string()
+            }
+        }
+    })
+}
+
+/// meshguard native's manifests (`render --native`; Istio loads only Wasm, which
+/// the CLI says before it gets here).
+fn render_native(config: &Value, o: &Options) -> Vec<(String, Value)> {
+    match o.target {
+        Target::Envoy | Target::Istio => vec![(
+            "meshguard native (Envoy 1.40 exactly: the module is built for its dynamic-module ABI v0.2.0).\n\
+             Put `http_filters` into your HttpConnectionManager (meshguard before the router) and\n\
+             `stats_config` at the top level of the bootstrap; start Envoy with\n\
+             ENVOY_DYNAMIC_MODULES_SEARCH_PATH set to the folder holding libmeshguard.so."
+                .into(),
+            json!({
+                "http_filters": [
+                    native_filter(config, o),
+                    {
+                        "name": "envoy.filters.http.router",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                    }
+                ],
+                "stats_config": native_stats_config_json()
+            }),
+        )],
+        Target::EnvoyGateway => {
+            let stats = serde_yaml_ng::to_string(&json!({"stats_config": native_stats_config_json()}))
+                .unwrap_or_default();
+            let proxy = format!("{}-native", o.name);
+            vec![
+                (
+                    format!(
+                        "meshguard native at an Envoy Gateway edge: the module registered in the EnvoyProxy\n\
+                         below ({proxy}), which the Gateway must reference (spec.infrastructure.parametersRef)."
+                    ),
+                    json!({
+                        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                        "kind": "EnvoyExtensionPolicy",
+                        "metadata": {"name": o.name, "namespace": o.namespace},
+                        "spec": {
+                            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": o.gateway}],
+                            "dynamicModule": [{
+                                "name": "meshguard",
+                                "filterName": o.name,
+                                "config": config
+                            }]
+                        }
+                    }),
+                ),
+                (
+                    format!(
+                        "Registers libmeshguard.so (put it at {} in the proxy image, built for the\n\
+                         gateway's Envoy 1.40) and merges the histogram buckets into the bootstrap.",
+                        o.module_file
+                    ),
+                    json!({
+                        "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+                        "kind": "EnvoyProxy",
+                        "metadata": {"name": proxy, "namespace": o.namespace},
+                        "spec": {
+                            "dynamicModules": [{
+                                "name": "meshguard",
+                                "source": {"type": "Local", "local": {"path": o.module_file}},
+                                "doNotClose": true
+                            }],
+                            "bootstrap": {"type": "Merge", "value": stats}
+                        }
+                    }),
+                ),
+            ]
         }
     }
 }

@@ -28,6 +28,10 @@ RENDER OPTIONS:
     --sha256 HEX                 pin the image digest (64 hex digits)
     --name NAME                  resource name (default meshguard)
     --namespace NS               namespace (default default)
+    --native                     meshguard native (libmeshguard.so, an Envoy 1.40 dynamic module)
+                                 instead of the Wasm filter (envoy, envoy-gateway)
+    --module-file PATH           where the gateway's proxy has libmeshguard.so
+                                 (envoy-gateway --native; default /usr/lib/envoy/libmeshguard.so)
     --selector KEY=VALUE         Istio workload selector (default: the whole namespace)
     --gateway NAME               Envoy Gateway Gateway to attach to (default eg)
     --wasm-file PATH             wasm path for plain Envoy (default /etc/envoy/meshguard.wasm)
@@ -121,6 +125,11 @@ fn render(args: &[String]) -> ExitCode {
             "--namespace" => value("--namespace").map(|v| o.namespace = v),
             "--gateway" => value("--gateway").map(|v| o.gateway = v),
             "--wasm-file" => value("--wasm-file").map(|v| o.wasm_file = v),
+            "--native" => {
+                o.native = true;
+                Ok(())
+            }
+            "--module-file" => value("--module-file").map(|v| o.module_file = v),
             "--selector" => value("--selector").and_then(|v| match v.split_once('=') {
                 Some((k, val)) if !k.is_empty() => {
                     o.selector = Some((k.to_string(), val.to_string()));
@@ -144,6 +153,10 @@ fn render(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     o.target = t;
+    if o.native && t == Target::Istio {
+        eprintln!("meshguard render: --native: Istio's WasmPlugin loads Wasm only; use --target envoy or envoy-gateway");
+        return ExitCode::from(2);
+    }
     let raw = match load_file(&file) {
         Ok(raw) => raw,
         Err(problems) => {
