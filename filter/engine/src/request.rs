@@ -381,6 +381,14 @@ impl<I: Ids> Runtime<I> {
         self.tick_with(store, now, true)
     }
 
+    /// A tick that writes every breaker outcome held, due or not, and folds every
+    /// rollout count: for a host whose ticks run on its streams' hooks (the
+    /// native build), when the last stream of a configuration on a worker ends and
+    /// no later hook would write them.
+    pub fn flush_held(&self, store: &mut impl SharedStore, now: u64) -> Vec<Event> {
+        self.tick_with(store, now, true)
+    }
+
     fn tick_with(&self, store: &mut impl SharedStore, now: u64, all: bool) -> Vec<Event> {
         let mut events = Vec::new();
         for (i, route) in self.routes.iter().enumerate() {

@@ -531,14 +531,11 @@ impl Host for NativeHost<'_> {
         Ok(())
     }
 
-    fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
-        // The native build writes counts and breaker outcomes as they happen and
-        // runs the rest of a tick on a worker's own hooks (`module.rs`).
-        Err(err(
-            "set_tick_period",
-            &period_ms.to_string(),
-            "no tick in the native build",
-        ))
+    fn set_tick_period(&self, _period_ms: u64) -> Result<(), HostError> {
+        // The ABI has no per-worker timer: the module runs a due tick on the
+        // worker's own hooks, and writes everything held when a configuration's
+        // last stream on the worker ends (`module.rs`).
+        Ok(())
     }
 
     fn log(&self, level: Level, message: &str) {

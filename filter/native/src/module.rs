@@ -8,9 +8,12 @@
 //! engine run unchanged (single-threaded `Rc` state); what workers share goes
 //! through the process-wide [`store`](crate::store).
 //!
-//! **No tick.** Counts and breaker outcomes are written as they happen (the
-//! glue's retired mode: no batching), and a worker runs the rest of a tick
-//! (rollouts, slot stamps) on its own hooks when one is due.
+//! **The tick runs on the hooks.** The 1.40 ABI has no per-worker timer, so a
+//! worker runs its tick (batched counts to Envoy, held breaker outcomes, rollout
+//! folds, slot stamps) from its streams' hooks once one is due (every 50 ms, as
+//! the Wasm build's timer does), and writes everything it holds when a
+//! configuration's last stream on the worker ends: under load counts are
+//! batched as in the Wasm build, and an idle worker holds nothing.
 //!
 //! **Panics never cross into Envoy.** Every hook runs under `catch_unwind`; a
 //! panic is logged and the stream goes on as the glue's failure policy says: a
@@ -29,8 +32,8 @@ use std::sync::Arc;
 use meshguard::glue::configure::configure;
 use meshguard::glue::plugin::Plugin;
 use meshguard::glue::request::{
-    on_request_headers, on_response_headers, on_response_trailers, on_stream_end, on_tick, retire,
-    Stream,
+    flush_idle, on_request_headers, on_response_headers, on_response_trailers, on_stream_end,
+    on_tick, Stream,
 };
 use meshguard::glue::worker::{Worker, TICK_MS};
 use meshguard::host::{Host, Level};
@@ -49,6 +52,8 @@ struct Instance {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
     next_tick: Cell<u64>,
+    /// This worker's streams of this configuration that have not completed.
+    live: Cell<u32>,
 }
 
 thread_local! {
@@ -204,17 +209,12 @@ fn instance(shared: &Arc<Shared>, filter: FilterEnvoyPtr) -> Rc<Instance> {
             .random_seed()
             .unwrap_or_else(|_| host.now_ns().unwrap_or(0));
         let plugin = configure(&host, worker);
-        if let Some(p) = &plugin {
-            // No tick: from the start, counts and breaker outcomes are written
-            // as they happen (what the Wasm build does once a configuration is
-            // retired).
-            retire(&host, p);
-        }
         let i = Rc::new(Instance {
             shared: shared.clone(),
             plugin,
             rng: Rc::new(Rng::new(seed)),
             next_tick: Cell::new(0),
+            live: Cell::new(0),
         });
         list.push(i.clone());
         i
@@ -255,8 +255,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             Arc::increment_strong_count(ptr);
             Arc::from_raw(ptr)
         };
+        let instance = instance(&shared, filter);
+        instance.live.set(instance.live.get().saturating_add(1));
         let f = Box::new(Filter {
-            instance: instance(&shared, filter),
+            instance,
             stream: RefCell::new(Stream::default()),
             busy: Cell::new(false),
             complete_later: Cell::new(false),
@@ -299,7 +301,14 @@ fn complete(host: &NativeHost<'_>, f: &Filter, plugin: &Plugin) {
         return;
     }
     on_stream_end(host, plugin, &f.stream.borrow());
-    tick_if_due(host, &f.instance, plugin);
+    let i = &f.instance;
+    i.live.set(i.live.get().saturating_sub(1));
+    if i.live.get() == 0 {
+        // No later hook of this configuration may come on this worker.
+        flush_idle(host, plugin);
+    } else {
+        tick_if_due(host, i, plugin);
+    }
 }
 
 /// # Safety
@@ -434,7 +443,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: Fil
     guarded("filter_destroy", (), || {
         if !module.is_null() {
             // SAFETY: the box `filter_new` leaked.
-            drop(unsafe { Box::from_raw(module.cast::<Filter>().cast_mut()) });
+            let f = unsafe { Box::from_raw(module.cast::<Filter>().cast_mut()) };
+            if !f.completed.get() {
+                // Envoy 1.40 completes every stream before destroying it; should
+                // one not be, it no longer counts as live.
+                let i = &f.instance;
+                i.live.set(i.live.get().saturating_sub(1));
+            }
         }
     });
 }

@@ -315,6 +315,18 @@ pub fn on_tick(host: &impl Host, plugin: &Plugin) {
     }
 }
 
+/// A worker's last stream of this configuration ended on a host without a timer
+/// of its own (the native build ticks on its streams' hooks): everything held
+/// (counts, breaker outcomes, rollout counts) is written now, since no hook may
+/// come to write it later.
+pub fn flush_idle(host: &impl Host, plugin: &Plugin) {
+    if let Some(now) = now(host) {
+        let events: Vec<Event> = plugin.flush_held(&mut HostStore(host), now);
+        record_events(host, plugin, &events);
+    }
+    plugin.worker.flush(host);
+}
+
 /// The configuration is being replaced (Envoy is done with its root context):
 /// no tick of it runs again, so everything it holds is written now, and the
 /// counts of its streams that are still to end go to Envoy one by one.
