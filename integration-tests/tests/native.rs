@@ -8,7 +8,9 @@
 //!   at load with Envoy's clear error, and Envoy exits rather than crashing;
 //! - a panic inside a hook (a test-only build) is caught at the boundary: the
 //!   request gets a 503 and Envoy and the next requests carry on;
-//! - metrics carry real labels, with no `stats_tags` in the bootstrap.
+//! - a panic on the response path still ends the stream: its concurrency slot
+//!   comes back and it is counted;
+//! - metrics carry real labels from the module's definitions.
 
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
@@ -200,7 +202,49 @@ async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn metrics_carry_real_labels_without_stats_tags() {
+async fn a_panic_on_the_response_path_still_ends_the_stream_and_gives_its_slot_back() {
+    let dir = repo_root().join("target/panic-drill/native");
+    assert!(
+        dir.join("libmeshguard.so").exists(),
+        "the panic-drill module is missing — run `make build-trap`"
+    );
+    use_native(&dir);
+    let up = Upstream::start("stable");
+    let one_slot = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{"maxConcurrent":1}}]}"#;
+    let b = Bootstrap::new(one_slot).cluster("stable", up.addr);
+    let envoy = Envoy::start(&b, 1);
+    let url = envoy.url("");
+    let panicked = send_all(
+        &url,
+        vec![Req::get("/x").header("x-meshguard-trap", "response")],
+        1,
+    )
+    .await;
+    assert_eq!(
+        panicked.first().map(|r| r.status),
+        Some(200),
+        "the response went on"
+    );
+    // Its one slot came back: the next requests are admitted, one at a time.
+    let after = send_all(&url, (0..3).map(|_| Req::get("/x")).collect(), 1).await;
+    let statuses: Vec<u16> = after.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200], "{}", envoy.log());
+    // And the stream was counted once, with the others.
+    assert_eq!(
+        envoy.stat("wasmcustom.meshguard.requests_total.route.web.variant.none.code_class.2xx"),
+        Some(4)
+    );
+    assert_eq!(
+        envoy.stat("wasmcustom.meshguard.requests_in_flight.route.web"),
+        Some(0)
+    );
+    assert!(envoy
+        .log()
+        .contains("meshguard: panic in response_headers caught at the module boundary"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_carry_real_labels_from_the_module() {
     use_native(&native_dir());
     let up = Upstream::start("stable");
     let b = Bootstrap::new(CONFIG).cluster("stable", up.addr);
@@ -208,7 +252,9 @@ async fn metrics_carry_real_labels_without_stats_tags() {
     let answers = send_all(&envoy.url(""), (0..5).map(|_| Req::get("/x")).collect(), 1).await;
     assert_eq!(answers.len(), 5);
     // The raw scrape: Envoy's dynamic-module namespace, and labels from the
-    // module's definitions (the bootstrap's stats_tags match only Wasm names).
+    // module's definitions (the bootstrap's stats_tags match only Wasm names, so
+    // they cannot have made these). Read once the counts have landed.
+    std::thread::sleep(meshguard_integration_tests::envoy::COUNTS_LAG);
     let (_, raw) = envoy.admin_get("/stats/prometheus").expect("scrape");
     let line = |series: &str| {
         raw.lines()
@@ -229,4 +275,37 @@ async fn metrics_carry_real_labels_without_stats_tags() {
         Some(2.0),
         "{raw}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_stream_on_a_quiet_worker_keeps_its_concurrency_slot() {
+    // No request comes for 11 s, so only the lent scheduler's tick renews the
+    // long stream's slot (reclaimed 10 s after its last stamp otherwise).
+    use_native(&native_dir());
+    let up = Upstream::start("stable");
+    let one_slot = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{"maxConcurrent":1}}]}"#;
+    let b = Bootstrap::new(one_slot).cluster("stable", up.addr);
+    let envoy = Envoy::start(&b, 1);
+    let url = envoy.url("");
+    let long_url = url.clone();
+    let long = tokio::spawn(async move {
+        send_all(
+            &long_url,
+            vec![Req::get("/long").header("x-test-delay-ms", "12500")],
+            1,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let probe = send_all(&url, vec![Req::get("/x")], 1).await;
+    let probe = probe.first().expect("an answer");
+    assert_eq!(
+        probe.status,
+        503,
+        "the slot was given away:\n{}",
+        envoy.log()
+    );
+    assert_eq!(probe.header("x-meshguard-breaker"), Some("concurrency"));
+    let long = long.await.expect("the long request");
+    assert_eq!(long.first().map(|r| r.status), Some(200));
 }

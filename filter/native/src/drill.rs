@@ -1,17 +1,19 @@
-//! TEST ONLY (feature `panic-drill`): panics on `x-meshguard-trap: 1`, so a test
+//! TEST ONLY (feature `panic-drill`): panics on `x-meshguard-trap`, so a test
 //! shows that a panic stays inside the module (`integration-tests`, native).
 
 use meshguard::host::Host;
 
-/// Panics when the request asks for it.
+/// Panics when the request asks for it: `x-meshguard-trap: 1` in the request
+/// hook, `x-meshguard-trap: response` in the response hook (after the decision,
+/// with a concurrency slot held).
 #[allow(clippy::panic)] // the point of this build is to panic on demand
-pub fn panic_on_demand(host: &impl Host) {
+pub fn panic_on_demand(host: &impl Host, stage: &[u8]) {
     if host
         .request_header("x-meshguard-trap")
         .ok()
         .flatten()
         .as_deref()
-        == Some(b"1")
+        == Some(stage)
     {
         panic!("meshguard panic drill: panicking on request");
     }

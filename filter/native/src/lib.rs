@@ -18,3 +18,4 @@ pub mod host;
 mod module;
 pub mod names;
 pub mod store;
+mod ticker;

@@ -28,6 +28,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use meshguard::glue::configure::configure;
 use meshguard::glue::plugin::Plugin;
@@ -43,6 +44,7 @@ use crate::abi::{
     self, status, ConfigEnvoyPtr, ConfigModulePtr, EnvoyBuffer, FilterEnvoyPtr, FilterModulePtr,
 };
 use crate::host::{log, Metrics, NativeHost, Phase, Shared};
+use crate::ticker;
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -52,8 +54,12 @@ struct Instance {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
     next_tick: Cell<u64>,
-    /// This worker's streams of this configuration that have not completed.
-    live: Cell<u32>,
+    /// This worker's streams of this configuration that have not completed:
+    /// each one's address (its key here) and Envoy pointer.
+    streams: RefCell<Vec<(usize, FilterEnvoyPtr)>>,
+    /// The stream lending its scheduler to this worker's tick, and the key of
+    /// the lent scheduler (see `ticker.rs`).
+    ticker: Cell<Option<(u64, usize)>>,
 }
 
 thread_local! {
@@ -67,9 +73,9 @@ thread_local! {
 struct Filter {
     instance: Rc<Instance>,
     stream: RefCell<Stream>,
-    /// A hook of this stream is running (Envoy may end the stream from inside
-    /// it: a local reply completes the stream before `send_response` returns).
-    busy: Cell<bool>,
+    /// Hooks of this stream running now (should Envoy end the stream from
+    /// inside one, as a local reply might, the completion waits for it).
+    busy: Cell<u32>,
     /// The stream completed while a hook ran: finish it when that hook returns.
     complete_later: Cell<bool>,
     completed: Cell<bool>,
@@ -214,7 +220,8 @@ fn instance(shared: &Arc<Shared>, filter: FilterEnvoyPtr) -> Rc<Instance> {
             plugin,
             rng: Rc::new(Rng::new(seed)),
             next_tick: Cell::new(0),
-            live: Cell::new(0),
+            streams: RefCell::new(Vec::new()),
+            ticker: Cell::new(None),
         });
         list.push(i.clone());
         i
@@ -256,15 +263,18 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             Arc::from_raw(ptr)
         };
         let instance = instance(&shared, filter);
-        instance.live.set(instance.live.get().saturating_add(1));
         let f = Box::new(Filter {
             instance,
             stream: RefCell::new(Stream::default()),
-            busy: Cell::new(false),
+            busy: Cell::new(0),
             complete_later: Cell::new(false),
             completed: Cell::new(false),
         });
-        Box::into_raw(f).cast_const().cast()
+        let raw = Box::into_raw(f);
+        // SAFETY: just leaked; freed only by `filter_destroy`.
+        let f = unsafe { &*raw };
+        f.instance.streams.borrow_mut().push((raw as usize, filter));
+        raw.cast_const().cast()
     })
 }
 
@@ -279,7 +289,10 @@ unsafe fn stream<'a>(ptr: FilterModulePtr) -> Option<&'a Filter> {
 
 /// Runs `f` on the stream as one hook, then a completion Envoy signalled from
 /// inside it.
+/// `None` when the worker has no configuration (the stream passes) or `run`
+/// panicked (caught and logged here, so the completion still runs).
 fn hook<T>(
+    name: &str,
     filter: FilterEnvoyPtr,
     f: &Filter,
     run: impl FnOnce(&NativeHost<'_>, &Plugin) -> T,
@@ -287,27 +300,63 @@ fn hook<T>(
     let i = &f.instance;
     let plugin = i.plugin.as_ref()?;
     let host = host(filter, &i.shared);
-    f.busy.set(true);
-    let out = run(&host, plugin);
-    f.busy.set(false);
-    if f.complete_later.replace(false) {
+    if i.ticker.get().is_none() && !f.completed.get() {
+        lend(i, std::ptr::from_ref(f) as usize, filter);
+    }
+    f.busy.set(f.busy.get().saturating_add(1));
+    let out = guarded(name, None, || Some(run(&host, plugin)));
+    f.busy.set(f.busy.get().saturating_sub(1));
+    if f.busy.get() == 0 && f.complete_later.replace(false) {
         complete(&host, f, plugin);
     }
-    Some(out)
+    out
 }
 
 fn complete(host: &NativeHost<'_>, f: &Filter, plugin: &Plugin) {
     if f.completed.replace(true) {
         return;
     }
-    on_stream_end(host, plugin, &f.stream.borrow());
     let i = &f.instance;
-    i.live.set(i.live.get().saturating_sub(1));
-    if i.live.get() == 0 {
-        // No later hook of this configuration may come on this worker.
-        flush_idle(host, plugin);
-    } else {
-        tick_if_due(host, i, plugin);
+    // Counted off first: a panic below must not keep the worker "busy" for ever.
+    leave(f);
+    guarded("stream_complete", (), || {
+        on_stream_end(host, plugin, &f.stream.borrow());
+    });
+    guarded("tick", (), || {
+        if i.streams.borrow().is_empty() {
+            // No later hook of this configuration may come on this worker.
+            flush_idle(host, plugin);
+        } else {
+            tick_if_due(host, i, plugin);
+        }
+    });
+}
+
+/// The stream no longer counts as live; if it lent the worker's scheduler,
+/// another live stream of the configuration lends one.
+fn leave(f: &Filter) {
+    let i = &f.instance;
+    let me = std::ptr::from_ref(f) as usize;
+    i.streams.borrow_mut().retain(|(s, _)| *s != me);
+    if let Some((key, stream)) = i.ticker.get() {
+        if stream == me {
+            ticker::give_back(key);
+            i.ticker.set(None);
+            let next = i.streams.borrow().first().copied();
+            if let Some((s, envoy)) = next {
+                lend(i, s, envoy);
+            }
+        }
+    }
+}
+
+/// Lends stream `s`'s scheduler to the worker's tick, when it needs one.
+fn lend(i: &Instance, s: usize, envoy: FilterEnvoyPtr) {
+    if i.ticker.get().is_some() || !i.plugin.as_ref().is_some_and(|p| p.needs_tick()) {
+        return;
+    }
+    if let Some(key) = ticker::lend(envoy, Duration::from_millis(TICK_MS)) {
+        i.ticker.set(Some((key, s)));
     }
 }
 
@@ -325,9 +374,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     };
     let mut replied = false;
     let paused = guarded("request_headers", None, || {
-        hook(filter, f, |host, plugin| {
+        hook("request_headers", filter, f, |host, plugin| {
             #[cfg(feature = "panic-drill")]
-            crate::drill::panic_on_demand(host);
+            crate::drill::panic_on_demand(host, b"1");
             tick_if_due(host, &f.instance, plugin);
             let s = on_request_headers(host, plugin, &f.instance.rng);
             let pause = s.must_pause();
@@ -336,11 +385,21 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         })
     });
     if paused.is_none() && f.instance.plugin.is_some() {
-        // The decision panicked: answer as the Wasm build's trapped request is.
-        f.busy.set(false);
+        // The decision panicked: answer as the Wasm build's trapped request is
+        // (503; a gRPC client gets UNAVAILABLE, since this ABI's local reply
+        // would otherwise carry grpc-status 0).
         guarded("request_headers fallback", (), || {
             let h = host(filter, &f.instance.shared);
-            let _ = h.send_local_reply(503, &[], b"meshguard: internal error\n");
+            let grpc = h
+                .request_header("content-type")
+                .ok()
+                .flatten()
+                .is_some_and(|v| v.starts_with(b"application/grpc"));
+            let _ = if grpc {
+                h.send_grpc_reply(14, "meshguard: internal error", &[])
+            } else {
+                h.send_local_reply(503, &[], b"meshguard: internal error\n")
+            };
             replied = true;
         });
     }
@@ -362,7 +421,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     // SAFETY: Envoy's pointer from `filter_new`.
     if let Some(f) = unsafe { stream(module) } {
         guarded("response_headers", None, || {
-            hook(filter, f, |host, plugin| {
+            hook("response_headers", filter, f, |host, plugin| {
+                #[cfg(feature = "panic-drill")]
+                crate::drill::panic_on_demand(host, b"response");
                 on_response_headers(
                     host,
                     plugin,
@@ -404,7 +465,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     // SAFETY: Envoy's pointer from `filter_new`.
     if let Some(f) = unsafe { stream(module) } {
         guarded("response_trailers", None, || {
-            hook(filter, f, |host, plugin| {
+            hook("response_trailers", filter, f, |host, plugin| {
                 on_response_trailers(host, plugin, &mut f.stream.borrow_mut().state);
             })
         });
@@ -426,7 +487,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
         return;
     };
     guarded("stream_complete", (), || {
-        if f.busy.get() {
+        if f.busy.get() > 0 {
             f.complete_later.set(true);
             return;
         }
@@ -447,8 +508,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: Fil
             if !f.completed.get() {
                 // Envoy 1.40 completes every stream before destroying it; should
                 // one not be, it no longer counts as live.
-                let i = &f.instance;
-                i.live.set(i.live.get().saturating_sub(1));
+                leave(&f);
             }
         }
     });
@@ -477,14 +537,28 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     status::CONTINUE
 }
 
+/// The worker's tick, posted to the stream lending its scheduler.
+///
 /// # Safety
-/// Unused: no scheduler is created.
+/// Envoy's pointers for a live stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _filter: FilterEnvoyPtr,
-    _module: FilterModulePtr,
-    _event_id: u64,
+    filter: FilterEnvoyPtr,
+    module: FilterModulePtr,
+    event_id: u64,
 ) {
+    // SAFETY: Envoy's pointer from `filter_new`.
+    let Some(f) = (unsafe { stream(module) }) else {
+        return;
+    };
+    if event_id != ticker::TICK_EVENT || f.completed.get() {
+        return;
+    }
+    guarded("scheduled", None, || {
+        hook("scheduled", filter, f, |host, plugin| {
+            tick_if_due(host, &f.instance, plugin);
+        })
+    });
 }
 
 /// # Safety
