@@ -74,6 +74,8 @@ impl Mixture {
     /// e-value is at most 1, 1000 at `1/alpha` (and beyond).
     pub fn permille(&self, alpha: f64) -> u32 {
         let p = self.log_e() / -alpha.ln();
+        // (Float-to-int casts saturate, so a NaN or negative `p` would read 0
+        // below as well: `||` vs `&&` here is an equivalent mutant.)
         if p.is_nan() || p <= 0.0 {
             0
         } else {
@@ -141,6 +143,16 @@ mod tests {
         assert!(batches <= 3, "{batches}");
         assert_eq!(m.permille(0.01), 1000);
         assert_eq!(Mixture::default().permille(0.01), 0);
+        // Halfway to 1/alpha on the log scale reads 500.
+        let half = Mixture {
+            llr: [0.5 * 100f64.ln(); GRID.len()],
+        };
+        assert!((half.log_e() - 0.5 * 100f64.ln()).abs() < 1e-12);
+        assert!(
+            (499..=500).contains(&half.permille(0.01)),
+            "{}",
+            half.permille(0.01)
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

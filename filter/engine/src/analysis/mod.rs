@@ -208,6 +208,8 @@ impl RolloutRuntime {
 fn view(record: Record, policy: &CompiledCanary, rollout: &CompiledRollout) -> View {
     let weights = record.weights(policy, rollout);
     let rolled_back = (0..weights.len())
+        // `v > 0` only says the baseline is never judged: its state is never
+        // `RolledBack`, so `>=` here is an equivalent mutant.
         .map(|v| v > 0 && record.state(rollout, v) == CanaryState::RolledBack)
         .collect();
     View {
@@ -320,15 +322,16 @@ mod tests {
         let limit = 100 * 1_000_000;
         w.count(&r, 1, &ok(503), None, Some(limit)); // an error, exactly at the limit: not slow
         w.count(&r, 1, &ok(503), None, Some(limit + 1)); // an error, slow
+        w.count(&r, 1, &ok(200), None, Some(limit + 50)); // slow
         w.count(&r, 1, &ok(200), None, Some(limit - 1));
         w.count(&r, 0, &ok(200), None, None);
         let pending = w.pending.borrow().clone();
         assert_eq!(
             pending[1],
             Counts {
-                n: 3,
+                n: 4,
                 errors: 2,
-                slow: 1
+                slow: 2
             }
         );
         assert_eq!(

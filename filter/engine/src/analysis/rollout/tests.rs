@@ -56,6 +56,59 @@ fn states(changes: &[Change]) -> Vec<(usize, CanaryState, CanaryState)> {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn counts_add_up_saturating_and_give_each_signal() {
+    let mut c = Counts {
+        n: 3,
+        errors: 1,
+        slow: 2,
+    };
+    c.add(&Counts {
+        n: 4,
+        errors: 5,
+        slow: 6,
+    });
+    assert_eq!(
+        c,
+        Counts {
+            n: 7,
+            errors: 6,
+            slow: 8
+        }
+    );
+    assert_eq!((c.of(Signal::Errors), c.of(Signal::Slow)), (6, 8));
+    c.add(&Counts {
+        n: u64::MAX,
+        errors: 0,
+        slow: 0,
+    });
+    assert_eq!(c.n, u64::MAX);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn every_verdict_cause_survives_the_record_encoding() {
+    for cause in [
+        Cause::Errors,
+        Cause::Slow,
+        Cause::SuccessRate,
+        Cause::ZTest,
+        Cause::Manual,
+    ] {
+        let mut rec = Record::new(2);
+        rec.variants[0].verdict = Some(Verdict {
+            cause,
+            at: 7,
+            shadow: true,
+        });
+        let decoded = Record::decode(&rec.encode(), 2);
+        assert_eq!(
+            decoded.and_then(|d| d.variants[0].verdict),
+            rec.variants[0].verdict,
+            "{cause:?}"
+        );
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn records_round_trip_and_anything_else_reads_as_none() {
     let (_, r) = policy(TWO, r#""analysis":{"slowCallMs":100}"#);
     let mut rec = Record::new(2);
