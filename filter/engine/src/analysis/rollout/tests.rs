@@ -429,3 +429,9 @@ fn a_rolled_back_variant_stops_the_ramp() {
     assert!(!changes.iter().any(|c| matches!(c, Change::Step { .. })));
     assert_eq!(rec.weights(&c, &r), vec![10_000, 0]);
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_verdict_reason_writes_the_e_value_in_scientific_notation() {
+    assert_eq!(e_value(0.0), "1.000e0");
+    assert_eq!(e_value(100f64.ln()), "1.000e2");
+}
