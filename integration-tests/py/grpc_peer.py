@@ -67,13 +67,13 @@ def one_call(channel, args):
     try:
         if args.method == "unary":
             call = channel.unary_unary("/test.Echo/Unary")
-            _, c = call.with_call(args.request.encode(), timeout=args.timeout)
+            _, c = call.with_call(args.request.encode(), timeout=args.timeout, metadata=args.metadata)
             out["messages"] = 1
             out["trailing"] = dict(c.trailing_metadata() or ())
             out["initial"] = dict(c.initial_metadata() or ())
         else:
             call = channel.unary_stream("/test.Echo/Stream")
-            it = call(args.request.encode(), timeout=args.timeout)
+            it = call(args.request.encode(), timeout=args.timeout, metadata=args.metadata)
             for _ in it:
                 out["messages"] += 1
             out["trailing"] = dict(it.trailing_metadata() or ())
@@ -109,7 +109,11 @@ def main():
     c.add_argument("--concurrency", type=int, default=1)
     c.add_argument("--request", default="ping")
     c.add_argument("--timeout", type=float, default=10)
+    c.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                   help="request metadata sent on every call (repeatable)")
     args = ap.parse_args()
+    if args.cmd == "call":
+        args.metadata = [tuple(m.split("=", 1)) for m in args.metadata]
     serve(args) if args.cmd == "serve" else call(args)
 
 

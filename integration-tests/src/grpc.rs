@@ -90,13 +90,27 @@ pub fn grpc_calls(
     n: usize,
     concurrency: usize,
 ) -> Vec<GrpcResult> {
-    let out = Command::new(python())
-        .arg(script())
+    grpc_calls_with_metadata(target, method, request, n, concurrency, &[])
+}
+
+/// [`grpc_calls`] with request metadata (`key`, `value`) sent on every call.
+pub fn grpc_calls_with_metadata(
+    target: SocketAddr,
+    method: &str,
+    request: &str,
+    n: usize,
+    concurrency: usize,
+    metadata: &[(&str, &str)],
+) -> Vec<GrpcResult> {
+    let mut cmd = Command::new(python());
+    cmd.arg(script())
         .args(["call", "--target", &target.to_string(), "--method", method])
         .args(["--request", request, "--n", &n.to_string()])
-        .args(["--concurrency", &concurrency.to_string()])
-        .output()
-        .expect("run grpc_peer.py call");
+        .args(["--concurrency", &concurrency.to_string()]);
+    for (k, v) in metadata {
+        cmd.arg("--metadata").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().expect("run grpc_peer.py call");
     assert!(
         out.status.success(),
         "grpc_peer.py call failed: {}",

@@ -7,7 +7,8 @@
 //! - a module that binds a callback this Envoy lacks, or lacks a hook, is refused
 //!   at load with Envoy's clear error, and Envoy exits rather than crashing;
 //! - a panic inside a hook (a test-only build) is caught at the boundary: the
-//!   request gets a 503 and Envoy and the next requests carry on;
+//!   request gets a 503 (a gRPC call UNAVAILABLE) and Envoy and the next
+//!   requests carry on;
 //! - a panic on the response path still ends the stream: its concurrency slot
 //!   comes back and it is counted;
 //! - metrics carry real labels from the module's definitions.
@@ -18,8 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde_json::json;
+
 use meshguard_integration_tests::bootstrap::Bootstrap;
 use meshguard_integration_tests::envoy::Envoy;
+use meshguard_integration_tests::grpc::{grpc_calls, grpc_calls_with_metadata, GrpcServer};
 use meshguard_integration_tests::load::{send_all, Req};
 use meshguard_integration_tests::upstream::Upstream;
 use meshguard_integration_tests::{native_dir, repo_root};
@@ -171,17 +175,22 @@ fn a_module_without_a_required_hook_is_refused_at_load() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
+/// Envoy (one worker) with the panic-drill module (`make build-trap`) and
+/// `config`, in front of `upstream` (`stable`, HTTP) or a gRPC server.
+fn drill_envoy(config: &str, b: impl FnOnce(Bootstrap) -> Bootstrap) -> Envoy {
     let dir = repo_root().join("target/panic-drill/native");
     assert!(
         dir.join("libmeshguard.so").exists(),
         "the panic-drill module is missing — run `make build-trap`"
     );
     use_native(&dir);
+    Envoy::start(&b(Bootstrap::new(config)), 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
     let up = Upstream::start("stable");
-    let b = Bootstrap::new(CONFIG).cluster("stable", up.addr);
-    let envoy = Envoy::start(&b, 1);
+    let envoy = drill_envoy(CONFIG, |b| b.cluster("stable", up.addr));
     let url = envoy.url("");
     let trapped = send_all(
         &url,
@@ -201,18 +210,41 @@ async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
     );
 }
 
+#[test]
+fn a_panic_deciding_a_grpc_call_answers_unavailable_and_the_next_calls_go_through() {
+    // A gRPC client must see a gRPC status, not the HTTP 503 a browser gets:
+    // without the fallback's grpc-status the call would end OK with no message.
+    let server = GrpcServer::start(0);
+    let config = r#"{"schemaVersion":1,"routes":[{"name":"rpc","protocol":"grpc"}]}"#;
+    let envoy = drill_envoy(config, |b| {
+        b.grpc_cluster("grpc", server.addr)
+            .route(json!({"match": {"prefix": "/"}, "route": {"cluster": "grpc"}}))
+    });
+    let target = envoy.listener("main");
+    let trapped =
+        grpc_calls_with_metadata(target, "unary", "ping", 1, 1, &[("x-meshguard-trap", "1")]);
+    let first = trapped.first().expect("a result");
+    assert_eq!(
+        (first.code.as_str(), first.details.as_str()),
+        ("UNAVAILABLE", "meshguard: internal error"),
+        "{trapped:?}\n{}",
+        envoy.log()
+    );
+    let after = grpc_calls(target, "unary", "ping", 3, 1);
+    assert!(
+        after.iter().all(|r| r.code == "OK" && r.messages == 1),
+        "{after:?}"
+    );
+    assert!(envoy
+        .log()
+        .contains("meshguard: panic in request_headers caught at the module boundary"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_on_the_response_path_still_ends_the_stream_and_gives_its_slot_back() {
-    let dir = repo_root().join("target/panic-drill/native");
-    assert!(
-        dir.join("libmeshguard.so").exists(),
-        "the panic-drill module is missing — run `make build-trap`"
-    );
-    use_native(&dir);
     let up = Upstream::start("stable");
     let one_slot = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{"maxConcurrent":1}}]}"#;
-    let b = Bootstrap::new(one_slot).cluster("stable", up.addr);
-    let envoy = Envoy::start(&b, 1);
+    let envoy = drill_envoy(one_slot, |b| b.cluster("stable", up.addr));
     let url = envoy.url("");
     let panicked = send_all(
         &url,
