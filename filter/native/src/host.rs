@@ -92,6 +92,20 @@ fn buf(s: &str) -> ModuleBuffer {
     ModuleBuffer::of(s.as_bytes())
 }
 
+/// The most labels a meshguard metric has room for (its names have at most 4).
+const MAX_LABELS: usize = 8;
+
+/// A series' label values as Envoy buffers, on the stack: a metric update on
+/// the request path allocates nothing. `values` has at most [`MAX_LABELS`]
+/// entries (`define_metric` refuses more).
+fn label_values(values: &[String]) -> ([ModuleBuffer; MAX_LABELS], usize) {
+    let mut out = [ModuleBuffer::NULL; MAX_LABELS];
+    for (b, v) in out.iter_mut().zip(values) {
+        *b = buf(v);
+    }
+    (out, values.len().min(MAX_LABELS))
+}
+
 impl NativeHost<'_> {
     fn filter(&self, call: &str) -> Result<abi::FilterEnvoyPtr, HostError> {
         match self.phase {
@@ -135,21 +149,21 @@ impl NativeHost<'_> {
                 let m = metrics.list.get(id as usize).ok_or_else(missing)?;
                 op.check(m.kind)
                     .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
-                let values: Vec<ModuleBuffer> = m.values.iter().map(|v| buf(v)).collect();
+                let (values, n) = label_values(&m.values);
                 let f = op.on_stream();
                 // SAFETY: a live stream, a metric Envoy defined for this
-                // configuration, buffers that outlive the call.
-                unsafe { f(filter, m.id, values.as_ptr(), values.len(), value) }
+                // configuration, `n` buffers that outlive the call.
+                unsafe { f(filter, m.id, values.as_ptr(), n, value) }
             }
             Phase::Loading { config, metrics } => {
                 let metrics = metrics.borrow();
                 let m = metrics.list.get(id as usize).ok_or_else(missing)?;
                 op.check(m.kind)
                     .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
-                let values: Vec<ModuleBuffer> = m.values.iter().map(|v| buf(v)).collect();
+                let (values, n) = label_values(&m.values);
                 let f = op.on_config();
                 // SAFETY: Envoy's configuration pointer during `config_new`.
-                unsafe { f(config, m.id, values.as_ptr(), values.len(), value) }
+                unsafe { f(config, m.id, values.as_ptr(), n, value) }
             }
         };
         if result == abi::metrics_result::SUCCESS {
@@ -599,6 +613,9 @@ fn define(
     }
     let split =
         names::split(name).ok_or_else(|| err("define_metric", name, "not a meshguard name"))?;
+    if split.labels.len() > MAX_LABELS {
+        return Err(err("define_metric", name, "too many labels"));
+    }
     let kind_key = match kind {
         MetricKind::Counter => 0u8,
         MetricKind::Gauge => 1,
@@ -687,5 +704,22 @@ pub fn log(level: Level, message: &str) {
         if abi::envoy_dynamic_module_callback_log_enabled(level) {
             abi::envoy_dynamic_module_callback_log_v2(level, buf(message), buf("meshguard"), 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_point_at_each_value_in_order_and_count_them() {
+        let values = vec!["web".to_owned(), "canary".to_owned(), "5xx".to_owned()];
+        let (bufs, n) = label_values(&values);
+        assert_eq!(n, 3);
+        for (b, v) in bufs.iter().zip(&values) {
+            assert_eq!((b.ptr, b.length), (v.as_ptr(), v.len()));
+        }
+        assert!(bufs[n..].iter().all(|b| b.ptr.is_null() && b.length == 0));
+        assert_eq!(label_values(&[]).1, 0);
     }
 }

@@ -152,6 +152,20 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn each_phase_has_its_gauge_value_label_and_index() {
+        // The `state` gauge and label a dashboard reads, and the index of a
+        // per-phase metric: closed 0, half-open 1, open 2.
+        let seen: Vec<(u64, &str, usize)> = Phase::ALL
+            .iter()
+            .map(|p| (p.gauge(), p.label(), p.index()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![(0, "closed", 0), (1, "half_open", 1), (2, "open", 2)]
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn state_round_trips_and_garbage_reads_as_closed() {
         let kind = WindowKind::Calls(5);
         let mut s = State::new(kind);

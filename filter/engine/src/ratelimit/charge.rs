@@ -476,3 +476,6 @@ pub fn response_fields<I: Ids>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

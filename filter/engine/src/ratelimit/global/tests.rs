@@ -135,6 +135,11 @@ fn failures_in_a_row_start_a_back_off_and_an_answer_resets_the_count() {
         Answered::Error { backoff: true }
     );
     assert_eq!(state.precheck(g, 1, T0 + 499 * MS, 10 * MS), Pre::Backoff);
+    // The status document's view of it: in back-off for exactly `backoffMs`.
+    assert!(state.in_backoff(T0) && state.in_backoff(T0 + 100 * MS));
+    assert!(state.in_backoff(T0 + 499 * MS));
+    assert!(!state.in_backoff(T0 + 500 * MS));
+    assert!(!GlobalState::default().in_backoff(T0));
     assert_eq!(
         state.precheck(g, 1, T0 + 500 * MS, 10 * MS),
         Pre::Ask { hits: 1 }
@@ -256,5 +261,74 @@ fn while_a_lease_is_asked_for_other_requests_ask_for_their_own_hit_only() {
     assert_eq!(
         state.precheck(g, 8, T0 + 10 * MS, 10 * MS),
         Pre::Ask { hits: 5 }
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_lease_ends_exactly_at_its_ttl() {
+    let (s, p) = config(r#"{"lease":{"hits":5,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    state.precheck(g, 7, T0, 10 * MS);
+    state.answer(&s, g, 7, 5, &ok(), T0);
+    assert_eq!(
+        state.precheck(g, 7, T0 + 100 * MS - 1, 10 * MS),
+        Pre::Leased
+    );
+    assert_eq!(
+        state.precheck(g, 7, T0 + 100 * MS, 10 * MS),
+        Pre::Ask { hits: 5 }
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_key_whose_slot_holds_another_keys_live_lease_asks_for_its_own_hit_and_leaves_it_be() {
+    let (s, p) = config(r#"{"lease":{"hits":5,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let other = 7 + SLOTS as u64; // the same slot as 7
+    let mut state = GlobalState::default();
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 5 });
+    state.answer(&s, g, 7, 5, &ok(), T0);
+    assert_eq!(
+        state.precheck(g, other, T0 + MS, 10 * MS),
+        Pre::Ask { hits: 1 }
+    );
+    assert_eq!(
+        state.answer(&s, g, other, 1, &ok(), T0 + MS),
+        Answered::Allowed { leased: false }
+    );
+    // 7's lease is untouched: its 4 hits are still there.
+    for _ in 0..4 {
+        assert_eq!(state.precheck(g, 7, T0 + 2 * MS, 10 * MS), Pre::Leased);
+    }
+    // Once 7's lease has ended the slot is free: the other key leases.
+    assert_eq!(
+        state.precheck(g, other, T0 + 200 * MS, 10 * MS),
+        Pre::Ask { hits: 5 }
+    );
+    assert_eq!(
+        state.precheck(g, 7, T0 + 200 * MS, 10 * MS),
+        Pre::Ask { hits: 1 },
+        "now the other key's pending lease holds the slot"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_lease_of_one_hit_holds_no_slot_while_it_is_asked_for() {
+    // `lease: {hits: 1}` asks one hit at a time, like no lease: asking takes no
+    // slot, so another key sharing it can have its OVER_LIMIT remembered.
+    let (s, p) = config(r#"{"lease":{"hits":1,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let other = 7 + SLOTS as u64;
+    let mut state = GlobalState::default();
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 1 });
+    let over = Reply::OverLimit {
+        reset_ns: Some(1_000 * MS),
+        response_headers: vec![],
+    };
+    state.answer(&s, g, other, 1, &over, T0);
+    assert_eq!(
+        state.precheck(g, other, T0 + MS, 10 * MS),
+        Pre::Cached { retry_ns: 999 * MS }
     );
 }
