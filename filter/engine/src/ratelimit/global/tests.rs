@@ -332,3 +332,63 @@ fn a_lease_of_one_hit_holds_no_slot_while_it_is_asked_for() {
         Pre::Cached { retry_ns: 999 * MS }
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_failed_lease_frees_its_own_slot_only() {
+    let (s, p) = config(r#"{"lease":{"hits":5,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    let err = Reply::Error("timeout".into());
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 5 });
+    state.answer(&s, g, 7, 5, &err, T0 + MS);
+    assert_eq!(
+        state.precheck(g, 7, T0 + MS, 10 * MS),
+        Pre::Ask { hits: 5 },
+        "the pending lease's slot was freed: the next request asks for a lease again"
+    );
+    // Another key's failed lease leaves 7's pending one alone.
+    let other = 7 + SLOTS as u64;
+    state.answer(&s, g, other, 5, &err, T0 + MS);
+    assert_eq!(state.precheck(g, 7, T0 + MS, 10 * MS), Pre::Ask { hits: 1 });
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn another_keys_slot_is_free_once_its_lease_is_spent_or_ended_or_its_ask_timed_out() {
+    let (s, p) = config(r#"{"lease":{"hits":2,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let other = 7 + SLOTS as u64;
+    // A lease with hits left, until the instant it ends.
+    let leased = || {
+        let mut state = GlobalState::default();
+        state.precheck(g, 7, T0, 10 * MS);
+        state.answer(&s, g, 7, 2, &ok(), T0);
+        state
+    };
+    let mut state = leased();
+    assert_eq!(
+        state.precheck(g, other, T0 + 100 * MS - 1, 10 * MS),
+        Pre::Ask { hits: 1 }
+    );
+    let mut state_at_end = leased();
+    assert_eq!(
+        state_at_end.precheck(g, other, T0 + 100 * MS, 10 * MS),
+        Pre::Ask { hits: 2 }
+    );
+    // Spent (its one hit left used): free at once.
+    assert_eq!(state.precheck(g, 7, T0 + MS, 10 * MS), Pre::Leased);
+    assert_eq!(
+        state.precheck(g, other, T0 + MS, 10 * MS),
+        Pre::Ask { hits: 2 }
+    );
+    // A pending ask holds the slot until its timeout, not at it.
+    let mut state = GlobalState::default();
+    state.precheck(g, 7, T0, 10 * MS);
+    assert_eq!(
+        state.precheck(g, other, T0 + 10 * MS - 1, 10 * MS),
+        Pre::Ask { hits: 1 }
+    );
+    assert_eq!(
+        state.precheck(g, other, T0 + 10 * MS, 10 * MS),
+        Pre::Ask { hits: 2 }
+    );
+}
