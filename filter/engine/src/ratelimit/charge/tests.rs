@@ -388,8 +388,14 @@ fn an_allowed_answer_adds_the_services_headers_and_counts_leases() {
         request_headers: vec![("x-up".into(), "1".into())],
         response_headers: vec![("x-down".into(), "2".into())],
     };
-    let added =
-        answer_calls(&rt, &charged.calls, &[ok.clone()], T0 + MS, &mut events).expect("allowed");
+    let added = answer_calls(
+        &rt,
+        &charged.calls,
+        std::slice::from_ref(&ok),
+        T0 + MS,
+        &mut events,
+    )
+    .expect("allowed");
     assert_eq!(added.request, vec![("x-up".to_string(), "1".to_string())]);
     assert_eq!(
         added.response,
