@@ -435,3 +435,126 @@ fn a_verdict_reason_writes_the_e_value_in_scientific_notation() {
     assert_eq!(e_value(0.0), "1.000e0");
     assert_eq!(e_value(100f64.ln()), "1.000e2");
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_reason_names_its_signal_in_words() {
+    let (_, r) = policy(TWO, r#""analysis":{"slowCallMs":100}"#);
+    let mut at = T0;
+    let mut rec = Record::new(2);
+    let errors = run(&mut rec, &r, &[counts(95, 0), counts(5, 3)], 20, &mut at);
+    let mut rec = Record::new(2);
+    let slow = Counts {
+        n: 5,
+        errors: 0,
+        slow: 3,
+    };
+    let slow = run(&mut rec, &r, &[counts(95, 0), slow], 20, &mut at);
+    for (changes, words) in [
+        (errors, " errors (baseline "),
+        (slow, " slow calls (baseline "),
+    ] {
+        let Some(Change::State { reason, .. }) = changes.first() else {
+            panic!("{changes:?}")
+        };
+        assert!(reason.contains(words), "{reason}");
+    }
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_success_rate_gate_judges_whole_intervals_not_ticks() {
+    let (_, r) = policy(
+        TWO,
+        r#""analysis":{"sequential":false,"minRequests":1,"successRate":{"min":99.5,"intervalSeconds":1,"intervals":3}}"#,
+    );
+    let mut rec = Record::new(2);
+    let mut at = T0;
+    let bad = [counts(95, 0), counts(10, 1)];
+    // Ticks 50 ms apart: intervals 0, 1 and 2 are bad, judged as 3 and 4 begin.
+    let before = run(&mut rec, &r, &bad, 60, &mut at);
+    assert!(states(&before).is_empty(), "{before:?}");
+    assert_eq!(at, T0 + 3 * SEC);
+    let at_three = run(&mut rec, &r, &bad, 1, &mut at);
+    assert_eq!(
+        states(&at_three),
+        vec![(1, CanaryState::Holding, CanaryState::RolledBack)]
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_z_test_is_judged_once_per_interval_and_never_in_the_first() {
+    let (_, r) = policy(
+        TWO,
+        r#""analysis":{"sequential":false,"minRequests":50,"zTest":{"z":1.96,"intervalSeconds":10}}"#,
+    );
+    let good = [counts(950, 10), counts(50, 0)];
+    let bad = [counts(950, 10), counts(50, 25)];
+    let mut rec = Record::new(2);
+    assert!(fold(&mut rec, &r, &good, T0).is_empty());
+    assert!(
+        fold(&mut rec, &r, &good, T0 + 10 * SEC).is_empty(),
+        "judged: fine"
+    );
+    // Bad from here on, but the next judgement is at 20 s.
+    let mut at = T0 + 10 * SEC + 50 * MS;
+    let within = run(&mut rec, &r, &bad, 199, &mut at);
+    assert!(states(&within).is_empty(), "{within:?}");
+    assert_eq!(at, T0 + 20 * SEC);
+    assert_eq!(states(&fold(&mut rec, &r, &bad, at)).len(), 1);
+    // A clock stepped back before the start reads as the first interval: not judged.
+    let mut rec = Record::new(2);
+    assert!(fold(&mut rec, &r, &good, T0).is_empty());
+    assert!(fold(&mut rec, &r, &good, T0 + 10 * SEC).is_empty());
+    assert!(fold(&mut rec, &r, &bad, T0 - SEC).is_empty());
+    assert!(fold(&mut rec, &r, &bad, T0 - SEC).is_empty());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_z_test_fires_above_its_threshold_not_at_it() {
+    let (_, mut r) = policy(
+        TWO,
+        r#""analysis":{"sequential":false,"minRequests":50,"zTest":{"z":1.96,"intervalSeconds":10}}"#,
+    );
+    let b = [counts(950, 10), counts(50, 3)];
+    // The totals at the 10 s mark are two batches: set the threshold to their z.
+    let z = crate::analysis::gates::z_statistic(100, 6, 1900, 20);
+    assert!(z > 1.0, "{z}");
+    let at_z = |r: &CompiledRollout| {
+        let mut rec = Record::new(2);
+        fold(&mut rec, r, &b, T0);
+        states(&fold(&mut rec, r, &b, T0 + 10 * SEC))
+    };
+    if let Some(g) = r.analysis.as_mut().and_then(|a| a.z_test.as_mut()) {
+        g.z = z;
+    }
+    assert!(at_z(&r).is_empty(), "z = {z} is not above itself");
+    if let Some(g) = r.analysis.as_mut().and_then(|a| a.z_test.as_mut()) {
+        g.z = z - 1e-9;
+    }
+    assert_eq!(at_z(&r).len(), 1);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_failing_success_rate_interval_holds_the_ramp() {
+    let (_, r) = policy(
+        RAMPED,
+        r#""analysis":{"sequential":false,"minRequests":1,"successRate":{"min":99.5,"intervalSeconds":1,"intervals":3}},
+           "ramp":{"steps":[500,5000],"holdSeconds":1,"minRequests":0}"#,
+    );
+    let steps = |changes: &[Change]| {
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Step { .. }))
+            .count()
+    };
+    let mut rec = Record::new(2);
+    assert_eq!(
+        steps(&fold(&mut rec, &r, &[counts(95, 0), counts(10, 1)], T0)),
+        0
+    );
+    // Held 1 s, but the interval just judged was below the floor: no step.
+    let held = fold(&mut rec, &r, &[counts(95, 0), counts(10, 0)], T0 + SEC);
+    assert_eq!(steps(&held), 0, "{held:?}");
+    // A good interval clears it, and the ramp moves on.
+    let moved = fold(&mut rec, &r, &[counts(95, 0), counts(10, 0)], T0 + 2 * SEC);
+    assert_eq!(steps(&moved), 1, "{moved:?}");
+}
