@@ -240,3 +240,21 @@ fn route_header_must_be_a_regular_lowercase_header() {
     );
     assert!(problems(r#"{"schemaVersion":1,"routeHeader":"x-meshguard-route"}"#).is_empty());
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_method_must_be_a_nonempty_token() {
+    let at = |m: &str| {
+        problems(&format!(
+            r#"{{"schemaVersion":1,"routes":[{{"name":"a","match":{{"methods":["{m}"]}}}}]}}"#
+        ))
+    };
+    assert_eq!(
+        at(""),
+        vec!["routes[0].match.methods[0]: \"\" is not a valid HTTP method token"]
+    );
+    assert_eq!(
+        at("GE T"),
+        vec!["routes[0].match.methods[0]: \"GE T\" is not a valid HTTP method token"]
+    );
+    assert_eq!(at("PURGE"), Vec::<String>::new());
+}

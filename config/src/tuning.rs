@@ -237,6 +237,16 @@ mod tests {
     }
 
     #[test]
+    fn each_routing_headers_choice_writes_its_headers() {
+        use super::RoutingHeaders::{Both, Cluster, Variant};
+        let writes: Vec<(bool, bool)> = [Both, Variant, Cluster]
+            .iter()
+            .map(|h| (h.variant(), h.cluster()))
+            .collect();
+        assert_eq!(writes, vec![(true, true), (true, false), (false, true)]);
+    }
+
+    #[test]
     fn defaults_are_both_headers_auto_cache_and_batched_counters() {
         let c = compiled("", r#"[{"name":"web"}]"#);
         assert_eq!(c.tuning.routing_headers, super::RoutingHeaders::Both);

@@ -201,3 +201,32 @@ fn the_revision_and_the_manual_controls_need_a_rollout() {
         vec!["routes[0].canary.pause: needs a ramp to hold"]
     );
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_z_threshold_of_zero_is_refused_and_a_ramp_takes_up_to_16_steps() {
+    assert_eq!(
+        problems(&format!(
+            r#"{{{TWO},"revision":"a","analysis":{{"zTest":{{"z":0,"intervalSeconds":10}}}}}}"#
+        )),
+        vec!["routes[0].canary.analysis.zTest.z: must be above 0 and at most 10, got 0"]
+    );
+    assert_eq!(
+        problems(&format!(
+            r#"{{{TWO},"revision":"a","analysis":{{"zTest":{{"z":10,"intervalSeconds":10}}}}}}"#
+        )),
+        Vec::<String>::new()
+    );
+    let steps = |n: u32| {
+        let list: Vec<String> = (1..=n).map(|i| (i * 100).to_string()).collect();
+        problems(&format!(
+            r#"{{{RAMPED},"revision":"a","ramp":{{"steps":[{}]}}}}"#,
+            list.join(",")
+        ))
+    };
+    assert_eq!(steps(1), Vec::<String>::new());
+    assert_eq!(steps(16), Vec::<String>::new());
+    assert_eq!(
+        steps(17),
+        vec!["routes[0].canary.ramp.steps: need 1 to 16 steps, got 17"]
+    );
+}
