@@ -258,3 +258,21 @@ fn a_method_must_be_a_nonempty_token() {
     );
     assert_eq!(at("PURGE"), Vec::<String>::new());
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_route_header_must_differ_from_both_routing_headers() {
+    for taken in ["x-meshguard-variant", "x-meshguard-cluster"] {
+        assert_eq!(
+            problems(&format!(
+                r#"{{"schemaVersion":1,"routeHeader":"{taken}","routes":[{{"name":"a"}}]}}"#
+            )),
+            vec![format!(
+                "routeHeader: {taken:?} is already the variant or cluster header"
+            )]
+        );
+    }
+    assert_eq!(
+        problems(r#"{"schemaVersion":1,"routeHeader":"x-route","routes":[{"name":"a"}]}"#),
+        Vec::<String>::new()
+    );
+}

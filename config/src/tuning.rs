@@ -341,6 +341,23 @@ mod tests {
         assert!(limited.tuning.read_all_headers);
     }
 
+    #[test]
+    fn explain_reads_the_client_address_for_its_header_or_its_status_path() {
+        let read = |explain: &str| {
+            let c = compiled(
+                &format!(
+                    r#","clientAddress":{{"header":"x-client-ip"}},"explain":{{"trustedSources":["10.0.0.0/8"]{explain}}}"#
+                ),
+                r#"[{"name":"web"}]"#,
+            );
+            super::headers_read(&c)
+        };
+        assert!(read(r#","header":true"#).contains("x-client-ip"));
+        let status = read(r#","statusPath":"/.well-known/meshguard/status""#);
+        assert!(status.contains("x-client-ip") && status.contains(":path"));
+        assert!(!read("").contains("x-client-ip"));
+    }
+
     fn three_routes() -> String {
         r#"[{"name":"a","match":{"pathPrefix":"/a","authority":["a.example"]}},{"name":"b","match":{"methods":["GET"]}}]"#.into()
     }
