@@ -82,6 +82,18 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn an_address_is_in_a_list_when_any_block_holds_it() {
+        let blocks: Vec<Cidr> = ["10.0.0.0/8", "fd00::/8"]
+            .iter()
+            .filter_map(|b| Cidr::parse(b).ok())
+            .collect();
+        assert!(any_contains(&blocks, ip("10.1.2.3")));
+        assert!(any_contains(&blocks, ip("fd00::7")));
+        assert!(!any_contains(&blocks, ip("192.0.2.1")));
+        assert!(!any_contains(&[], ip("10.1.2.3")));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn blocks_contain_their_addresses_only() {
         let ten = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(ten.contains(ip("10.255.1.2")));

@@ -245,6 +245,8 @@ pub fn host_pattern(h: &str) -> Result<HostPattern, String> {
             host: lower,
             with_port,
         }),
+        // (A lone `*` returned above, so neither guard below can fail: making
+        // either `true` is an equivalent mutant. They say what the arm needs.)
         (1, Some(rest), _) if !rest.is_empty() => Ok(HostPattern::Suffix {
             suffix: rest.to_ascii_lowercase().into_bytes(),
             with_port,
@@ -263,6 +265,47 @@ pub fn host_pattern(h: &str) -> Result<HostPattern, String> {
 mod tests {
     use super::*;
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn host_patterns_parse_into_their_kind_with_or_without_a_port() {
+        let kind = |h: &str| match host_pattern(h) {
+            Ok(HostPattern::Any) => "any".to_string(),
+            Ok(HostPattern::Exact { with_port, .. }) => format!("exact {with_port}"),
+            Ok(HostPattern::Suffix { suffix, with_port }) => {
+                format!("suffix {} {with_port}", String::from_utf8_lossy(&suffix))
+            }
+            Ok(HostPattern::Prefix { prefix, with_port }) => {
+                format!("prefix {} {with_port}", String::from_utf8_lossy(&prefix))
+            }
+            Err(_) => "refused".to_string(),
+        };
+        assert_eq!(kind("*"), "any");
+        assert_eq!(kind("Example.com"), "exact false");
+        assert_eq!(kind("example.com:8080"), "exact true");
+        assert_eq!(kind("*.Example.com"), "suffix .example.com false");
+        assert_eq!(kind("api.*"), "prefix api. false");
+        assert_eq!(kind("api.*:443"), "refused");
+        assert_eq!(kind("a*b"), "refused");
+        assert_eq!(kind("**"), "refused");
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_regex_may_be_as_long_as_the_limit_and_its_error_is_one_line() {
+        let mut p = Problems::default();
+        assert!(compile_regex(&"a".repeat(MAX_REGEX_LEN), "r", &mut p).is_some());
+        assert!(compile_regex(&"a".repeat(MAX_REGEX_LEN + 1), "r", &mut p).is_none());
+        assert!(compile_regex("(", "r", &mut p).is_none());
+        let found: Vec<String> = p.into_vec().iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0],
+            format!("r: regex longer than {MAX_REGEX_LEN} characters")
+        );
+        assert_eq!(
+            found[1],
+            "r: invalid regex: regex parse error: ^(?:()$ ^ error: unclosed group"
+        );
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn strip_port_handles_names_ipv4_and_ipv6() {

@@ -95,6 +95,21 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn a_cookie_or_query_name_is_nonempty_and_holds_no_pair_separator() {
+        assert_eq!(check_param_name("beta", "cookie"), Ok(()));
+        assert_eq!(
+            check_param_name("", "cookie"),
+            Err("\"\" is not a usable cookie name".to_string())
+        );
+        for bad in ["a=b", "a;b", "a&b", "a b"] {
+            assert_eq!(
+                check_param_name(bad, "query parameter"),
+                Err(format!("{bad:?} is not a usable query parameter name"))
+            );
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn names_allow_dash_and_underscore_and_reject_dots() {
         assert!(check_name("web").is_ok());
         assert!(check_name("check-out_v2").is_ok());
