@@ -12,3 +12,22 @@ pub trait RequestView {
     /// Envoy's `source.address` property (`ip:port`), or `None` when unavailable.
     fn source_address(&mut self) -> Option<&[u8]>;
 }
+
+#[cfg(test)]
+pub mod testing {
+    //! A request for the engine's own tests.
+    use super::RequestView;
+
+    /// Headers by name, from the client address `192.0.2.1:7`.
+    #[derive(Default)]
+    pub struct Req(pub Vec<(&'static str, &'static [u8])>);
+
+    impl RequestView for Req {
+        fn header(&mut self, name: &str) -> Option<&[u8]> {
+            self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+        }
+        fn source_address(&mut self) -> Option<&[u8]> {
+            Some(b"192.0.2.1:7")
+        }
+    }
+}

@@ -10,17 +10,7 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 const T0: u64 = 1_700_000_000 * SEC;
 
-#[derive(Default)]
-struct Req(Vec<(&'static str, &'static [u8])>);
-
-impl RequestView for Req {
-    fn header(&mut self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
-    }
-    fn source_address(&mut self) -> Option<&[u8]> {
-        Some(b"192.0.2.1:7")
-    }
-}
+use crate::view::testing::Req;
 
 /// A config of route `web` and one local policy with `policy`'s extra fields.
 fn local(policy: &str) -> Runtime<NoIds> {
