@@ -276,3 +276,32 @@ fn the_route_header_must_differ_from_both_routing_headers() {
         Vec::<String>::new()
     );
 }
+
+/// A syntax error inside a value names no field (the text there is not a
+/// value of one), even where the position sits deep in the document.
+#[wasm_bindgen_test(unsupported = test)]
+fn syntax_error_inside_a_route_is_reported_at_root() {
+    let got = problems(r#"{"schemaVersion":1,"routes":[{"name":"a","match":{"pathPrefix":/}}]}"#);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("(root): expected value"), "{got:?}");
+}
+
+#[test]
+fn root_paths_are_shown_as_root() {
+    for p in ["", ".", "?"] {
+        assert_eq!(super::display_path(p), crate::ROOT_PATH, "{p:?}");
+    }
+    assert_eq!(super::display_path("routes[0]"), "routes[0]");
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn yaml_type_error_keeps_the_whole_reason_and_its_path() {
+    let p = crate::parse_yaml(b"schemaVersion: 1\nroutes:\n  - name: [1]\n").unwrap_err();
+    assert_eq!(p.path, "routes[0].name");
+    assert!(p.reason.starts_with("invalid type: sequence"), "{p:?}");
+    assert!(p.reason.ends_with("(line 3, column 11)"), "{p:?}");
+    // A document that is not a map at all is a problem of the root.
+    let p = crate::parse_yaml(b"5\n").unwrap_err();
+    assert_eq!(p.path, crate::ROOT_PATH, "{p:?}");
+}
