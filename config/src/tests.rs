@@ -304,4 +304,6 @@ fn yaml_type_error_keeps_the_whole_reason_and_its_path() {
     // A document that is not a map at all is a problem of the root.
     let p = crate::parse_yaml(b"5\n").unwrap_err();
     assert_eq!(p.path, crate::ROOT_PATH, "{p:?}");
+    // Its reason has no parent path in front, and keeps its own "type: ".
+    assert!(p.reason.starts_with("invalid type: integer `5`"), "{p:?}");
 }
