@@ -182,11 +182,10 @@ test-native:
 # out, each for a reason (README, meshguard native):
 #   failure_policy, a_rollback_survives_a_vm_reload: Wasm VM traps and reloads
 #     (the native build has no VM; native.rs shows a caught panic instead);
-#   global: calls to the rate limit service over gRPC (the 1.40 ABI has none);
 #   demo, shipped_configs, envoy_configs, deploy, package, bench_smoke, native:
 #     they run the shipped Wasm artefacts or no Envoy, or pick the build
 #     themselves, so one pass covers them.
-NATIVE_SKIP := binary(failure_policy) | test(a_rollback_survives_a_vm_reload) | binary(global) | \
+NATIVE_SKIP := binary(failure_policy) | test(a_rollback_survives_a_vm_reload) | \
   binary(demo) | binary(shipped_configs) | binary(envoy_configs) | binary(deploy) | \
   binary(package) | binary(bench_smoke) | binary(native)
 test-native-module:

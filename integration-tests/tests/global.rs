@@ -359,6 +359,32 @@ async fn a_client_that_leaves_while_its_call_is_pending_leaves_nothing_behind() 
     assert_eq!(status, 200, "still deciding");
 }
 
+/// A request body (or trailers) that arrives while the verdict is pending
+/// waits for it: Envoy would otherwise let the body carry the paused headers
+/// upstream. The server answers 300 ms late; the body is there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_body_sent_before_the_verdict_waits_for_it() {
+    let redis = Redis::start();
+    let rls = RlsServer::start(&limits(1), Some(&redis.url()), 300);
+    let up = Upstream::start("api");
+    let e = envoy(&plugin("{}", r#","timeoutMs":2000"#), &up, &rls);
+    let c = client(1);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .post(e.url("/"))
+            .header("x-api-key", "k")
+            .body(vec![b'x'; 4096])
+            .send()
+            .await
+            .expect("POST through Envoy");
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 429, 429], "one request a minute");
+    assert_eq!(up.requests(), 1, "the limited bodies never went upstream");
+    assert!(e.wasm_failures().is_empty(), "{:?}", e.wasm_failures());
+}
+
 #[test]
 fn envoy_refuses_bad_global_policies_with_their_paths() {
     let bad = r#"{"schemaVersion":1,"rateLimitService":{"cluster":"rls","domain":"d","timeoutMs":0},

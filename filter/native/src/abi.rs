@@ -116,6 +116,25 @@ pub mod status {
     pub const STOP_ITERATION: u32 = 1;
 }
 
+/// `envoy_dynamic_module_type_http_callout_init_result`.
+pub mod callout_init {
+    pub const SUCCESS: u32 = 0;
+    pub const MISSING_REQUIRED_HEADERS: u32 = 1;
+    pub const CLUSTER_NOT_FOUND: u32 = 2;
+    pub const DUPLICATE_CALLOUT_ID: u32 = 3;
+    pub const CANNOT_CREATE_REQUEST: u32 = 4;
+}
+
+/// `envoy_dynamic_module_type_http_callout_result`.
+pub mod callout_result {
+    pub const SUCCESS: u32 = 0;
+}
+
+/// `envoy_dynamic_module_type_on_http_filter_request_body_status`.
+pub mod body_status {
+    pub const STOP_ITERATION_AND_BUFFER: u32 = 1;
+}
+
 /// `envoy_dynamic_module_type_metrics_result`.
 pub mod metrics_result {
     pub const SUCCESS: u32 = 0;
@@ -191,6 +210,18 @@ unsafe extern "C" {
     );
     pub fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
     pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
+    /// Sends `headers` and `body` to `cluster`; the answer comes to
+    /// `envoy_dynamic_module_on_http_filter_http_callout_done` with the id
+    /// written to `callout_id`. Returns a `callout_init` value.
+    pub fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: FilterEnvoyPtr,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const HttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_milliseconds: u64,
+    ) -> u32;
     pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,
         key: ModuleBuffer,
@@ -308,6 +339,7 @@ pub const CALLBACKS: &[&str] = &[
     "envoy_dynamic_module_callback_http_filter_scheduler_commit",
     "envoy_dynamic_module_callback_http_filter_scheduler_delete",
     "envoy_dynamic_module_callback_http_filter_continue_decoding",
+    "envoy_dynamic_module_callback_http_filter_http_callout",
     "envoy_dynamic_module_callback_http_set_filter_state_bytes",
     "envoy_dynamic_module_callback_http_filter_config_define_counter",
     "envoy_dynamic_module_callback_http_filter_config_define_gauge",

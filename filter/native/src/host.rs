@@ -16,7 +16,8 @@ use std::sync::atomic::AtomicBool;
 use meshguard::host::pairs::HeaderPairs;
 use meshguard::host::{parse_status, Host, HostError, Level, MetricKind};
 
-use crate::abi::{self, header_type, EnvoyBuffer, HttpHeader, ModuleBuffer};
+use crate::abi::{self, callout_init, header_type, EnvoyBuffer, HttpHeader, ModuleBuffer};
+use crate::grpc;
 use crate::names;
 
 /// A metric as Envoy knows it: its kind, Envoy's id and this series' label values.
@@ -79,6 +80,9 @@ pub struct NativeHost<'a> {
     pub config: &'a [u8],
     /// The filter's name.
     pub name: &'a str,
+    /// The rate limit service's answer being delivered (`http_callout_done`):
+    /// the gRPC message, unframed.
+    pub answer: Option<&'a [u8]>,
 }
 
 fn err(call: &str, arg: &str, status: &str) -> HostError {
@@ -516,25 +520,60 @@ impl Host for NativeHost<'_> {
     fn dispatch_grpc_call(
         &self,
         cluster: &str,
-        _service: &str,
-        _method: &str,
-        _message: &[u8],
-        _timeout_ms: u64,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
     ) -> Result<u32, HostError> {
-        // The 1.40 ABI has HTTP callouts but no gRPC call: global policies decide
-        // by their failure mode (README, meshguard native).
-        Err(err(
-            "dispatch_grpc_call",
-            cluster,
-            "no gRPC calls in the native build",
-        ))
+        // The 1.40 ABI has no gRPC client: the call goes as an HTTP callout in
+        // gRPC's wire format (`grpc.rs`), to the same HTTP/2 cluster.
+        let call = "http_callout";
+        let filter = self.filter(call)?;
+        let body = grpc::frame(message).ok_or_else(|| err(call, cluster, "message too large"))?;
+        let headers = grpc::request_headers(cluster, service, method);
+        let views: Vec<HttpHeader> = headers
+            .iter()
+            .map(|(k, v)| HttpHeader {
+                key_ptr: k.as_ptr(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr(),
+                value_length: v.len(),
+            })
+            .collect();
+        let mut id = 0u64;
+        // SAFETY: a live stream; every buffer outlives the call (Envoy copies).
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                filter,
+                &mut id,
+                buf(cluster),
+                views.as_ptr(),
+                views.len(),
+                ModuleBuffer::of(&body),
+                timeout_ms,
+            )
+        };
+        let why = match result {
+            callout_init::SUCCESS => {
+                return u32::try_from(id).map_err(|_| err(call, cluster, "callout id out of range"))
+            }
+            callout_init::MISSING_REQUIRED_HEADERS => "missing required headers",
+            callout_init::CLUSTER_NOT_FOUND => "cluster not found",
+            callout_init::DUPLICATE_CALLOUT_ID => "duplicate callout id",
+            callout_init::CANNOT_CREATE_REQUEST => "cannot create request",
+            _ => "unknown result",
+        };
+        Err(err(call, cluster, why))
     }
 
     fn grpc_response(&self, _size: usize) -> Result<Option<Vec<u8>>, HostError> {
-        Ok(None)
+        Ok(self.answer.map(<[u8]>::to_vec))
     }
 
     fn cancel_grpc_call(&self, _token: u32) -> Result<(), HostError> {
+        // The ABI cannot cancel a callout; Envoy cancels a stream's callouts
+        // when the stream is destroyed, and an answer to a completed stream is
+        // dropped (`http_callout_done`).
         Ok(())
     }
 

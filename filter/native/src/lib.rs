@@ -8,12 +8,14 @@
 //! - [`host`]: the glue's `Host` trait over those callbacks;
 //! - `module`: the hooks Envoy calls, each handing over to the glue functions
 //!   the Wasm contexts call, under `catch_unwind`;
+//! - [`grpc`]: rate limit service calls as HTTP callouts in gRPC's wire format;
 //! - [`store`]: the process-wide compare-and-swap store that replaces
 //!   proxy-wasm shared data, and [`names`]: metric names split into labels.
 
 pub mod abi;
 #[cfg(feature = "panic-drill")]
 mod drill;
+pub mod grpc;
 pub mod host;
 mod module;
 pub mod names;

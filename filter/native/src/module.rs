@@ -33,8 +33,8 @@ use std::time::Duration;
 use meshguard::glue::configure::configure;
 use meshguard::glue::plugin::Plugin;
 use meshguard::glue::request::{
-    flush_idle, on_request_headers, on_response_headers, on_response_trailers, on_stream_end,
-    on_tick, Stream,
+    flush_idle, on_grpc_response, on_request_headers, on_response_headers, on_response_trailers,
+    on_stream_end, on_tick, Stream,
 };
 use meshguard::glue::worker::{Worker, TICK_MS};
 use meshguard::host::{Host, Level};
@@ -89,6 +89,7 @@ fn host<'a>(filter: FilterEnvoyPtr, shared: &'a Shared) -> NativeHost<'a> {
         },
         config: &shared.config,
         name: &shared.name,
+        answer: None,
     }
 }
 
@@ -148,6 +149,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             },
             config: &bytes,
             name: &name,
+            answer: None,
         };
         // The whole configuration is built once here, so every problem is
         // reported before a worker sees it and every metric is defined while
@@ -297,9 +299,23 @@ fn hook<T>(
     f: &Filter,
     run: impl FnOnce(&NativeHost<'_>, &Plugin) -> T,
 ) -> Option<T> {
+    hook_answering(name, filter, f, None, run)
+}
+
+/// [`hook`], with the rate limit service's `answer` readable from the host.
+fn hook_answering<T>(
+    name: &str,
+    filter: FilterEnvoyPtr,
+    f: &Filter,
+    answer: Option<&[u8]>,
+    run: impl FnOnce(&NativeHost<'_>, &Plugin) -> T,
+) -> Option<T> {
     let i = &f.instance;
     let plugin = i.plugin.as_ref()?;
-    let host = host(filter, &i.shared);
+    let host = NativeHost {
+        answer,
+        ..host(filter, &i.shared)
+    };
     if i.ticker.get().is_none() && !f.completed.get() {
         lend(i, std::ptr::from_ref(f) as usize, filter);
     }
@@ -516,25 +532,50 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: Fil
 
 // The hooks Envoy 1.40 requires a module to export, unused here.
 
+/// The request body passes, except while the rate limit service is asked (or
+/// the request was answered): then Envoy buffers it until the decision, so a
+/// body cannot carry its headers past a pending verdict. (Headers stopped with
+/// `StopIteration` go on with a body answered `Continue`; the Wasm build's
+/// pause is Envoy's `StopAllIterationAndWatermark`, which holds the body
+/// without asking. Tested in `global.rs`.)
+///
 /// # Safety
-/// Unused: the request body passes.
+/// Envoy's pointers for a live stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     _filter: FilterEnvoyPtr,
-    _module: FilterModulePtr,
+    module: FilterModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    status::CONTINUE
+    // SAFETY: Envoy's pointer from `filter_new`.
+    let Some(f) = (unsafe { stream(module) }) else {
+        return status::CONTINUE;
+    };
+    if waiting(f) {
+        abi::body_status::STOP_ITERATION_AND_BUFFER
+    } else {
+        status::CONTINUE
+    }
 }
 
+/// Request trailers wait for a pending verdict as the body does.
+///
 /// # Safety
-/// Unused: request trailers pass.
+/// Envoy's pointers for a live stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     _filter: FilterEnvoyPtr,
-    _module: FilterModulePtr,
+    module: FilterModulePtr,
 ) -> u32 {
-    status::CONTINUE
+    // SAFETY: Envoy's pointer from `filter_new`.
+    let Some(f) = (unsafe { stream(module) }) else {
+        return status::CONTINUE;
+    };
+    if waiting(f) {
+        status::STOP_ITERATION
+    } else {
+        status::CONTINUE
+    }
 }
 
 /// The worker's tick, posted to the stream lending its scheduler.
@@ -561,19 +602,77 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     });
 }
 
+/// The stream waits for the rate limit service, or was answered locally.
+fn waiting(f: &Filter) -> bool {
+    f.stream.try_borrow().is_ok_and(|s| s.must_pause())
+}
+
+/// The rate limit service answered (or the callout failed): the answer is
+/// read as gRPC (`grpc.rs`) and handed to the glue as the Wasm build's
+/// `on_grpc_call_response` is.
+///
 /// # Safety
-/// Unused: no callout is made.
+/// Envoy's pointers for a live stream; `headers` and `body` are null or valid
+/// for their sizes during this hook.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter: FilterEnvoyPtr,
-    _module: FilterModulePtr,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *const abi::HttpHeader,
-    _headers_size: usize,
-    _body: *const EnvoyBuffer,
-    _body_size: usize,
+    filter: FilterEnvoyPtr,
+    module: FilterModulePtr,
+    callout_id: u64,
+    result: u32,
+    headers: *const abi::HttpHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
 ) {
+    // SAFETY: Envoy's pointer from `filter_new`.
+    let Some(f) = (unsafe { stream(module) }) else {
+        return;
+    };
+    if f.completed.get() {
+        return;
+    }
+    let Ok(token) = u32::try_from(callout_id) else {
+        return;
+    };
+    guarded("http_callout_done", None, || {
+        // SAFETY: Envoy's arrays for this hook (null when empty).
+        let headers = unsafe { slice(headers, headers_size) };
+        let pairs: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|h| {
+                // SAFETY: Envoy's header views, valid during this hook.
+                let k = unsafe { slice(h.key_ptr, h.key_length) };
+                let v = unsafe { slice(h.value_ptr, h.value_length) };
+                (k, v)
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        // SAFETY: as above.
+        for chunk in unsafe { slice(body, body_size) } {
+            // SAFETY: as above.
+            bytes.extend_from_slice(unsafe { chunk.bytes() }.unwrap_or_default());
+        }
+        let ok = result == abi::callout_result::SUCCESS;
+        let (code, message) = crate::grpc::answer(ok, &pairs, &bytes);
+        let size = message.map_or(0, <[u8]>::len);
+        hook_answering("http_callout_done", filter, f, message, |host, plugin| {
+            on_grpc_response(host, plugin, &mut f.stream.borrow_mut(), token, code, size);
+        })
+    });
+}
+
+/// `len` items at `ptr`, or none when `ptr` is null.
+///
+/// # Safety
+/// `ptr` is null or valid for `len` items while the slice lives.
+unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
+    if ptr.is_null() || len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
 }
 
 /// # Safety
