@@ -87,9 +87,10 @@ def all_config():
 
 SCENARIOS["all"]["config"] = all_config()
 # The same configurations on meshguard native (the dynamic module).
-for _base in ["metrics", "canary", "ratelimit", "breaker", "all"]:
+for _base in ["metrics", "canary", "ratelimit", "breaker", "global", "global-lease", "all"]:
     SCENARIOS[_base + "-native"] = {"about": f"meshguard native: the {_base} scenario as a dynamic module",
-                                    "dm": True, "config": SCENARIOS[_base]["config"]}
+                                    "dm": True, "config": SCENARIOS[_base]["config"],
+                                    "rls": SCENARIOS[_base].get("rls", False)}
 # HTTP/2 (cleartext, prior knowledge): one connection, 32 streams at a time from oha,
 # against Envoy alone over HTTP/2 as the baseline.
 SCENARIOS["router-h2"] = {"about": "Envoy router only, HTTP/2 load", "h2": True}

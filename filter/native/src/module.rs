@@ -657,7 +657,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         let (code, message) = crate::grpc::answer(ok, &pairs, &bytes);
         let size = message.map_or(0, <[u8]>::len);
         hook_answering("http_callout_done", filter, f, message, |host, plugin| {
-            on_grpc_response(host, plugin, &mut f.stream.borrow_mut(), token, code, size);
+            // Out of its cell while the glue runs: a limited request's local
+            // reply passes this filter's own response hook, which reads it.
+            let mut s = f.stream.take();
+            on_grpc_response(host, plugin, &mut s, token, code, size);
+            *f.stream.borrow_mut() = s;
         })
     });
 }
