@@ -20,6 +20,15 @@ pub trait SharedStore {
     fn get(&mut self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
     /// Writes `value` if the entry's CAS token still equals `cas` (`None`: unconditional).
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+    /// True when a write with the token read from an absent entry fails once
+    /// another worker has created it (create-if-absent). Proxy-wasm shared data
+    /// has no such token (an absent entry reads `None`, and a write with `None`
+    /// is unconditional), which is why rate-limit tables are created ahead
+    /// ([`crate::ratelimit::table::prepare`]); a store that creates atomically
+    /// needs no table created ahead.
+    fn creates_atomically(&self) -> bool {
+        false
+    }
 }
 
 /// Reads `key`, lets `f` compute `(new value or None to leave it, result)`, and
@@ -63,6 +72,9 @@ pub mod fake {
         pub gets: u32,
         /// Calls made.
         pub sets: u32,
+        /// Creates entries atomically, as the native build's store does: an
+        /// absent entry reads token 0, and a write with 0 fails once it exists.
+        pub atomic: bool,
     }
 
     impl SharedStore for FakeStore {
@@ -73,8 +85,12 @@ pub mod fake {
             }
             Ok(match self.data.get(key) {
                 Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-                None => (None, None),
+                None => (None, self.atomic.then_some(0)),
             })
+        }
+
+        fn creates_atomically(&self) -> bool {
+            self.atomic
         }
 
         fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
@@ -126,6 +142,9 @@ pub mod fake {
         }
         fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
             self.store.set(key, value, cas)
+        }
+        fn creates_atomically(&self) -> bool {
+            self.store.creates_atomically()
         }
     }
 }

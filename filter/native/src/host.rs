@@ -442,6 +442,10 @@ impl Host for NativeHost<'_> {
         Ok(crate::store::set(key, value, cas))
     }
 
+    fn shared_creates_atomically(&self) -> bool {
+        true
+    }
+
     fn send_local_reply(
         &self,
         status: u16,

@@ -40,17 +40,22 @@ fn shard(key: &str) -> MutexGuard<'static, HashMap<String, Entry>> {
     map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The value of `key` and its token; `(None, None)` when absent.
+/// The token of an absent entry: a write with it creates the entry only if it
+/// is still absent (written entries' tokens are never 0).
+pub const ABSENT: u32 = 0;
+
+/// The value of `key` and its token; `(None, Some(ABSENT))` when absent.
 pub fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
     match shard(key).get(key) {
         Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-        None => (None, None),
+        None => (None, Some(ABSENT)),
     }
 }
 
-/// Writes `value` when `cas` is `None` or still the entry's token (an absent
-/// entry has no token: any `cas` writes it, as proxy-wasm's shared data does);
-/// false on a mismatch.
+/// Writes `value` when `cas` is `None` or still the entry's token; an absent
+/// entry is written by any `cas` (as proxy-wasm's shared data does), and
+/// [`ABSENT`] writes only an absent one, so two workers creating the same
+/// entry at once cannot both succeed. False on a mismatch.
 pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
     let mut map = shard(key);
     match (map.get_mut(key), cas) {
@@ -75,7 +80,7 @@ mod tests {
     #[test]
     fn a_write_with_a_stale_token_fails_and_a_fresh_one_succeeds() {
         let key = "test.store.cas";
-        assert_eq!(get(key), (None, None));
+        assert_eq!(get(key), (None, Some(ABSENT)));
         assert!(set(key, b"a", None));
         let (v, cas) = get(key);
         assert_eq!(v.as_deref(), Some(&b"a"[..]));
@@ -90,9 +95,6 @@ mod tests {
     #[test]
     fn threads_incrementing_with_compare_and_swap_lose_no_update() {
         let key = "test.store.threads";
-        // Created first: two writers of an absent entry both succeed (as in
-        // shared data), which is why the engine creates its tables at configure.
-        assert!(set(key, &0u32.to_le_bytes(), None));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(move || {
@@ -115,7 +117,21 @@ mod tests {
         let (v, _) = get(key);
         assert_eq!(
             v.map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))),
-            Some(4000)
+            Some(4000),
+            "not created ahead: the first writes race to create it, and one wins"
         );
+    }
+
+    #[test]
+    fn only_one_of_two_writers_creates_an_absent_entry() {
+        let key = "test.store.create";
+        let (none, token) = get(key);
+        assert_eq!((none, token), (None, Some(ABSENT)));
+        assert!(set(key, b"first", token));
+        assert!(!set(key, b"second", token), "the entry exists now");
+        assert_eq!(get(key).0.as_deref(), Some(&b"first"[..]));
+        // An unconditional write still overwrites.
+        assert!(set(key, b"third", None));
+        assert_eq!(get(key).0.as_deref(), Some(&b"third"[..]));
     }
 }

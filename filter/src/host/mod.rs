@@ -101,6 +101,12 @@ pub trait Host {
     /// Writes a shared-data entry if its CAS token still equals `cas`;
     /// `Ok(false)` on a CAS mismatch.
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, HostError>;
+    /// True when `shared_get` of an absent entry gives a token that makes a
+    /// later `shared_set` fail once the entry exists (create-if-absent);
+    /// proxy-wasm's shared data does not.
+    fn shared_creates_atomically(&self) -> bool {
+        false
+    }
     /// Answers the request locally (the stream must then pause).
     fn send_local_reply(
         &self,

@@ -21,4 +21,8 @@ impl<H: Host> SharedStore for HostStore<'_, H> {
             Err(e) => Err(StoreError::Host(e.to_string())),
         }
     }
+
+    fn creates_atomically(&self) -> bool {
+        self.0.shared_creates_atomically()
+    }
 }

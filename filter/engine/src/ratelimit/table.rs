@@ -122,10 +122,16 @@ pub const PREPARE_MAX_KEYS: u32 = 65_536;
 /// while a new policy's table is being created can a worker that already serves
 /// it race the one creating it, once per slot.) Tables above
 /// [`PREPARE_MAX_KEYS`] are not created ahead, to keep a configure cheap; there a
-/// slot's first use is the one time two workers can each admit one request.
+/// slot's first use is the one time two workers can each admit one request. A
+/// store that creates entries atomically ([`SharedStore::creates_atomically`],
+/// the native build's) has no such race: nothing is created ahead, and a slot
+/// takes memory only once a key uses it.
 pub fn prepare(store: &mut impl SharedStore, table: &Table) -> Result<bool, StoreError> {
     let ready = format!("{}.ready", table.prefix);
-    if table.max_keys > PREPARE_MAX_KEYS || store.get(&ready)?.0.is_some() {
+    if table.max_keys > PREPARE_MAX_KEYS
+        || store.creates_atomically()
+        || store.get(&ready)?.0.is_some()
+    {
         return Ok(false);
     }
     let empty = encode(0, 0);

@@ -204,14 +204,20 @@ fn a_returning_key_is_found_with_one_read() {
 
 /// Two workers charge a new key of a one-token bucket at once; how many pass.
 fn racing_first_charges(prepared: bool) -> usize {
+    racing_first_charges_on(prepared, false)
+}
+
+/// [`racing_first_charges`] on a store that creates entries atomically or not.
+fn racing_first_charges_on(prepared: bool, atomic: bool) -> usize {
     let one = Bucket {
         burst: 1,
         interval_ns: SEC,
     };
     let t = table("p", one, 1);
     let mut r = Racing::default();
+    r.store.atomic = atomic;
     if prepared {
-        assert_eq!(prepare(&mut r, &t), Ok(true));
+        assert_eq!(prepare(&mut r, &t), Ok(!atomic));
     }
     let slot = slot_key("p", t.fingerprint(b"k"), 0, 1);
     let before = r.get(&slot).unwrap();
@@ -228,6 +234,20 @@ fn a_table_created_before_traffic_admits_one_token_to_two_racing_workers() {
     // Created ahead, the second write's compare-and-swap fails, it re-reads the
     // first one's bucket and is limited.
     assert_eq!(racing_first_charges(true), 1);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_store_that_creates_atomically_needs_no_table_ahead_and_admits_one() {
+    // Nothing is created ahead (prepare declines), and still the second
+    // worker's create fails and it is limited.
+    assert_eq!(racing_first_charges_on(true, true), 1);
+    assert_eq!(racing_first_charges_on(false, true), 1);
+    let mut store = FakeStore {
+        atomic: true,
+        ..FakeStore::default()
+    };
+    assert_eq!(prepare(&mut store, &table("p", B, 10)), Ok(false));
+    assert!(store.data.is_empty(), "a slot takes memory only once used");
 }
 
 #[wasm_bindgen_test(unsupported = test)]
