@@ -142,6 +142,17 @@ mod tests {
         assert_eq!(path_at(b"{\"a\": [", 9, 9), "a[0]");
     }
 
+    /// After a string the walk resumes past its closing quote: the brackets and
+    /// braces that follow count, and a string's own brackets do not.
+    #[test]
+    fn strings_are_stepped_over_whole() {
+        let doc = r#"{"a": "x", "b": [1, {"c": 5}], "d": "[{", "e": 6}"#;
+        assert_eq!(at(doc, "5"), "b[1].c");
+        assert_eq!(at(doc, "6"), "e");
+        let escaped = r#"{"k\"": {"m\\": [true]}}"#;
+        assert_eq!(at(escaped, "true"), r#"k".m\[0]"#);
+    }
+
     /// The walk names the same path as `serde_path_to_error` (which the native CLI
     /// still links for YAML) for every kind of shape error.
     #[cfg(feature = "cli")]

@@ -157,3 +157,34 @@ pub fn exactly_one<'a>(
     );
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_counted_and_kept_in_order() {
+        let mut p = Problems::default();
+        assert_eq!((p.len(), p.is_empty()), (0, true));
+        p.push("a", "one");
+        p.push("b", "two");
+        assert_eq!((p.len(), p.is_empty()), (2, false));
+        let v = p.into_vec();
+        assert_eq!(v[1].to_string(), "b: two");
+    }
+
+    #[test]
+    fn a_percentage_is_1_to_100() {
+        for (value, ok) in [(0, false), (1, true), (100, true), (101, false)] {
+            let mut p = Problems::default();
+            assert_eq!(percentage(&mut p, "x", value), value);
+            assert_eq!(p.is_empty(), ok, "{value}");
+        }
+        let mut p = Problems::default();
+        percentage(&mut p, "f.rate", 101);
+        assert_eq!(
+            p.into_vec()[0].to_string(),
+            "f.rate: must be a percentage from 1 to 100, got 101"
+        );
+    }
+}
