@@ -49,6 +49,8 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "canary-native",
         "ratelimit-native",
         "breaker-native",
+        "global-native",
+        "global-lease-native",
         "all-native",
     ];
     assert_eq!(results.len(), scenarios.len() * 2, "{text}");
@@ -64,6 +66,18 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
                 let v = r[k].as_f64().unwrap_or(f64::NAN);
                 assert!(v.is_finite() && v > 0.0, "{s}/{conc}: {k} = {v}");
             }
+        }
+    }
+    // Both builds really call the rate limit service, about once per request
+    // without leases (loose: a smoke run is a few hundred requests, and calls of
+    // requests still in flight when the load stops count too).
+    for s in ["global", "global-native"] {
+        for r in results.iter().filter(|r| r["scenario"] == s) {
+            let calls = r["rls_calls_per_req"].as_f64().unwrap_or(0.0);
+            assert!(
+                (0.5..1.5).contains(&calls),
+                "{s}: {calls} calls per request"
+            );
         }
     }
     assert!(doc["meta"]["wasm_bytes"].as_u64().unwrap() > 0);
