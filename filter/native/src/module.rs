@@ -530,7 +530,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: Fil
     });
 }
 
-// The hooks Envoy 1.40 requires a module to export, unused here.
+// The other hooks Envoy 1.40 requires a module to export: the request body
+// and trailers (held while a verdict is pending), the tick, the rate limit
+// service's answers, and the stream callouts and watermarks, unused here.
 
 /// The request body passes, except while the rate limit service is asked (or
 /// the request was answered): then Envoy buffers it until the decision, so a
