@@ -16,15 +16,16 @@ pub const UNKNOWN: u32 = 2;
 /// gRPC status UNAVAILABLE: no answer (the callout failed or was reset).
 pub const UNAVAILABLE: u32 = 14;
 
-/// The request headers of a unary call to `/{service}/{method}` on `authority`.
-pub fn request_headers(authority: &str, service: &str, method: &str) -> Vec<(String, String)> {
-    vec![
-        (":method".into(), "POST".into()),
-        (":path".into(), format!("/{service}/{method}")),
-        (":authority".into(), authority.into()),
-        (":scheme".into(), "http".into()),
-        ("content-type".into(), "application/grpc".into()),
-        ("te".into(), "trailers".into()),
+/// The request headers of a unary call to `path` (`/{service}/{method}`) on
+/// `authority`: borrowed, so a call allocates only its path.
+pub fn request_headers<'a>(authority: &'a str, path: &'a str) -> [(&'a str, &'a str); 6] {
+    [
+        (":method", "POST"),
+        (":path", path),
+        (":authority", authority),
+        (":scheme", "http"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
     ]
 }
 
@@ -129,8 +130,8 @@ mod tests {
 
     #[test]
     fn the_request_names_the_method_and_speaks_grpc() {
-        let h = request_headers("rls", "pkg.Svc", "Call");
-        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let h = request_headers("rls", "/pkg.Svc/Call");
+        let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         assert_eq!(get(":method"), Some("POST"));
         assert_eq!(get(":path"), Some("/pkg.Svc/Call"));
         assert_eq!(get(":authority"), Some("rls"));

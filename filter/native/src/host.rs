@@ -534,16 +534,13 @@ impl Host for NativeHost<'_> {
         let call = "http_callout";
         let filter = self.filter(call)?;
         let body = grpc::frame(message).ok_or_else(|| err(call, cluster, "message too large"))?;
-        let headers = grpc::request_headers(cluster, service, method);
-        let views: Vec<HttpHeader> = headers
-            .iter()
-            .map(|(k, v)| HttpHeader {
-                key_ptr: k.as_ptr(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr(),
-                value_length: v.len(),
-            })
-            .collect();
+        let path = format!("/{service}/{method}");
+        let views = grpc::request_headers(cluster, &path).map(|(k, v)| HttpHeader {
+            key_ptr: k.as_ptr(),
+            key_length: k.len(),
+            value_ptr: v.as_ptr(),
+            value_length: v.len(),
+        });
         let mut id = 0u64;
         // SAFETY: a live stream; every buffer outlives the call (Envoy copies).
         let result = unsafe {
