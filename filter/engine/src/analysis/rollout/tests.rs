@@ -6,6 +6,9 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 const T0: u64 = 1_700_000_000 * SEC;
 
+/// The success-rate gate alone: 99.5% over 3 intervals of 1 s.
+const SUCCESS_RATE_3X1S: &str = r#""analysis":{"sequential":false,"minRequests":1,"successRate":{"min":99.5,"intervalSeconds":1,"intervals":3}}"#;
+
 /// The canary policy (and its rollout) of a one-route config whose `canary` is
 /// `variants` plus `rest`.
 fn policy(variants: &str, rest: &str) -> (CompiledCanary, CompiledRollout) {
@@ -309,10 +312,7 @@ fn the_ramp_waits_for_its_requests_and_a_pause_holds_it() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn the_success_rate_gate_rolls_back_after_consecutive_bad_intervals() {
-    let (_, r) = policy(
-        TWO,
-        r#""analysis":{"sequential":false,"minRequests":1,"successRate":{"min":99.5,"intervalSeconds":1,"intervals":3}}"#,
-    );
+    let (_, r) = policy(TWO, SUCCESS_RATE_3X1S);
     let mut rec = Record::new(2);
     let mut at = T0;
     // 1% failing (below 99.5%) in intervals 0 and 1, then a good one resets the
@@ -462,10 +462,7 @@ fn a_reason_names_its_signal_in_words() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn the_success_rate_gate_judges_whole_intervals_not_ticks() {
-    let (_, r) = policy(
-        TWO,
-        r#""analysis":{"sequential":false,"minRequests":1,"successRate":{"min":99.5,"intervalSeconds":1,"intervals":3}}"#,
-    );
+    let (_, r) = policy(TWO, SUCCESS_RATE_3X1S);
     let mut rec = Record::new(2);
     let mut at = T0;
     let bad = [counts(95, 0), counts(10, 1)];
