@@ -11,7 +11,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use meshguard::glue::worker::TICK_MS;
 
 use meshguard::host::pairs::HeaderPairs;
 use meshguard::host::{parse_status, Host, HostError, Level, MetricKind};
@@ -19,6 +22,7 @@ use meshguard::host::{parse_status, Host, HostError, Level, MetricKind};
 use crate::abi::{self, callout_init, header_type, EnvoyBuffer, HttpHeader, ModuleBuffer};
 use crate::grpc;
 use crate::names;
+use crate::ticker;
 
 /// A metric as Envoy knows it: its kind, Envoy's id and this series' label values.
 #[derive(Debug)]
@@ -35,6 +39,63 @@ pub struct Metrics {
     list: Vec<Metric>,
     /// Envoy's id per `(kind, family, label names)`: one Envoy metric per family.
     families: HashMap<(u8, String, Vec<String>), usize>,
+    /// Batched counts not yet written, per metric, summed over every worker
+    /// (empty: this configuration keeps none, and workers batch their own).
+    pending: Vec<AtomicI64>,
+    /// Some count waits in `pending` (see `ticker.rs`).
+    dirty: AtomicBool,
+}
+
+impl Metrics {
+    /// The loaded metrics, with room for every metric's batched count: the
+    /// configuration's scheduler on Envoy's main thread writes them.
+    pub fn keeping_counts(mut self) -> Self {
+        self.pending = self.list.iter().map(|_| AtomicI64::new(0)).collect();
+        self
+    }
+
+    /// Adds `delta` to counter or gauge `id`'s batched count: `None` when this
+    /// configuration keeps no counts or `id` is not one, else whether it was the
+    /// first count since the last flush (the tick thread must then run).
+    fn add(&self, id: u32, delta: i64) -> Option<bool> {
+        let at = id as usize;
+        if self.list.get(at)?.kind == MetricKind::Histogram {
+            return None;
+        }
+        self.pending.get(at)?.fetch_add(delta, Ordering::Relaxed);
+        Some(!self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel))
+    }
+
+    /// Takes the mark that some count waits.
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// Writes every batched count to Envoy through the configuration: on
+    /// Envoy's main thread (`on_http_filter_config_scheduled`), or while Envoy
+    /// destroys the configuration. Envoy resolves the labels of a
+    /// configuration-level update in a pool of that call alone, so this
+    /// allocates nothing that outlives it.
+    ///
+    /// # Safety
+    /// `config` is Envoy's live configuration these metrics were defined for.
+    pub unsafe fn flush(&self, config: abi::ConfigEnvoyPtr) {
+        for (m, slot) in self.list.iter().zip(&self.pending) {
+            let delta = slot.swap(0, Ordering::AcqRel);
+            let op = match (m.kind, delta) {
+                (_, 0) => continue,
+                (MetricKind::Counter, 1..) => Op::AddCounter,
+                (MetricKind::Gauge, 1..) => Op::AddGauge,
+                (MetricKind::Gauge, _) => Op::SubGauge,
+                _ => continue,
+            };
+            let (values, n) = label_values(&m.values);
+            // SAFETY: the caller's configuration, a metric Envoy defined for
+            // it, `n` buffers that outlive the call.
+            let _ =
+                unsafe { op.on_config()(config, m.id, values.as_ptr(), n, delta.unsigned_abs()) };
+        }
+    }
 }
 
 /// What every worker shares of one Envoy filter configuration.
@@ -446,6 +507,21 @@ impl Host for NativeHost<'_> {
         true
     }
 
+    fn add_batched(&self, id: u32, delta: i64) -> bool {
+        let Phase::Stream { metrics, .. } = self.phase else {
+            return false;
+        };
+        match metrics.add(id, delta) {
+            Some(first) => {
+                if first {
+                    ticker::wake(Duration::from_millis(TICK_MS));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     fn send_local_reply(
         &self,
         status: u16,
@@ -750,6 +826,59 @@ pub fn log(level: Level, message: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn metric(kind: MetricKind) -> Metric {
+        Metric {
+            kind,
+            id: 0,
+            values: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn batched_counts_sum_per_metric_and_mark_the_first_since_the_mark_was_taken() {
+        let mut m = Metrics::default();
+        m.list.push(metric(MetricKind::Counter));
+        m.list.push(metric(MetricKind::Histogram));
+        m.list.push(metric(MetricKind::Gauge));
+        assert_eq!(m.add(0, 1), None, "not loaded yet: keeps no counts");
+        let m = m.keeping_counts();
+        assert_eq!(m.add(0, 1), Some(true));
+        assert_eq!(m.add(0, 2), Some(false));
+        assert_eq!(m.add(2, 1), Some(false));
+        assert_eq!(m.add(2, -2), Some(false));
+        assert_eq!(m.add(1, 5), None, "a histogram is recorded per request");
+        assert_eq!(m.add(3, 1), None, "no such metric");
+        let load = |i: usize| m.pending.get(i).map(|p| p.load(Ordering::Relaxed));
+        assert_eq!((load(0), load(1), load(2)), (Some(3), Some(0), Some(-1)));
+        assert!(m.take_dirty());
+        assert!(!m.take_dirty(), "taken");
+        assert_eq!(m.add(0, 1), Some(true), "the first count since");
+    }
+
+    #[test]
+    fn workers_adding_at_once_lose_no_count() {
+        let mut m = Metrics::default();
+        m.list.push(metric(MetricKind::Counter));
+        let m = std::sync::Arc::new(m.keeping_counts());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = std::sync::Arc::clone(&m);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        let _ = m.add(0, 1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        assert_eq!(
+            m.pending.first().map(|p| p.load(Ordering::Relaxed)),
+            Some(40_000)
+        );
+    }
 
     #[test]
     fn label_values_point_at_each_value_in_order_and_count_them() {

@@ -9,11 +9,14 @@
 //! through the process-wide [`store`](crate::store).
 //!
 //! **The tick runs on the hooks.** The 1.40 ABI has no per-worker timer, so a
-//! worker runs its tick (batched counts to Envoy, held breaker outcomes, rollout
-//! folds, slot stamps) from its streams' hooks once one is due (every 50 ms, as
-//! the Wasm build's timer does), and writes everything it holds when a
-//! configuration's last stream on the worker ends: under load counts are
-//! batched as in the Wasm build, and an idle worker holds nothing.
+//! worker runs its tick (held breaker outcomes, rollout folds, slot stamps)
+//! from its streams' hooks once one is due (every 50 ms, as the Wasm build's
+//! timer does), and writes everything it holds when a configuration's last
+//! stream on the worker ends, so an idle worker holds nothing. Batched counts
+//! are not the worker's: every worker adds them up in the configuration's
+//! metrics, and the module's tick thread has Envoy's main thread write them
+//! (`on_http_filter_config_scheduled`, `ticker.rs`), so a worker whose
+//! streams end one by one does not write them per request.
 //!
 //! **Panics never cross into Envoy.** Every hook runs under `catch_unwind`; a
 //! panic is logged and the stream goes on as the glue's failure policy says: a
@@ -159,13 +162,25 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         if configure(&loader, worker).is_none() {
             return std::ptr::null();
         }
+        // With a scheduler on Envoy's main thread the configuration keeps
+        // every worker's batched counts and writes them there; without one
+        // (Envoy gave none) each worker batches its own.
+        let scheduler = ticker::scheduler(config_envoy);
+        let metrics = metrics.into_inner();
         let shared = Arc::new(Shared {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             name,
             config: bytes,
-            metrics: metrics.into_inner(),
+            metrics: if scheduler.is_some() {
+                metrics.keeping_counts()
+            } else {
+                metrics
+            },
             destroyed: AtomicBool::new(false),
         });
+        if let Some(scheduler) = scheduler {
+            ticker::register(scheduler, config_envoy, &shared);
+        }
         Arc::into_raw(shared).cast()
     })
 }
@@ -182,6 +197,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
         }
         // SAFETY: the pointer `config_new` made with `Arc::into_raw`.
         let shared = unsafe { Arc::from_raw(config.cast::<Shared>()) };
+        // Its streams have ended (each holds Envoy's configuration): what they
+        // counted since the last flush is written now, while Envoy's
+        // configuration still lives (this runs in its destructor).
+        if let Some(envoy) = ticker::forget(shared.generation) {
+            // SAFETY: the configuration `envoy` points at is being destroyed,
+            // its metrics still live (Envoy calls this from its destructor).
+            unsafe { shared.metrics.flush(envoy) };
+        }
         // Workers drop their copies on their next stream.
         shared.destroyed.store(true, Ordering::Release);
     });
@@ -601,6 +624,29 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         hook("scheduled", filter, f, |host, plugin| {
             tick_if_due(host, &f.instance, plugin);
         })
+    });
+}
+
+/// The batched counts of every worker, written on Envoy's main thread
+/// (posted by the tick thread, `ticker.rs`).
+///
+/// # Safety
+/// Envoy's pointers for a live configuration.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    config_envoy: ConfigEnvoyPtr,
+    config: ConfigModulePtr,
+    event_id: u64,
+) {
+    guarded("config_scheduled", (), || {
+        if event_id != ticker::FLUSH_EVENT || config.is_null() {
+            return;
+        }
+        // SAFETY: the pointer `config_new` made; Envoy posts this only while
+        // the configuration lives, and `config_destroy` comes after.
+        let shared = unsafe { &*config.cast::<Shared>() };
+        // SAFETY: Envoy's live configuration of these metrics.
+        unsafe { shared.metrics.flush(config_envoy) };
     });
 }
 

@@ -40,11 +40,15 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Adds `delta` to metric `id`: now, or on the next flush when `batched`.
-    /// Without a tick (the host refused one) counts go to Envoy at once.
+    /// Adds `delta` to metric `id`: now, or on the next flush when `batched`
+    /// (into the host's own batch when it keeps one, see
+    /// [`Host::add_batched`]). Without a tick (the host refused one) counts go
+    /// to Envoy at once.
     pub fn add(&self, host: &impl Host, id: u32, delta: i64, batched: bool) {
         if batched && !self.no_tick.get() {
-            *self.counts.borrow_mut().entry(id).or_insert(0) += delta;
+            if !host.add_batched(id, delta) {
+                *self.counts.borrow_mut().entry(id).or_insert(0) += delta;
+            }
         } else {
             let _ = host.increment_metric(id, delta);
         }

@@ -90,6 +90,10 @@ pub struct FakeHost {
     pub grpc_cancelled: RefCell<Vec<u32>>,
     /// How often the paused request was resumed.
     pub resumed: Cell<u32>,
+    /// This host keeps batched counts itself (as the native build does).
+    pub keeps_counts: Cell<bool>,
+    /// The batched counts it was given: metric id and delta, in order.
+    pub kept: RefCell<Vec<(u32, i64)>>,
 }
 
 impl std::fmt::Debug for World {
@@ -495,6 +499,13 @@ impl Host for FakeHost {
     fn resume_request(&self) -> Result<(), HostError> {
         self.resumed.set(self.resumed.get() + 1);
         Ok(())
+    }
+
+    fn add_batched(&self, id: u32, delta: i64) -> bool {
+        if self.keeps_counts.get() {
+            self.kept.borrow_mut().push((id, delta));
+        }
+        self.keeps_counts.get()
     }
 
     fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {

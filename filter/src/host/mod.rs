@@ -107,6 +107,15 @@ pub trait Host {
     fn shared_creates_atomically(&self) -> bool {
         false
     }
+    /// Takes `delta` for batched counter or gauge `id` into counts the host
+    /// keeps itself and hands to Envoy on its own schedule; false (the worker
+    /// keeps it for its tick) when the host keeps none, as proxy-wasm does.
+    /// The native build sums every worker's counts per metric in the process
+    /// and writes them from Envoy's main thread on each tick, so a worker
+    /// whose streams end one by one does not write them per request.
+    fn add_batched(&self, _id: u32, _delta: i64) -> bool {
+        false
+    }
     /// Answers the request locally (the stream must then pause).
     fn send_local_reply(
         &self,

@@ -181,3 +181,42 @@ fn a_retired_configuration_hands_over_what_it_holds_and_counts_its_last_streams_
     assert_eq!(host.metric_now(total), 4);
     assert_eq!(p.routes[0].breakers[0].local.borrow().pending(), 0);
 }
+
+#[test]
+fn a_host_that_keeps_batched_counts_gets_them_and_the_worker_holds_none() {
+    let host = FakeHost::new().at(1_000 * MS);
+    host.keeps_counts.set(true);
+    let p = plugin(METRICS, &host);
+    let s = on_request_headers(&host, &p, &rng(1)).state;
+    on_log(&host, &p, &s);
+    assert!(!p.worker.holds_counts(), "the host took every count");
+    let requests = p
+        .runtime
+        .red(meshguard_engine::RedSlot::Route(0))
+        .map(|r| r.in_flight);
+    let kept = host.kept.borrow().clone();
+    // The in-flight gauge's +1 and -1, and the request's count, all to the host.
+    assert_eq!(
+        kept.iter().filter(|(id, _)| Some(*id) == requests).count(),
+        2
+    );
+    assert_eq!(kept.iter().map(|(_, d)| d).sum::<i64>(), 1);
+    assert_eq!(
+        host.metric_now("meshguard.requests_total.route.web.variant.none.code_class.none"),
+        0,
+        "nothing went to Envoy from the worker"
+    );
+    // Unbatched counts still go to Envoy at once.
+    let immediate = FakeHost::new();
+    immediate.keeps_counts.set(true);
+    let json =
+        r#"{"schemaVersion":1,"metrics":{"counters":"immediate"},"routes":[{"name":"web"}]}"#;
+    let p = plugin(json, &immediate);
+    let s = on_request_headers(&immediate, &p, &rng(1)).state;
+    on_log(&immediate, &p, &s);
+    assert!(immediate.kept.borrow().is_empty());
+    assert_eq!(
+        immediate.metric_now("meshguard.requests_total.route.web.variant.none.code_class.none"),
+        1
+    );
+}
