@@ -857,6 +857,47 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_hands_batched_counts_to_its_configuration_and_a_load_keeps_its_own() {
+        let mut m = Metrics::default();
+        m.list.push(metric(MetricKind::Counter));
+        let none = RefCell::new(Metrics::default());
+        let keeping = m.keeping_counts();
+        let on = |phase| NativeHost {
+            phase,
+            config: &[],
+            name: "meshguard",
+            answer: None,
+        };
+        let stream = on(Phase::Stream {
+            filter: std::ptr::null_mut(),
+            metrics: &keeping,
+        });
+        assert!(stream.add_batched(0, 2));
+        assert_eq!(
+            keeping.pending.first().map(|p| p.load(Ordering::Relaxed)),
+            Some(2)
+        );
+        assert!(
+            !stream.add_batched(1, 1),
+            "no such metric: the worker keeps it"
+        );
+        let loading = on(Phase::Loading {
+            config: std::ptr::null_mut(),
+            metrics: &none,
+        });
+        assert!(!loading.add_batched(0, 1));
+        let plain = Metrics::default();
+        let without = on(Phase::Stream {
+            filter: std::ptr::null_mut(),
+            metrics: &plain,
+        });
+        assert!(
+            !without.add_batched(0, 1),
+            "a configuration that keeps no counts"
+        );
+    }
+
+    #[test]
     fn workers_adding_at_once_lose_no_count() {
         let mut m = Metrics::default();
         m.list.push(metric(MetricKind::Counter));
