@@ -54,6 +54,11 @@ impl Metrics {
         self
     }
 
+    /// Whether this configuration keeps the batched counts (else its workers do).
+    pub fn keeps_counts(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Adds `delta` to counter or gauge `id`'s batched count: `None` when this
     /// configuration keeps no counts or `id` is not one, else whether it was the
     /// first count since the last flush (the tick thread must then run).

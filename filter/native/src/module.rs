@@ -57,6 +57,10 @@ struct Instance {
     plugin: Option<Rc<Plugin>>,
     rng: Rc<Rng>,
     next_tick: Cell<u64>,
+    /// Whether the configuration needs the worker's tick (breakers, rollouts,
+    /// or counts the worker batches because the configuration keeps none):
+    /// without it no stream lends a scheduler and no hook looks at the clock.
+    needs_tick: bool,
     /// This worker's streams of this configuration that have not completed:
     /// each one's address (its key here) and Envoy pointer.
     streams: RefCell<Vec<(usize, FilterEnvoyPtr)>>,
@@ -240,8 +244,12 @@ fn instance(shared: &Arc<Shared>, filter: FilterEnvoyPtr) -> Rc<Instance> {
             .random_seed()
             .unwrap_or_else(|_| host.now_ns().unwrap_or(0));
         let plugin = configure(&host, worker);
+        let needs_tick = plugin
+            .as_ref()
+            .is_some_and(|p| p.needs_tick_keeping(shared.metrics.keeps_counts()));
         let i = Rc::new(Instance {
             shared: shared.clone(),
+            needs_tick,
             plugin,
             rng: Rc::new(Rng::new(seed)),
             next_tick: Cell::new(0),
@@ -256,7 +264,7 @@ fn instance(shared: &Arc<Shared>, filter: FilterEnvoyPtr) -> Rc<Instance> {
 /// Runs the tick's work when one is due (rollouts fold and read verdicts,
 /// concurrency stamps are renewed).
 fn tick_if_due(host: &NativeHost<'_>, i: &Instance, plugin: &Plugin) {
-    if !plugin.needs_tick() {
+    if !i.needs_tick {
         return;
     }
     let Ok(now) = host.now_ns() else { return };
@@ -391,7 +399,7 @@ fn leave(f: &Filter) {
 
 /// Lends stream `s`'s scheduler to the worker's tick, when it needs one.
 fn lend(i: &Instance, s: usize, envoy: FilterEnvoyPtr) {
-    if i.ticker.get().is_some() || !i.plugin.as_ref().is_some_and(|p| p.needs_tick()) {
+    if i.ticker.get().is_some() || !i.needs_tick {
         return;
     }
     if let Some(key) = ticker::lend(envoy, Duration::from_millis(TICK_MS)) {

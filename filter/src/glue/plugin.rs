@@ -43,7 +43,14 @@ impl Plugin {
     /// Whether this configuration needs the tick at all: breakers, rollouts, or
     /// batched counts to hand over.
     pub fn needs_tick(&self) -> bool {
-        self.runtime.needs_tick() || self.runtime.tuning.batch_counters
+        self.needs_tick_keeping(false)
+    }
+
+    /// [`Plugin::needs_tick`] on a host that keeps the batched counts itself
+    /// (`Host::add_batched`, the native build): the worker then holds none, so
+    /// only breakers and rollouts need its tick.
+    pub fn needs_tick_keeping(&self, host_keeps_counts: bool) -> bool {
+        self.runtime.needs_tick() || (self.runtime.tuning.batch_counters && !host_keeps_counts)
     }
 }
 

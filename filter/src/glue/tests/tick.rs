@@ -220,3 +220,20 @@ fn a_host_that_keeps_batched_counts_gets_them_and_the_worker_holds_none() {
         1
     );
 }
+
+#[test]
+fn a_host_that_keeps_the_batched_counts_needs_the_tick_only_for_breakers_and_rollouts() {
+    const BREAKER: &str = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{}}]}"#;
+    let host = FakeHost::new();
+    // Batched counts alone: the worker's tick hands them over, unless the host keeps them.
+    let counts = plugin(METRICS, &host);
+    assert!(counts.needs_tick());
+    assert!(counts.needs_tick_keeping(false));
+    assert!(!counts.needs_tick_keeping(true));
+    // A breaker or a rollout needs the tick whoever keeps the counts.
+    for json in [BREAKER, ANALYSIS] {
+        let p = plugin(json, &host);
+        assert!(p.needs_tick_keeping(true), "{json}");
+        assert!(p.needs_tick_keeping(false), "{json}");
+    }
+}
