@@ -17,8 +17,10 @@ Ratios are taken against "router" of the same run. Standard library only.
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import random
 import re
 import socket
 import statistics
@@ -339,53 +341,158 @@ def run_oha(port, seconds, rate, smoke, conc, h2=False):
     return p["p50"] * 1000, p["p99"] * 1000, p["p99.9"] * 1000
 
 
-def measure(name, conc, a, wasm=MESHGUARD):
-    port, admin = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "envoy.yaml")
+class Envoy:
+    """One scenario's Envoy, started and ready (its /ready says LIVE)."""
+
+    def __init__(self, name, conc, wasm=MESHGUARD):
+        self.name, self.conc = name, conc
+        self.port, self.admin = free_port(), free_port()
+        self.dir = tempfile.TemporaryDirectory()
+        path = os.path.join(self.dir.name, "envoy.yaml")
         with open(path, "w") as f:
-            f.write(stats_config() + bootstrap(name, port, admin, wasm))
-        log = open(os.path.join(d, "envoy.log"), "w")
+            f.write(stats_config() + bootstrap(name, self.port, self.admin, wasm))
+        self.log = open(os.path.join(self.dir.name, "envoy.log"), "w")
         cmd = (pin("0") if conc == 1 else []) + [ENVOY, "-c", path, "--concurrency", str(conc),
                                                    "--disable-hot-restart", "--log-level", "warn"]
         t0 = time.monotonic()
-        env = subprocess.Popen(cmd, stdout=log, stderr=log,
-                               env=dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=NATIVE_DIR))
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
+                                     env=dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=NATIVE_DIR))
         try:
             while True:
                 try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1).read().strip() == b"LIVE":
+                    if urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/ready", timeout=1).read().strip() == b"LIVE":
                         break
                 except OSError:
                     pass
-                if env.poll() is not None or time.monotonic() - t0 > 60:
-                    raise RuntimeError(f"{name}: Envoy did not start:\n" + open(log.name).read())
+                if self.proc.poll() is not None or time.monotonic() - t0 > 60:
+                    raise RuntimeError(f"{name}: Envoy did not start:\n" + open(self.log.name).read())
                 time.sleep(0.02)
-            ready_ms = (time.monotonic() - t0) * 1000
-            h2 = SCENARIOS[name].get("h2", False)
-            saturate = run_oha_saturation if h2 else run_wrk
-            if not a.smoke:
-                saturate(port, 1, conc)
-            calls0 = rls_calls(admin)
-            c0 = cpu_ticks(env.pid)
-            reqs, rps = saturate(port, a.seconds, conc)
-            c1 = cpu_ticks(env.pid)
-            calls1 = rls_calls(admin)
-            p50, p99, p999 = run_oha(port, a.seconds, a.rate, a.smoke, conc, h2)
-            row = {"scenario": name, "concurrency": conc, "about": SCENARIOS[name]["about"],
-                   "requests": reqs, "rps": rps, "cpu_us": (c1 - c0) / TICK * 1e6 / reqs,
-                   "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "rss_mb": rss_mb(env.pid), "ready_ms": ready_ms}
-            if SCENARIOS[name].get("rls"):
-                row["rls_calls_per_req"] = (calls1 - calls0) / reqs
-            if a.idle:
-                time.sleep(2)  # past meshguard's 1 s of idle ticks before its tick stops
-                i0 = cpu_ticks(env.pid)
-                time.sleep(a.idle)
-                row["idle_ms_per_s"] = (cpu_ticks(env.pid) - i0) / TICK * 1000 / a.idle
-            return row
-        finally:
-            env.terminate()
-            env.wait()
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_ms = (time.monotonic() - t0) * 1000
+        self.h2 = SCENARIOS[name].get("h2", False)
+
+    def saturate(self, seconds):
+        """(requests, req/s, Envoy CPU µs per request) of one closed-loop load phase."""
+        c0 = cpu_ticks(self.proc.pid)
+        reqs, rps = (run_oha_saturation if self.h2 else run_wrk)(self.port, seconds, self.conc)
+        return reqs, rps, (cpu_ticks(self.proc.pid) - c0) / TICK * 1e6 / reqs
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait()
+        self.log.close()
+        self.dir.cleanup()
+
+
+def measure(name, conc, a, wasm=MESHGUARD):
+    env = Envoy(name, conc, wasm)
+    try:
+        if not a.smoke:
+            env.saturate(1)
+        calls0 = rls_calls(env.admin)
+        reqs, rps, cpu_us = env.saturate(a.seconds)
+        calls1 = rls_calls(env.admin)
+        return finish(env, a, {"requests": reqs, "rps": rps, "cpu_us": cpu_us}, (calls1 - calls0) / reqs)
+    finally:
+        env.stop()
+
+
+def finish(env, a, row, calls_per_req):
+    """A scenario's row: its load figures, then latency at a fixed rate, memory, idle CPU."""
+    p50, p99, p999 = run_oha(env.port, a.seconds, a.rate, a.smoke, env.conc, env.h2)
+    row = dict({"scenario": env.name, "concurrency": env.conc, "about": SCENARIOS[env.name]["about"]}, **row,
+               p50_ms=p50, p99_ms=p99, p999_ms=p999, rss_mb=rss_mb(env.proc.pid), ready_ms=env.ready_ms)
+    if SCENARIOS[env.name].get("rls"):
+        row["rls_calls_per_req"] = calls_per_req
+    if a.idle:
+        time.sleep(2)  # past meshguard's 1 s of idle ticks before its tick stops
+        i0 = cpu_ticks(env.proc.pid)
+        time.sleep(a.idle)
+        row["idle_ms_per_s"] = (cpu_ticks(env.proc.pid) - i0) / TICK * 1000 / a.idle
+    return row
+
+
+def interleaved(runs, conc, a):
+    """--interleave: every scenario's Envoy runs at once (idle but for its turn). Each
+    round loads each scenario for --seconds, in an order shuffled per round (seeded),
+    with its baseline (router, or router-h2 for HTTP/2 scenarios) loaded just before
+    and just after it. A scenario's cost is the median over rounds of its difference
+    from the mean of the two baseline phases around it, so a machine whose speed
+    drifts moves both sides of each difference alike. Rows keep each figure's median."""
+    rng = random.Random(a.seed)
+    envs = {}
+    try:
+        for label, wasm, name in runs:
+            envs[label] = Envoy(name, conc, wasm)
+        for env in envs.values():
+            env.saturate(1)
+        phases = {label: [] for label in envs}
+        pairs = {label: [] for label in envs}  # (scenario phase, mean of the baseline's around it)
+        calls0 = {label: rls_calls(env.admin) for label, env in envs.items()}
+        bases = {"router", "router-h2"} & set(envs)
+        for i in range(a.repeat):
+            order = [label for label in envs if label not in bases]
+            rng.shuffle(order)
+            last = None
+            for label in order:
+                base = "router-h2" if envs[label].h2 else "router"
+                if base not in envs:
+                    phases[label].append(envs[label].saturate(a.seconds))
+                    last = None
+                    continue
+                if last is None or last[0] != base:
+                    phases[base].append(envs[base].saturate(a.seconds))
+                before = phases[base][-1]
+                phases[label].append(envs[label].saturate(a.seconds))
+                after = envs[base].saturate(a.seconds)
+                phases[base].append(after)
+                last = (base, after)
+                pairs[label].append((phases[label][-1], tuple((x + y) / 2 for x, y in zip(before, after))))
+            if not order:
+                for base in bases:
+                    phases[base].append(envs[base].saturate(a.seconds))
+            print(f"bench: round {i + 1}/{a.repeat} conc {conc}: " + " ".join(
+                f"{label} {phases[label][-1][2]:.1f}" for label in envs if phases[label]), flush=True)
+        rows = []
+        for label, env in envs.items():
+            samples = phases[label]
+            reqs = sum(s[0] for s in samples)
+            row = {"requests": statistics.median(s[0] for s in samples),
+                   "rps": statistics.median(s[1] for s in samples),
+                   "cpu_us": statistics.median(s[2] for s in samples),
+                   "samples": [{"cpu_us": s[2], "rps": s[1]} for s in samples]}
+            if label in bases:
+                row.update(paired_us=0.0, paired_us_ci95=[0.0, 0.0], paired_rps_ratio=1.0)
+            elif pairs[label]:
+                diffs = sorted(s[2] - b[2] for s, b in pairs[label])
+                lo, hi = median_interval(len(diffs))
+                row["paired_us"] = statistics.median(diffs)
+                row["paired_us_ci95"] = [diffs[lo], diffs[hi]]
+                row["paired_rps_ratio"] = statistics.median(s[1] / b[1] for s, b in pairs[label])
+            r = finish(env, a, row, (rls_calls(env.admin) - calls0[label]) / reqs)
+            r["scenario"] = label
+            rows.append(r)
+        return rows
+    finally:
+        for env in envs.values():
+            env.stop()
+
+
+def median_interval(n):
+    """Indexes (0-based, into n sorted values) of a distribution-free interval holding
+    the median with at least 95% confidence: the order statistics whose binomial(n, 1/2)
+    tails each hold at most 2.5%. With fewer than 6 values no such interval exists and
+    the whole range is returned."""
+    k, tail = 0, 0.0
+    while True:
+        tail += math.comb(n, k) / 2 ** n
+        if tail > 0.025:
+            break
+        k += 1
+    return (k - 1, n - k) if k >= 1 else (0, n - 1)
 
 
 def rls_calls(admin):
@@ -418,15 +525,23 @@ def table(results):
     base.update({(r["concurrency"], True): r for r in results if r["scenario"] == "router-h2"})
     floor = {r["concurrency"]: r for r in results if r["scenario"] == "passthrough"}
     idle = any("idle_ms_per_s" in r for r in results)
-    lines = ["| scenario | conc | CPU µs/req | +µs vs router | +µs vs pass-through | req/s | req/s vs router | p50 ms | p99 ms | p99.9 ms | RSS MB | ready ms |"
+    # --interleave: "+µs vs router" and "req/s vs router" are medians of same-round
+    # differences and ratios, with a 95% interval for the difference's median.
+    paired = any("paired_us" in r for r in results)
+    lines = ["| scenario | conc | CPU µs/req | +µs vs router | " + ("95% interval | " if paired else "")
+             + "+µs vs pass-through | req/s | req/s vs router | p50 ms | p99 ms | p99.9 ms | RSS MB | ready ms |"
              + (" idle CPU ms/s |" if idle else ""),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if idle else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paired else "") + ("---|" if idle else "")]
     for r in results:
         h2 = r["scenario"].split("@")[0].endswith("-h2")
         b, f = base.get((r["concurrency"], h2)), (None if h2 else floor.get(r["concurrency"]))
-        lines.append("| {} | {} | {:.1f} | {:+.1f} | {} | {:.0f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.0f} |".format(
-            r["scenario"], r["concurrency"], r["cpu_us"], r["cpu_us"] - b["cpu_us"] if b else 0,
-            "{:+.1f}".format(r["cpu_us"] - f["cpu_us"]) if f else "-", r["rps"], r["rps"] / b["rps"] if b else 0,
+        plus = r["paired_us"] if "paired_us" in r else (r["cpu_us"] - b["cpu_us"] if b else 0)
+        ratio = r["paired_rps_ratio"] if "paired_rps_ratio" in r else (r["rps"] / b["rps"] if b else 0)
+        ci = "{:+.1f} … {:+.1f} | ".format(*r["paired_us_ci95"]) if "paired_us_ci95" in r else "- | "
+        lines.append(("| {} | {} | {:.1f} | {:+.1f} | " + (ci if paired else "")
+                      + "{} | {:.0f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} | {:.0f} |").format(
+            r["scenario"], r["concurrency"], r["cpu_us"], plus,
+            "{:+.1f}".format(r["cpu_us"] - f["cpu_us"]) if f else "-", r["rps"], ratio,
             r["p50_ms"], r["p99_ms"], r["p999_ms"], r["rss_mb"], r["ready_ms"])
             + (" {:.2f} |".format(r["idle_ms_per_s"]) if "idle_ms_per_s" in r else ""))
     return "\n".join(lines)
@@ -460,6 +575,10 @@ def main():
                     help="another meshguard.wasm: every meshguard scenario also runs on it, as NAME@base")
     ap.add_argument("--headers", choices=sorted(HEADER_SETS), default="bench",
                     help="request headers sent: bench (the sticky key), mesh (8), browser (15, with cookies)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="run every scenario's Envoy at once and load them in turn, --repeat rounds; "
+                         "costs are medians of same-round differences from the router (needs router)")
+    ap.add_argument("--seed", type=int, default=1, help="--interleave: the seed of each round's order (1)")
     ap.add_argument("--idle", type=int, default=0, metavar="SECONDS",
                     help="also measure each Envoy's CPU with no traffic for SECONDS after the load (idle_ms_per_s)")
     a = ap.parse_args()
@@ -480,6 +599,10 @@ def main():
         names = [n for n in SCENARIOS if ":" not in n]
     if a.replay and not a.prices:
         names += ["replay:" + n for n in names if n in REPLAYS]
+    if a.interleave and "router" not in names and "router-h2" not in names:
+        sys.exit("bench: --interleave compares with the router: add router (or router-h2) to --only")
+    if a.interleave and a.prices:
+        sys.exit("bench: --interleave and --prices do not go together")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         sys.exit(f"bench: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
@@ -490,6 +613,9 @@ def main():
                  if "config" in SCENARIOS[n] and not SCENARIOS[n].get("new") and not SCENARIOS[n].get("dm")]
     results = []
     for conc in [int(c) for c in a.conc.split(",")]:
+        if a.interleave:
+            results += interleaved(runs, conc, a)
+            continue
         samples = {label: [] for label, _, _ in runs}
         for _ in range(a.repeat):
             for label, wasm, name in runs:
@@ -504,7 +630,8 @@ def main():
     meta = {"date": stamp.isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
             "wasm_bytes": os.path.getsize(MESHGUARD), "passthrough_bytes": os.path.getsize(PASSTHROUGH),
-            "seconds": a.seconds, "rate": a.rate, "headers": a.headers, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline}
+            "seconds": a.seconds, "rate": a.rate, "headers": a.headers, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline,
+            "interleave": a.interleave, "seed": a.seed}
     RLS.stop()
     md = table(results)
     calls = [r for r in results if "rls_calls_per_req" in r]
