@@ -86,3 +86,66 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "the table is printed"
     );
 }
+
+/// `--interleave` (the paired design for noisy machines) gives every scenario a
+/// paired cost against its own baseline: the baseline's is zero by definition, the
+/// scenario's is a finite number inside its own interval. No speed is asserted.
+#[test]
+fn the_interleaved_bench_pairs_each_scenario_with_its_baseline() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new("python3")
+        .args([
+            "bench/bench.py",
+            "--smoke",
+            "--interleave",
+            "--only",
+            "router,native",
+            "--conc",
+            "1",
+            "--repeat",
+            "3",
+            "--out",
+        ])
+        .arg(out.path())
+        .current_dir(repo_root())
+        .output()
+        .expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "bench failed:\n{text}");
+    let json = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a results JSON file");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(doc["meta"]["interleave"], true, "{text}");
+    let results = doc["results"].as_array().unwrap();
+    let row = |s: &str| {
+        results
+            .iter()
+            .find(|r| r["scenario"] == s)
+            .unwrap_or_else(|| panic!("{s} missing:\n{text}"))
+    };
+    let router = row("router");
+    assert_eq!(router["paired_us"].as_f64(), Some(0.0));
+    // Three rounds, each native phase bracketed by two router phases (one shared
+    // between neighbours at most): at least four router samples, three native ones.
+    assert!(router["samples"].as_array().unwrap().len() >= 4, "{text}");
+    let native = row("native");
+    assert_eq!(native["samples"].as_array().unwrap().len(), 3, "{text}");
+    let cost = native["paired_us"].as_f64().unwrap_or(f64::NAN);
+    let ci = native["paired_us_ci95"].as_array().unwrap();
+    let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    assert!(cost.is_finite() && lo <= cost && cost <= hi, "{cost} in [{lo}, {hi}]");
+    let ratio = native["paired_rps_ratio"].as_f64().unwrap_or(f64::NAN);
+    assert!(ratio.is_finite() && ratio > 0.0, "{ratio}");
+    assert!(
+        text.contains("95% interval"),
+        "the table shows the interval:\n{text}"
+    );
+}
