@@ -141,7 +141,10 @@ fn the_interleaved_bench_pairs_each_scenario_with_its_baseline() {
     let cost = native["paired_us"].as_f64().unwrap_or(f64::NAN);
     let ci = native["paired_us_ci95"].as_array().unwrap();
     let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
-    assert!(cost.is_finite() && lo <= cost && cost <= hi, "{cost} in [{lo}, {hi}]");
+    assert!(
+        cost.is_finite() && lo <= cost && cost <= hi,
+        "{cost} in [{lo}, {hi}]"
+    );
     let ratio = native["paired_rps_ratio"].as_f64().unwrap_or(f64::NAN);
     assert!(ratio.is_finite() && ratio > 0.0, "{ratio}");
     assert!(
