@@ -329,3 +329,34 @@ fn envoy_refuses_bad_breaker_policies_with_their_paths() {
         );
     }
 }
+
+/// A worker holds its breaker's successes back and writes them in batches; when
+/// its streams end one at a time it goes idle after each (meshguard native then
+/// parks them for Envoy's main thread, the Wasm build's tick writes them). With no
+/// later request on either worker they still reach the shared record within a few
+/// ticks: the status document, read after a pause, counts every call.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_workers_held_successes_reach_the_shared_record_without_more_traffic() {
+    let up = Upstream::start("api");
+    let config = r#"{"schemaVersion":1,
+      "explain":{"trustedSources":["127.0.0.1"],"statusPath":"/.well-known/meshguard/status"},
+      "routes":[{"name":"flaky","breaker":{"failureRateThreshold":50,"minimumCalls":100}}]}"#;
+    let envoy = Envoy::start(
+        &Bootstrap::new(config).cluster("api", up.addr).balanced(),
+        2,
+    );
+    let ok = one_by_one(&envoy, (0..3).map(|_| Req::get("/")).collect()).await;
+    assert!(ok.iter().all(|r| r.status == 200), "{ok:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = send(
+        &client(1),
+        &envoy.url(""),
+        &Req::get("/.well-known/meshguard/status"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let doc: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let window = &doc["routes"][0]["breakers"][0]["window"];
+    assert_eq!(window["calls"], 3, "{doc:#}");
+    assert_eq!(window["failures"], 0, "{doc:#}");
+}
