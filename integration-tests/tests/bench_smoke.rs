@@ -6,11 +6,13 @@ use std::process::Command;
 
 use meshguard_integration_tests::repo_root;
 
-#[test]
-fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
+/// Runs `bench/bench.py --smoke ARGS`: its results document and its output.
+fn bench(args: &[&str]) -> (serde_json::Value, String) {
     let out = tempfile::tempdir().unwrap();
     let run = Command::new("python3")
-        .args(["bench/bench.py", "--smoke", "--out"])
+        .args(["bench/bench.py", "--smoke"])
+        .args(args)
+        .arg("--out")
         .arg(out.path())
         .current_dir(repo_root())
         .output()
@@ -26,8 +28,13 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "json"))
         .expect("a results JSON file");
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let doc = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    (doc, text)
+}
+
+#[test]
+fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
+    let (doc, text) = bench(&[]);
     let results = doc["results"].as_array().unwrap();
     let scenarios = [
         "router",
@@ -92,37 +99,15 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
 /// scenario's is a finite number inside its own interval. No speed is asserted.
 #[test]
 fn the_interleaved_bench_pairs_each_scenario_with_its_baseline() {
-    let out = tempfile::tempdir().unwrap();
-    let run = Command::new("python3")
-        .args([
-            "bench/bench.py",
-            "--smoke",
-            "--interleave",
-            "--only",
-            "router,native",
-            "--conc",
-            "1",
-            "--repeat",
-            "3",
-            "--out",
-        ])
-        .arg(out.path())
-        .current_dir(repo_root())
-        .output()
-        .expect("python3");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(run.status.success(), "bench failed:\n{text}");
-    let json = std::fs::read_dir(out.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .expect("a results JSON file");
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let (doc, text) = bench(&[
+        "--interleave",
+        "--only",
+        "router,native",
+        "--conc",
+        "1",
+        "--repeat",
+        "3",
+    ]);
     assert_eq!(doc["meta"]["interleave"], true, "{text}");
     let results = doc["results"].as_array().unwrap();
     let row = |s: &str| {
