@@ -332,9 +332,9 @@ fn envoy_refuses_bad_breaker_policies_with_their_paths() {
 
 /// A worker holds its breaker's successes back and writes them in batches; when
 /// its streams end one at a time it goes idle after each (meshguard native then
-/// parks them for Envoy's main thread, the Wasm build's tick writes them). With no
-/// later request on either worker they still reach the shared record within a few
-/// ticks: the status document, read after a pause, counts every call.
+/// writes what it holds as the last stream ends, the Wasm build's tick writes it).
+/// With no later request on either worker they still reach the shared record: the
+/// status document, read after a pause, counts every call.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_workers_held_successes_reach_the_shared_record_without_more_traffic() {
     let up = Upstream::start("api");
