@@ -73,7 +73,7 @@ build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough -p meshguard-bench-probe
 	cargo build --release -p meshguard-config --bin meshguard
 	cargo build --release -p meshguard-rls
-	cargo build --profile native -p meshguard-native
+	cargo build --profile native -p meshguard-native -p meshguard-bench-noop-native
 	cp target/native/libmeshguard_native.so $(NATIVE)
 
 # Speed and memory: real Envoy configurations under wrk (max throughput) and oha

@@ -69,6 +69,8 @@ SCENARIOS = {
                         "global": {"lease": {"hits": 100, "ttlMs": 100}}}]}},
     "all": {"about": "meshguard: 10 routes, sticky canary, 2 rate limits, a breaker per route, metrics"},
     "native": {"about": "Envoy native: header-matched route, local_ratelimit, response header"},
+    "passthrough-native": {"about": "+ a Rust dynamic module that returns Continue (bench/noop-native)",
+                           "dm": True, "module": "noop_native"},
 }
 
 
@@ -205,11 +207,11 @@ def wasm_filter(path, config):
                                              "config": cfg}}
 
 
-def native_filter(config):
+def native_filter(config, module="meshguard"):
     value = json.dumps(dict(schemaVersion=1, **config))
     return {"name": "meshguard", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-        "dynamic_module_config": {"name": "meshguard", "do_not_close": True}, "filter_name": "bench",
+        "dynamic_module_config": {"name": module, "do_not_close": True}, "filter_name": "bench",
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value}}}
 
 
@@ -222,8 +224,8 @@ def bootstrap(name, port, admin, wasm):
         if probe and name.startswith("price:"):
             probe = f"{probe}*{PROBE_N}"
         filters.append(wasm_filter(sc["wasm"], probe))
-    elif "config" in sc and sc.get("dm"):
-        filters.append(native_filter(sc["config"]))
+    elif sc.get("dm"):
+        filters.append(native_filter(sc.get("config", {}), sc.get("module", "meshguard")))
     elif "config" in sc:
         filters.append(wasm_filter(wasm, sc["config"]))
     elif name == "native":
@@ -523,7 +525,9 @@ def table(results):
     # HTTP/2 rows compare with Envoy alone under HTTP/2 load.
     base = {(r["concurrency"], False): r for r in results if r["scenario"] == "router"}
     base.update({(r["concurrency"], True): r for r in results if r["scenario"] == "router-h2"})
-    floor = {r["concurrency"]: r for r in results if r["scenario"] == "passthrough"}
+    # A Wasm row's floor is the Wasm pass-through; a native row's (`dm`), the no-op dynamic module.
+    floor = {(r["concurrency"], False): r for r in results if r["scenario"] == "passthrough"}
+    floor.update({(r["concurrency"], True): r for r in results if r["scenario"] == "passthrough-native"})
     idle = any("idle_ms_per_s" in r for r in results)
     # --interleave: "+µs vs router" and "req/s vs router" are medians of same-round
     # differences and ratios, with a 95% interval for the difference's median.
@@ -534,7 +538,8 @@ def table(results):
              "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paired else "") + ("---|" if idle else "")]
     for r in results:
         h2 = r["scenario"].split("@")[0].endswith("-h2")
-        b, f = base.get((r["concurrency"], h2)), (None if h2 else floor.get(r["concurrency"]))
+        dm = SCENARIOS.get(r["scenario"].split("@")[0], {}).get("dm", False)
+        b, f = base.get((r["concurrency"], h2)), (None if h2 else floor.get((r["concurrency"], dm)))
         plus = r["paired_us"] if "paired_us" in r else (r["cpu_us"] - b["cpu_us"] if b else 0)
         ratio = r["paired_rps_ratio"] if "paired_rps_ratio" in r else (r["rps"] / b["rps"] if b else 0)
         ci = "{:+.1f} … {:+.1f} | ".format(*r["paired_us_ci95"]) if "paired_us_ci95" in r else "- | "
@@ -587,7 +592,8 @@ def main():
     PROBE_N = max(1, a.probe_calls)
     if a.smoke:
         a.seconds, a.rate = 1, 200
-    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN, os.path.join(NATIVE_DIR, "libmeshguard.so")):
+    for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN, os.path.join(NATIVE_DIR, "libmeshguard.so"),
+                 os.path.join(NATIVE_DIR, "libnoop_native.so")):
         if not os.path.exists(path):
             sys.exit(f"bench: {path} missing (make build, make setup)")
     if a.prices:

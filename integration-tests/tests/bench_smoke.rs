@@ -52,6 +52,7 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "all-h2",
         "all-explain",
         "all-ask",
+        "passthrough-native",
         "metrics-native",
         "canary-native",
         "ratelimit-native",
