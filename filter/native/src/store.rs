@@ -10,9 +10,10 @@
 //! the process (Envoy keeps the module loaded: `do_not_close`), so a
 //! configuration reload keeps it, as shared data survives a Wasm reload.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// Shards: a worker's lock on one key does not hold up other keys.
 const SHARDS: usize = 16;
@@ -20,24 +21,36 @@ const SHARDS: usize = 16;
 /// An entry: the value and the token of its last write (never 0).
 type Entry = (Vec<u8>, u32);
 
+/// One shard's entries, by key.
+type Map = HashTable<(String, Entry)>;
+
+/// The store: each key is hashed once per call (foldhash, seeded per process),
+/// and that hash picks the shard and finds the entry in it.
 struct Shards {
-    hasher: RandomState,
-    maps: [Mutex<HashMap<String, Entry>>; SHARDS],
+    hasher: DefaultHashBuilder,
+    maps: [Mutex<Map>; SHARDS],
 }
 
 static STORE: LazyLock<Shards> = LazyLock::new(|| Shards {
-    hasher: RandomState::new(),
-    maps: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+    hasher: DefaultHashBuilder::default(),
+    maps: std::array::from_fn(|_| Mutex::new(HashTable::new())),
 });
 
-fn shard(key: &str) -> MutexGuard<'static, HashMap<String, Entry>> {
+/// `key`'s hash and its shard, locked. The shard comes from bits 32–35 of the
+/// hash: the table inside uses the low bits for the bucket and the top seven
+/// for its tags, so every entry of a shard sharing bits 32–35 costs it nothing.
+fn shard(key: &str) -> (u64, MutexGuard<'static, Map>) {
     let store = &*STORE;
-    let i = (store.hasher.hash_one(key) as usize) % SHARDS;
+    let hash = store.hasher.hash_one(key);
+    let i = ((hash >> 32) as usize) % SHARDS;
     // A panic while a shard was held (caught at the hook) leaves the map itself
     // whole: every write below is one insert or one assignment.
     #[allow(clippy::indexing_slicing)] // `i` is reduced modulo the array's length
     let map = &store.maps[i];
-    map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    (
+        hash,
+        map.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+    )
 }
 
 /// The token of an absent entry: a write with it creates the entry only if it
@@ -46,8 +59,9 @@ pub const ABSENT: u32 = 0;
 
 /// The value of `key` and its token; `(None, Some(ABSENT))` when absent.
 pub fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    match shard(key).get(key) {
-        Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+    let (hash, map) = shard(key);
+    match map.find(hash, |(k, _)| k == key) {
+        Some((_, (v, cas))) => (Some(v.clone()), Some(*cas)),
         None => (None, Some(ABSENT)),
     }
 }
@@ -57,17 +71,20 @@ pub fn get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
 /// [`ABSENT`] writes only an absent one, so two workers creating the same
 /// entry at once cannot both succeed. False on a mismatch.
 pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> bool {
-    let mut map = shard(key);
-    match (map.get_mut(key), cas) {
-        (Some(e), Some(c)) if e.1 != c => false,
-        (Some(e), _) => {
+    let (hash, mut map) = shard(key);
+    match (map.find_mut(hash, |(k, _)| k == key), cas) {
+        (Some((_, e)), Some(c)) if e.1 != c => false,
+        (Some((_, e)), _) => {
             e.0.clear();
             e.0.extend_from_slice(value);
             e.1 = e.1.wrapping_add(1).max(1);
             true
         }
         (None, _) => {
-            map.insert(key.to_owned(), (value.to_vec(), 1));
+            let hasher = &STORE.hasher;
+            map.insert_unique(hash, (key.to_owned(), (value.to_vec(), 1)), |(k, _)| {
+                hasher.hash_one(k.as_str())
+            });
             true
         }
     }
