@@ -5,13 +5,16 @@
 //! part. Reads copy out of Envoy's header map (its views are valid only until
 //! the hook returns or a header is set); shared data is the process-wide
 //! [`store`](crate::store); metrics are real labelled Envoy metrics defined
-//! while the configuration loads (Envoy freezes definitions afterwards).
+//! while the configuration loads (Envoy freezes definitions afterwards). A
+//! stream's counts and histogram values wait in the configuration for Envoy's
+//! main thread to write them (`ticker.rs`).
 
 #![allow(unsafe_code)] // every call below crosses into Envoy
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use meshguard::glue::worker::TICK_MS;
@@ -42,8 +45,27 @@ pub struct Metrics {
     /// Batched counts not yet written, per metric, summed over every worker
     /// (empty: this configuration keeps none, and workers batch their own).
     pending: Vec<AtomicI64>,
-    /// Some count waits in `pending` (see `ticker.rs`).
+    /// Histogram values not yet recorded, `(metric, value)`, in shards picked
+    /// by the recording thread (so workers seldom share one lock); empty like
+    /// `pending`.
+    held: Vec<Mutex<Vec<(u32, u64)>>>,
+    /// Some count or value waits in `pending` or `held` (see `ticker.rs`).
     dirty: AtomicBool,
+}
+
+/// Shards of held histogram values.
+const HELD_SHARDS: usize = 8;
+
+/// The most values one shard holds between two flushes (50 ms): past it a
+/// value is recorded at once, as without a main-thread scheduler, so memory
+/// stays bounded however fast requests come (12 bytes a value, 1.5 MB at most).
+const MAX_HELD: usize = 16 * 1024;
+
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    /// This thread's shard of held values.
+    static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % HELD_SHARDS;
 }
 
 impl Metrics {
@@ -51,6 +73,7 @@ impl Metrics {
     /// configuration's scheduler on Envoy's main thread writes them.
     pub fn keeping_counts(mut self) -> Self {
         self.pending = self.list.iter().map(|_| AtomicI64::new(0)).collect();
+        self.held = (0..HELD_SHARDS).map(|_| Mutex::new(Vec::new())).collect();
         self
     }
 
@@ -68,6 +91,21 @@ impl Metrics {
             return None;
         }
         self.pending.get(at)?.fetch_add(delta, Ordering::Relaxed);
+        Some(!self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel))
+    }
+
+    /// Holds histogram `id`'s `value` for the next flush: `None` when this
+    /// configuration keeps no counts or the thread's shard is full (the caller
+    /// records it at once), else whether it was the first count or value since
+    /// the last flush (the tick thread must then run).
+    fn hold(&self, id: u32, value: u64) -> Option<bool> {
+        let shard = self.held.get(SLOT.with(|s| *s))?;
+        let mut held = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() >= MAX_HELD {
+            return None;
+        }
+        held.push((id, value));
+        drop(held);
         Some(!self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel))
     }
 
@@ -99,6 +137,24 @@ impl Metrics {
             // it, `n` buffers that outlive the call.
             let _ =
                 unsafe { op.on_config()(config, m.id, values.as_ptr(), n, delta.unsigned_abs()) };
+        }
+        for shard in &self.held {
+            let mut batch = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            for &(id, value) in &batch {
+                let Some(m) = self.list.get(id as usize) else {
+                    continue;
+                };
+                let (values, n) = label_values(&m.values);
+                // SAFETY: as above.
+                let _ = unsafe { Op::Record.on_config()(config, m.id, values.as_ptr(), n, value) };
+            }
+            // The buffer goes back for the next values, unless the workers
+            // began a new one meanwhile.
+            batch.clear();
+            let mut held = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if held.is_empty() {
+                *held = batch;
+            }
         }
     }
 }
@@ -219,6 +275,12 @@ impl NativeHost<'_> {
                 let m = metrics.list.get(id as usize).ok_or_else(missing)?;
                 op.check(m.kind)
                     .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
+                if let (Op::Record, Some(first)) = (op, metrics.hold(id, value)) {
+                    if first {
+                        ticker::wake(Duration::from_millis(TICK_MS));
+                    }
+                    return Ok(());
+                }
                 let (values, n) = label_values(&m.values);
                 let f = op.on_stream();
                 // SAFETY: a live stream, a metric Envoy defined for this
@@ -859,6 +921,39 @@ mod tests {
         assert!(m.take_dirty());
         assert!(!m.take_dirty(), "taken");
         assert_eq!(m.add(0, 1), Some(true), "the first count since");
+    }
+
+    fn held(m: &Metrics) -> Vec<(u32, u64)> {
+        m.held
+            .iter()
+            .flat_map(|s| s.lock().map(|v| v.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn histogram_values_are_held_for_the_flush_and_mark_the_first_since_the_mark_was_taken() {
+        let mut m = Metrics::default();
+        m.list.push(metric(MetricKind::Histogram));
+        assert_eq!(m.hold(0, 7), None, "not loaded yet: recorded at once");
+        let m = m.keeping_counts();
+        assert_eq!(m.hold(0, 7), Some(true));
+        assert_eq!(m.hold(0, 9), Some(false));
+        assert_eq!(
+            held(&m),
+            vec![(0, 7), (0, 9)],
+            "in order, in this thread's shard"
+        );
+        assert!(m.take_dirty());
+        assert_eq!(m.hold(0, 1), Some(true), "the first value since");
+        // A full shard hands the value back to be recorded at once.
+        let mut full = Metrics::default();
+        full.list.push(metric(MetricKind::Histogram));
+        let full = full.keeping_counts();
+        for v in 0..MAX_HELD as u64 {
+            assert!(full.hold(0, v).is_some());
+        }
+        assert_eq!(full.hold(0, 1), None, "bounded");
+        assert_eq!(held(&full).len(), MAX_HELD);
     }
 
     #[test]

@@ -6,11 +6,15 @@
 //! a stamp) and hands its held counts over.
 //!
 //! The same thread writes the batched counts every worker adds up in a
-//! configuration's metrics (`host.rs`): when some count waits, it posts to the
+//! configuration's metrics, and the histogram values workers hold there
+//! (`host.rs`): when some count or value waits, it posts to the
 //! configuration's scheduler on Envoy's main thread, which writes them
 //! (`on_http_filter_config_scheduled`). A worker's streams thus never write
-//! counts themselves, however they come and go, and counts reach Envoy within
-//! a tick or two of the last request.
+//! counts or record durations themselves, however they come and go (measured on
+//! `metrics-native`: recording the duration on the main thread instead saved
+//! about as much of Envoy's CPU per request as not recording it at all, 2.3
+//! and 2.2 µs), and both reach
+//! Envoy within a tick or two of the last request.
 //!
 //! A scheduler is registered and removed under one lock, and the thread posts
 //! under it too, so none is used after the module deleted it. The thread runs
