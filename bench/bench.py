@@ -508,6 +508,24 @@ def rls_calls(admin):
     return int(m.group(1)) if m else 0
 
 
+def paired_with_round(row, label, name, samples):
+    """--repeat N (N >= 2) with the scenario's baseline (router, or router-h2) in the
+    run: the cost is also the median over rounds of the scenario's CPU µs minus its
+    baseline's in the same round, with a distribution-free 95% interval, and the
+    req/s ratio is paired alike. A machine whose speed drifts between rounds moves
+    both sides of each difference alike (within a round they are seconds apart)."""
+    base = "router-h2" if SCENARIOS[name].get("h2") else "router"
+    mine, theirs = samples.get(label, []), samples.get(base, [])
+    if len(mine) < 2 or len(mine) != len(theirs):
+        return row
+    if label == base:
+        return dict(row, paired_us=0.0, paired_us_ci95=[0.0, 0.0], paired_rps_ratio=1.0)
+    diffs = sorted(s["cpu_us"] - b["cpu_us"] for s, b in zip(mine, theirs))
+    lo, hi = median_interval(len(diffs))
+    return dict(row, paired_us=statistics.median(diffs), paired_us_ci95=[diffs[lo], diffs[hi]],
+                paired_rps_ratio=statistics.median(s["rps"] / b["rps"] for s, b in zip(mine, theirs)))
+
+
 def median_of(samples):
     """One row: each figure's median over the rounds (all rounds kept under "samples")."""
     row = dict(samples[0])
@@ -630,8 +648,8 @@ def main():
                 print(f"bench: {label:16} conc {conc}: {r['cpu_us']:6.1f} µs/req {r['rps']:9.0f} req/s "
                       f"p99 {r['p99_ms']:.3f} ms", flush=True)
                 samples[label].append(r)
-        for label, _, _ in runs:
-            results.append(median_of(samples[label]))
+        for label, _, name in runs:
+            results.append(paired_with_round(median_of(samples[label]), label, name, samples))
     stamp = datetime.datetime.now(datetime.timezone.utc)
     meta = {"date": stamp.isoformat(timespec="seconds"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
             f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),

@@ -138,3 +138,52 @@ fn the_interleaved_bench_pairs_each_scenario_with_its_baseline() {
         "the table shows the interval:\n{text}"
     );
 }
+
+/// `--repeat N` in the plain mode pairs each round's scenario with the same
+/// round's baseline: the cost is the median of those differences, read back here
+/// from the samples the results keep. No speed is asserted.
+#[test]
+fn repeated_rounds_pair_each_scenario_with_the_same_rounds_baseline() {
+    let (doc, text) = bench(&[
+        "--only",
+        "router,passthrough-native",
+        "--conc",
+        "1",
+        "--repeat",
+        "3",
+    ]);
+    let results = doc["results"].as_array().unwrap();
+    let row = |s: &str| {
+        results
+            .iter()
+            .find(|r| r["scenario"] == s)
+            .unwrap_or_else(|| panic!("{s} missing:\n{text}"))
+    };
+    let cpu = |r: &serde_json::Value| -> Vec<f64> {
+        r["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cpu_us"].as_f64().unwrap())
+            .collect()
+    };
+    let router = row("router");
+    assert_eq!(router["paired_us"].as_f64(), Some(0.0), "{text}");
+    let floor = row("passthrough-native");
+    let (mine, theirs) = (cpu(floor), cpu(router));
+    assert_eq!((mine.len(), theirs.len()), (3, 3), "{text}");
+    let mut diffs: Vec<f64> = mine.iter().zip(&theirs).map(|(m, t)| m - t).collect();
+    diffs.sort_by(f64::total_cmp);
+    let cost = floor["paired_us"].as_f64().unwrap_or(f64::NAN);
+    assert!(
+        (cost - diffs[1]).abs() < 1e-9,
+        "{cost} is not the median of {diffs:?}"
+    );
+    let ci = floor["paired_us_ci95"].as_array().unwrap();
+    let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    assert!(lo <= cost && cost <= hi, "{cost} in [{lo}, {hi}]");
+    assert!(
+        text.contains("95% interval"),
+        "the table shows the interval:\n{text}"
+    );
+}
