@@ -32,6 +32,14 @@ fn bench(args: &[&str]) -> (serde_json::Value, String) {
     (doc, text)
 }
 
+/// The result row of scenario `s` (`text`, the run's output, if it is missing).
+fn row<'a>(results: &'a [serde_json::Value], s: &str, text: &str) -> &'a serde_json::Value {
+    results
+        .iter()
+        .find(|r| r["scenario"] == s)
+        .unwrap_or_else(|| panic!("{s} missing:\n{text}"))
+}
+
 #[test]
 fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
     let (doc, text) = bench(&[]);
@@ -111,12 +119,7 @@ fn the_interleaved_bench_pairs_each_scenario_with_its_baseline() {
     ]);
     assert_eq!(doc["meta"]["interleave"], true, "{text}");
     let results = doc["results"].as_array().unwrap();
-    let row = |s: &str| {
-        results
-            .iter()
-            .find(|r| r["scenario"] == s)
-            .unwrap_or_else(|| panic!("{s} missing:\n{text}"))
-    };
+    let row = |s: &str| row(results, s, &text);
     let router = row("router");
     assert_eq!(router["paired_us"].as_f64(), Some(0.0));
     // Three rounds, each native phase bracketed by two router phases (one shared
@@ -153,12 +156,7 @@ fn repeated_rounds_pair_each_scenario_with_the_same_rounds_baseline() {
         "3",
     ]);
     let results = doc["results"].as_array().unwrap();
-    let row = |s: &str| {
-        results
-            .iter()
-            .find(|r| r["scenario"] == s)
-            .unwrap_or_else(|| panic!("{s} missing:\n{text}"))
-    };
+    let row = |s: &str| row(results, s, &text);
     let cpu = |r: &serde_json::Value| -> Vec<f64> {
         r["samples"]
             .as_array()

@@ -35,196 +35,60 @@ fn token() -> Ptr {
     std::ptr::from_ref(&TOKEN).cast()
 }
 
-/// The ABI version this module is built for.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    c"v0.2.0".as_ptr()
+/// Exports hooks that ignore their arguments and return a constant (or nothing):
+/// `"doc" name(argument types) -> return type = value;`.
+macro_rules! hooks {
+    ($($doc:literal $name:ident($($t:ty),*) $(-> $ret:ty = $val:expr)?;)*) => {$(
+        #[doc = $doc]
+        #[unsafe(no_mangle)]
+        #[allow(clippy::too_many_arguments)]
+        pub extern "C" fn $name($(_: $t),*) $(-> $ret)? { $($val)? }
+    )*};
 }
 
-/// A configuration: nothing to load.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: Ptr,
-    _name: Buffer,
-    _config: Buffer,
-) -> Ptr {
-    token()
-}
-
-/// Nothing to free.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(_config: Ptr) {}
-
-/// Never scheduled.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
-    _config_envoy: Ptr,
-    _config: Ptr,
-    _event_id: u64,
-) {
-}
-
-/// A stream's filter: no state.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(_config: Ptr, _filter: Ptr) -> Ptr {
-    token()
-}
-
-/// Continue.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    _filter: Ptr,
-    _module: Ptr,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-/// Continue.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _filter: Ptr,
-    _module: Ptr,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-/// Continue.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _filter: Ptr,
-    _module: Ptr,
-) -> u32 {
-    CONTINUE
-}
-
-/// Continue.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    _filter: Ptr,
-    _module: Ptr,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-/// Continue.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _filter: Ptr,
-    _module: Ptr,
-    _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-/// Continue.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _filter: Ptr,
-    _module: Ptr,
-) -> u32 {
-    CONTINUE
-}
-
-/// Nothing to record.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(_filter: Ptr, _module: Ptr) {}
-
-/// Nothing to free.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(_module: Ptr) {}
-
-/// Never scheduled.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _filter: Ptr,
-    _module: Ptr,
-    _event_id: u64,
-) {
-}
-
-/// Makes no callouts.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter: Ptr,
-    _module: Ptr,
-    _callout_id: u64,
-    _result: u32,
-    _headers: Ptr,
-    _headers_size: usize,
-    _body: Ptr,
-    _body_size: usize,
-) {
-}
-
-/// Opens no streams.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _filter: Ptr,
-    _module: Ptr,
-    _stream_id: u64,
-    _headers: Ptr,
-    _headers_size: usize,
-    _end_stream: bool,
-) {
-}
-
-/// Opens no streams.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _filter: Ptr,
-    _module: Ptr,
-    _stream_id: u64,
-    _data: Ptr,
-    _data_count: usize,
-    _end_stream: bool,
-) {
-}
-
-/// Opens no streams.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _filter: Ptr,
-    _module: Ptr,
-    _stream_id: u64,
-    _trailers: Ptr,
-    _trailers_size: usize,
-) {
-}
-
-/// Opens no streams.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _filter: Ptr,
-    _module: Ptr,
-    _stream_id: u64,
-) {
-}
-
-/// Opens no streams.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _filter: Ptr,
-    _module: Ptr,
-    _stream_id: u64,
-    _reason: u32,
-) {
-}
-
-/// Nothing to pause.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    _filter: Ptr,
-    _module: Ptr,
-) {
-}
-
-/// Nothing to resume.
-#[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    _filter: Ptr,
-    _module: Ptr,
-) {
+hooks! {
+    "The ABI version this module is built for."
+    envoy_dynamic_module_on_program_init() -> *const c_char = c"v0.2.0".as_ptr();
+    "A configuration: nothing to load."
+    envoy_dynamic_module_on_http_filter_config_new(Ptr, Buffer, Buffer) -> Ptr = token();
+    "Nothing to free."
+    envoy_dynamic_module_on_http_filter_config_destroy(Ptr);
+    "Never scheduled."
+    envoy_dynamic_module_on_http_filter_config_scheduled(Ptr, Ptr, u64);
+    "A stream's filter: no state."
+    envoy_dynamic_module_on_http_filter_new(Ptr, Ptr) -> Ptr = token();
+    "Continue."
+    envoy_dynamic_module_on_http_filter_request_headers(Ptr, Ptr, bool) -> u32 = CONTINUE;
+    "Continue."
+    envoy_dynamic_module_on_http_filter_request_body(Ptr, Ptr, bool) -> u32 = CONTINUE;
+    "Continue."
+    envoy_dynamic_module_on_http_filter_request_trailers(Ptr, Ptr) -> u32 = CONTINUE;
+    "Continue."
+    envoy_dynamic_module_on_http_filter_response_headers(Ptr, Ptr, bool) -> u32 = CONTINUE;
+    "Continue."
+    envoy_dynamic_module_on_http_filter_response_body(Ptr, Ptr, bool) -> u32 = CONTINUE;
+    "Continue."
+    envoy_dynamic_module_on_http_filter_response_trailers(Ptr, Ptr) -> u32 = CONTINUE;
+    "Nothing to record."
+    envoy_dynamic_module_on_http_filter_stream_complete(Ptr, Ptr);
+    "Nothing to free."
+    envoy_dynamic_module_on_http_filter_destroy(Ptr);
+    "Never scheduled."
+    envoy_dynamic_module_on_http_filter_scheduled(Ptr, Ptr, u64);
+    "Makes no callouts: (filter, module, id, result, headers, count, body chunks, count)."
+    envoy_dynamic_module_on_http_filter_http_callout_done(Ptr, Ptr, u64, u32, Ptr, usize, Ptr, usize);
+    "Opens no streams: (filter, module, stream, headers, count, end of stream)."
+    envoy_dynamic_module_on_http_filter_http_stream_headers(Ptr, Ptr, u64, Ptr, usize, bool);
+    "Opens no streams: (filter, module, stream, data chunks, count, end of stream)."
+    envoy_dynamic_module_on_http_filter_http_stream_data(Ptr, Ptr, u64, Ptr, usize, bool);
+    "Opens no streams: (filter, module, stream, trailers, count)."
+    envoy_dynamic_module_on_http_filter_http_stream_trailers(Ptr, Ptr, u64, Ptr, usize);
+    "Opens no streams."
+    envoy_dynamic_module_on_http_filter_http_stream_complete(Ptr, Ptr, u64);
+    "Opens no streams: (filter, module, stream, reason)."
+    envoy_dynamic_module_on_http_filter_http_stream_reset(Ptr, Ptr, u64, u32);
+    "Nothing to pause."
+    envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(Ptr, Ptr);
+    "Nothing to resume."
+    envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(Ptr, Ptr);
 }
