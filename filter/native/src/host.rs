@@ -58,7 +58,7 @@ const HELD_SHARDS: usize = 8;
 
 /// The most values one shard holds between two flushes (50 ms): past it a
 /// value is recorded at once, as without a main-thread scheduler, so memory
-/// stays bounded however fast requests come (12 bytes a value, 1.5 MB at most).
+/// stays bounded however fast requests come (16 bytes a value, 2 MiB at most).
 const MAX_HELD: usize = 16 * 1024;
 
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
