@@ -91,7 +91,7 @@ impl Metrics {
             return None;
         }
         self.pending.get(at)?.fetch_add(delta, Ordering::Relaxed);
-        Some(!self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel))
+        Some(self.mark())
     }
 
     /// Holds histogram `id`'s `value` for the next flush: `None` when this
@@ -106,7 +106,13 @@ impl Metrics {
         }
         held.push((id, value));
         drop(held);
-        Some(!self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel))
+        Some(self.mark())
+    }
+
+    /// Marks that some count or value waits: whether it was the first since
+    /// the mark was last taken.
+    fn mark(&self) -> bool {
+        !self.dirty.load(Ordering::Relaxed) && !self.dirty.swap(true, Ordering::AcqRel)
     }
 
     /// Takes the mark that some count waits.
@@ -132,21 +138,16 @@ impl Metrics {
                 (MetricKind::Gauge, _) => Op::SubGauge,
                 _ => continue,
             };
-            let (values, n) = label_values(&m.values);
-            // SAFETY: the caller's configuration, a metric Envoy defined for
-            // it, `n` buffers that outlive the call.
-            let _ =
-                unsafe { op.on_config()(config, m.id, values.as_ptr(), n, delta.unsigned_abs()) };
+            // SAFETY: the caller's configuration.
+            unsafe { write(config, op, m, delta.unsigned_abs()) };
         }
         for shard in &self.held {
             let mut batch = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
             for &(id, value) in &batch {
-                let Some(m) = self.list.get(id as usize) else {
-                    continue;
-                };
-                let (values, n) = label_values(&m.values);
-                // SAFETY: as above.
-                let _ = unsafe { Op::Record.on_config()(config, m.id, values.as_ptr(), n, value) };
+                if let Some(m) = self.list.get(id as usize) {
+                    // SAFETY: the caller's configuration.
+                    unsafe { write(config, Op::Record, m, value) };
+                }
             }
             // The buffer goes back for the next values, unless the workers
             // began a new one meanwhile.
@@ -157,6 +158,17 @@ impl Metrics {
             }
         }
     }
+}
+
+/// Applies `op` with `value` to `m`'s series through the configuration.
+///
+/// # Safety
+/// `config` is Envoy's live configuration `m` was defined for.
+unsafe fn write(config: abi::ConfigEnvoyPtr, op: Op, m: &Metric, value: u64) {
+    let (values, n) = label_values(&m.values);
+    // SAFETY: the caller's configuration, a metric Envoy defined for it, `n`
+    // buffers that outlive the call.
+    let _ = unsafe { op.on_config()(config, m.id, values.as_ptr(), n, value) };
 }
 
 /// What every worker shares of one Envoy filter configuration.
