@@ -32,23 +32,48 @@ pub fn build_key(parts: &[KeyPart], route: &str, req: &mut impl RequestView) -> 
     Some(key)
 }
 
-/// The address with host bits cleared (an IPv4-mapped IPv6 address counts as IPv4).
-pub fn masked_address(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> Vec<u8> {
+/// The address with host bits cleared (an IPv4-mapped IPv6 address counts as IPv4),
+/// then the prefix length: 5 or 17 bytes, kept on the stack (a key is built per
+/// request).
+pub fn masked_address(ip: IpAddr, v4_prefix: u8, v6_prefix: u8) -> Masked {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    let (mut octets, prefix) = match ip {
-        IpAddr::V4(a) => (a.octets().to_vec(), v4_prefix),
-        IpAddr::V6(a) => (a.octets().to_vec(), v6_prefix),
-    };
-    for (i, o) in octets.iter_mut().enumerate() {
+    match ip {
+        IpAddr::V4(a) => mask(&a.octets(), v4_prefix),
+        IpAddr::V6(a) => mask(&a.octets(), v6_prefix),
+    }
+}
+
+fn mask(octets: &[u8], prefix: u8) -> Masked {
+    let mut bytes = [0u8; 17];
+    for (i, (out, &o)) in bytes.iter_mut().zip(octets).enumerate() {
         let bit = (i * 8) as u32;
         let keep = u32::from(prefix).saturating_sub(bit).min(8);
-        *o &= 0xffu8.checked_shl(8 - keep).unwrap_or(0);
+        *out = o & 0xffu8.checked_shl(8 - keep).unwrap_or(0);
     }
-    octets.push(prefix);
-    octets
+    if let Some(p) = bytes.get_mut(octets.len()) {
+        *p = prefix;
+    }
+    Masked {
+        bytes,
+        len: octets.len() + 1,
+    }
+}
+
+/// A masked address and its prefix length (see [`masked_address`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Masked {
+    bytes: [u8; 17],
+    len: usize,
+}
+
+impl std::ops::Deref for Masked {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -134,12 +159,12 @@ mod tests {
         assert_eq!(key(b"10.0.0.1:1"), key(b"[::ffff:10.0.0.1]:1"));
         assert_eq!(key(b"not an address"), None);
         assert_eq!(
-            masked_address("10.1.2.3".parse().unwrap(), 24, 64),
-            vec![10, 1, 2, 0, 24]
+            *masked_address("10.1.2.3".parse().unwrap(), 24, 64),
+            [10, 1, 2, 0, 24]
         );
         assert_eq!(
-            masked_address("10.1.2.3".parse().unwrap(), 20, 64),
-            vec![10, 1, 0, 0, 20]
+            *masked_address("10.1.2.3".parse().unwrap(), 20, 64),
+            [10, 1, 0, 0, 20]
         );
     }
 }
