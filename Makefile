@@ -17,7 +17,7 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl
+APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl valgrind
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 
 # Mutation testing: each crate's own tests against mutated code (cargo-mutants,

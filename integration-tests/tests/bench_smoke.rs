@@ -185,3 +185,41 @@ fn repeated_rounds_pair_each_scenario_with_the_same_rounds_baseline() {
         "the table shows the interval:\n{text}"
     );
 }
+
+/// `--instructions` counts what Envoy executes per request under callgrind: two
+/// runs of one scenario agree closely (the mode exists because CPU time on a
+/// shared machine does not), and meshguard's work shows over the no-op module.
+#[test]
+fn instruction_counts_repeat_and_show_meshguards_work() {
+    let (doc, text) = bench(&[
+        "--instructions",
+        "--only",
+        "passthrough-native,passthrough-native,metrics-native",
+    ]);
+    let results = doc["results"].as_array().unwrap();
+    let count = |r: &serde_json::Value| r["instructions_per_req"].as_f64().unwrap_or(f64::NAN);
+    let floors: Vec<f64> = results
+        .iter()
+        .filter(|r| r["scenario"] == "passthrough-native")
+        .map(count)
+        .collect();
+    assert_eq!(floors.len(), 2, "{text}");
+    let (a, b) = (floors[0], floors[1]);
+    assert!(
+        a > 10_000.0,
+        "Envoy executes more than that per request:\n{text}"
+    );
+    assert!(
+        (a - b).abs() / a < 0.02,
+        "two runs differ by more than 2%: {a} vs {b}\n{text}"
+    );
+    let metrics = count(row(results, "metrics-native", &text));
+    assert!(
+        metrics > a.max(b) * 1.03,
+        "metrics {metrics} vs floor {a}, {b}\n{text}"
+    );
+    assert!(
+        text.contains("| instructions/request |"),
+        "the table:\n{text}"
+    );
+}
