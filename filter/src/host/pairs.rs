@@ -68,9 +68,19 @@ impl HeaderPairs {
     }
 
     /// The headers from `(name, value)` pairs a host hands over one by one (the
-    /// native build reads Envoy's header map in place and copies it here once).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> HeaderPairs {
-        let mut out = HeaderPairs::default();
+    /// native build reads Envoy's header map in place and copies it here once,
+    /// into two allocations of the exact size).
+    pub fn from_pairs<'a, P>(pairs: P) -> HeaderPairs
+    where
+        P: Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    {
+        let (count, bytes) = pairs
+            .clone()
+            .fold((0, 0), |(c, b), (n, v)| (c + 1, b + n.len() + v.len()));
+        let mut out = HeaderPairs {
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::with_capacity(count),
+        };
         for (name, value) in pairs {
             let n = out.buf.len()..out.buf.len() + name.len();
             out.buf.extend_from_slice(name);
