@@ -5,10 +5,11 @@
 //! - every Envoy callback the module binds is one the Envoy binary exports, and
 //!   it exports every hook Envoy 1.40 requires;
 //! - a module that binds a callback this Envoy lacks, or lacks a hook, is refused
-//!   at load with Envoy's clear error, and Envoy exits rather than crashing;
+//!   at load with Envoy's clear error, and Envoy exits rather than crashing; one
+//!   with another ABI version string loads with Envoy's warning;
 //! - a panic inside a hook (a test-only build) is caught at the boundary: the
-//!   request gets a 503 (a gRPC call UNAVAILABLE) and Envoy and the next
-//!   requests carry on;
+//!   request gets a 503 (a gRPC call UNAVAILABLE), also when the request-body
+//!   hook panics, and Envoy and the next requests carry on;
 //! - a panic on the response path still ends the stream: its concurrency slot
 //!   comes back and it is counted;
 //! - metrics carry real labels from the module's definitions.
@@ -98,16 +99,42 @@ const REQUIRED_HOOKS: [&str; 21] = [
     "envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark",
 ];
 
+/// `filter/native/src/abi.rs`'s declarations: the callbacks its `extern` block
+/// declares, and the names its `CALLBACKS` list gives.
+fn declared_callbacks() -> (BTreeSet<String>, BTreeSet<String>) {
+    let abi = std::fs::read_to_string(repo_root().join("filter/native/src/abi.rs"))
+        .expect("read filter/native/src/abi.rs");
+    let name = regex::Regex::new(r"envoy_dynamic_module_callback_[a-z0-9_]+").expect("regex");
+    let (externs, list) = abi
+        .split_once("pub const CALLBACKS")
+        .expect("abi.rs lists CALLBACKS");
+    let declared = regex::Regex::new(r"pub fn (envoy_dynamic_module_callback_[a-z0-9_]+)\(")
+        .expect("regex")
+        .captures_iter(externs)
+        .filter_map(|c| Some(c.get(1)?.as_str().to_string()))
+        .collect();
+    let listed = list.split_once("];").map_or("", |(l, _)| l);
+    let listed = name
+        .find_iter(listed)
+        .map(|m| m.as_str().to_string())
+        .collect();
+    (declared, listed)
+}
+
 #[test]
 fn the_module_binds_only_callbacks_envoy_exports_and_exports_every_hook_it_needs() {
     let module = native_dir().join("libmeshguard.so");
     let envoy = dynamic_symbols(&envoy_executable(), true);
     assert!(envoy.len() > 500, "Envoy exports {} callbacks", envoy.len());
     let bound = dynamic_symbols(&module, false);
-    assert!(
-        bound.len() >= 20,
-        "the module binds {} callbacks",
-        bound.len()
+    let (declared, listed) = declared_callbacks();
+    assert_eq!(
+        declared, listed,
+        "abi.rs: CALLBACKS must list every declaration"
+    );
+    assert_eq!(
+        bound, declared,
+        "the module binds exactly the callbacks abi.rs declares"
     );
     let missing: Vec<&String> = bound.difference(&envoy).collect();
     assert!(
@@ -175,6 +202,24 @@ fn a_module_without_a_required_hook_is_refused_at_load() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_built_for_another_abi_version_loads_with_envoys_warning() {
+    // Envoy 1.40's policy for a version string it does not know, all symbols
+    // present: it warns and loads the module, which then decides as usual.
+    let dir = patched_module("v0.2.0", "v0.1.9");
+    use_native(dir.path());
+    let up = Upstream::start("stable");
+    let envoy = Envoy::start(&Bootstrap::new(CONFIG).cluster("stable", up.addr), 1);
+    let answers = send_all(&envoy.url(""), (0..4).map(|_| Req::get("/x")).collect(), 1).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429], "{}", envoy.log());
+    let log = envoy.log();
+    assert!(
+        log.contains("Dynamic module ABI version v0.1.9 is deprecated"),
+        "{log}"
+    );
+}
+
 /// Envoy (one worker) with the panic-drill module (`make build-trap`) and
 /// `config`, in front of `upstream` (`stable`, HTTP) or a gRPC server.
 fn drill_envoy(config: &str, b: impl FnOnce(Bootstrap) -> Bootstrap) -> Envoy {
@@ -206,6 +251,29 @@ async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
     let log = envoy.log();
     assert!(
         log.contains("meshguard: panic in request_headers caught at the module boundary: meshguard panic drill"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_in_the_request_body_hook_fails_that_request_only() {
+    let up = Upstream::start("stable");
+    let envoy = drill_envoy(CONFIG, |b| b.cluster("stable", up.addr));
+    let trapped = reqwest::Client::new()
+        .post(envoy.url("/upload"))
+        .header("x-meshguard-trap", "body")
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(trapped.status().as_u16(), 503, "{}", envoy.log());
+    // The decision before the panic took the first of the 3 tokens.
+    let after = send_all(&envoy.url(""), (0..3).map(|_| Req::get("/x")).collect(), 1).await;
+    let statuses: Vec<u16> = after.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 429], "{}", envoy.log());
+    let log = envoy.log();
+    assert!(
+        log.contains("meshguard: panic in request_body caught at the module boundary: meshguard panic drill: panicking at stage body"),
         "{log}"
     );
 }

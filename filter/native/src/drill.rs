@@ -4,8 +4,9 @@
 use meshguard::host::Host;
 
 /// Panics when the request asks for it: `x-meshguard-trap: 1` in the request
-/// hook, `x-meshguard-trap: response` in the response hook (after the decision,
-/// with a concurrency slot held).
+/// hook, `x-meshguard-trap: body` in the request-body hook (after the decision,
+/// the request already on its way upstream), `x-meshguard-trap: response` in
+/// the response hook (after the decision, with a concurrency slot held).
 #[allow(clippy::panic)] // the point of this build is to panic on demand
 pub fn panic_on_demand(host: &impl Host, stage: &[u8]) {
     if host
@@ -15,6 +16,9 @@ pub fn panic_on_demand(host: &impl Host, stage: &[u8]) {
         .as_deref()
         == Some(stage)
     {
-        panic!("meshguard panic drill: panicking on request");
+        panic!(
+            "meshguard panic drill: panicking at stage {}",
+            String::from_utf8_lossy(stage)
+        );
     }
 }

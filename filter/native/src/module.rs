@@ -407,6 +407,30 @@ fn lend(i: &Instance, s: usize, envoy: FilterEnvoyPtr) {
     }
 }
 
+/// A hook on the request path panicked: the request is answered as the Wasm
+/// build's trapped request is (503; a gRPC client gets UNAVAILABLE, since this
+/// ABI's local reply would otherwise carry grpc-status 0). True when it was
+/// answered; a worker without a configuration lets its streams pass.
+fn fail_request(filter: FilterEnvoyPtr, f: &Filter) -> bool {
+    if f.instance.plugin.is_none() {
+        return false;
+    }
+    guarded("request fallback", false, || {
+        let h = host(filter, &f.instance.shared);
+        let grpc = h
+            .request_header("content-type")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.starts_with(b"application/grpc"));
+        let _ = if grpc {
+            h.send_grpc_reply(14, "meshguard: internal error", &[])
+        } else {
+            h.send_local_reply(503, &[], b"meshguard: internal error\n")
+        };
+        true
+    })
+}
+
 /// # Safety
 /// Envoy's pointers for a live stream.
 #[unsafe(no_mangle)]
@@ -419,7 +443,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let Some(f) = (unsafe { stream(module) }) else {
         return status::CONTINUE;
     };
-    let mut replied = false;
     let paused = guarded("request_headers", None, || {
         hook("request_headers", filter, f, |host, plugin| {
             #[cfg(feature = "panic-drill")]
@@ -431,25 +454,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             pause
         })
     });
-    if paused.is_none() && f.instance.plugin.is_some() {
-        // The decision panicked: answer as the Wasm build's trapped request is
-        // (503; a gRPC client gets UNAVAILABLE, since this ABI's local reply
-        // would otherwise carry grpc-status 0).
-        guarded("request_headers fallback", (), || {
-            let h = host(filter, &f.instance.shared);
-            let grpc = h
-                .request_header("content-type")
-                .ok()
-                .flatten()
-                .is_some_and(|v| v.starts_with(b"application/grpc"));
-            let _ = if grpc {
-                h.send_grpc_reply(14, "meshguard: internal error", &[])
-            } else {
-                h.send_local_reply(503, &[], b"meshguard: internal error\n")
-            };
-            replied = true;
-        });
-    }
+    // The decision panicked: the request is failed.
+    let replied = paused.is_none() && fail_request(filter, f);
     if replied || paused == Some(true) {
         status::STOP_ITERATION
     } else {
@@ -576,7 +582,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: Fil
 /// Envoy's pointers for a live stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _filter: FilterEnvoyPtr,
+    filter: FilterEnvoyPtr,
     module: FilterModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
@@ -584,10 +590,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     let Some(f) = (unsafe { stream(module) }) else {
         return status::CONTINUE;
     };
-    if waiting(f) {
-        abi::body_status::STOP_ITERATION_AND_BUFFER
-    } else {
-        status::CONTINUE
+    match guarded("request_body", None, || {
+        #[cfg(feature = "panic-drill")]
+        crate::drill::panic_on_demand(&host(filter, &f.instance.shared), b"body");
+        Some(waiting(f))
+    }) {
+        Some(false) => status::CONTINUE,
+        // Waiting for the verdict, or answered (Envoy stops the request).
+        Some(true) => abi::body_status::STOP_ITERATION_AND_BUFFER,
+        None if fail_request(filter, f) => abi::body_status::STOP_ITERATION_AND_BUFFER,
+        None => status::CONTINUE,
     }
 }
 
@@ -597,17 +609,18 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 /// Envoy's pointers for a live stream.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _filter: FilterEnvoyPtr,
+    filter: FilterEnvoyPtr,
     module: FilterModulePtr,
 ) -> u32 {
     // SAFETY: Envoy's pointer from `filter_new`.
     let Some(f) = (unsafe { stream(module) }) else {
         return status::CONTINUE;
     };
-    if waiting(f) {
-        status::STOP_ITERATION
-    } else {
-        status::CONTINUE
+    match guarded("request_trailers", None, || Some(waiting(f))) {
+        Some(false) => status::CONTINUE,
+        Some(true) => status::STOP_ITERATION,
+        None if fail_request(filter, f) => status::STOP_ITERATION,
+        None => status::CONTINUE,
     }
 }
 
