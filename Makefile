@@ -122,9 +122,8 @@ package: build
 	echo "package: target/oci/layout:$(VERSION) $$digest"; echo "$$digest" > target/oci/digest
 	@# meshguard native beside the image: the .so and its sha256 (Envoy Gateway's
 	@# remote dynamic-module source pins one).
-	@cp $(NATIVE) target/oci/libmeshguard.so; \
-	(cd target/oci && sha256sum libmeshguard.so > libmeshguard.so.sha256); \
-	echo "package: target/oci/libmeshguard.so $$(cut -d' ' -f1 target/oci/libmeshguard.so.sha256)"
+	@sum=$$(scripts/package-native.sh $(NATIVE) target/oci | tail -n 1); \
+	echo "package: target/oci/libmeshguard.so $$sum"
 
 # Re-renders the shipped manifests from config/examples/canary.yaml, pinning the
 # digest `make package` computed (a test keeps them equal to a fresh render).

@@ -1,7 +1,8 @@
 //! `make package`'s OCI image goes through a real registry (Debian's
 //! docker-registry on 127.0.0.1) and comes back byte-identical, with the digest
 //! that `meshguard render` pins in the Istio WasmPlugin; the module itself keeps
-//! its size budget and exports the ABI its route-cache choice assumes.
+//! its size budget and exports the ABI its route-cache choice assumes; meshguard
+//! native ships beside the image with a sha256 that checks.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshguard_integration_tests::schemas::validate;
-use meshguard_integration_tests::{http_get, repo_root, wasm_path};
+use meshguard_integration_tests::{http_get, native_dir, repo_root, wasm_path};
 
 fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
@@ -194,4 +195,39 @@ fn the_module_exports_the_abi_the_route_cache_choice_assumes() {
         .find(|p| p.contains("name = \"proxy-wasm\""))
         .expect("proxy-wasm in Cargo.lock");
     assert!(sdk.contains("version = \"0.2."), "{sdk}");
+}
+
+#[test]
+fn the_native_module_ships_beside_the_image_with_a_sha256_that_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("oci");
+    let module = native_dir().join("libmeshguard.so");
+    let out = run(
+        "scripts/package-native.sh",
+        &[module.to_str().unwrap(), out_dir.to_str().unwrap()],
+    );
+    let printed = out.lines().last().unwrap_or_default().trim().to_string();
+    let shipped = std::fs::read(out_dir.join("libmeshguard.so")).expect("the shipped module");
+    assert_eq!(
+        shipped,
+        std::fs::read(&module).expect("make build"),
+        "the module as built"
+    );
+    let line = std::fs::read_to_string(out_dir.join("libmeshguard.so.sha256")).expect("sha256");
+    assert_eq!(line, format!("{printed}  libmeshguard.so\n"));
+    assert_eq!(printed.len(), 64, "{printed}");
+    let check = Command::new("sha256sum")
+        .args(["-c", "libmeshguard.so.sha256"])
+        .current_dir(&out_dir)
+        .output()
+        .expect("sha256sum");
+    assert!(check.status.success(), "{check:?}");
+    // A missing module is an error that says what to do, not an empty file.
+    let missing = Command::new("scripts/package-native.sh")
+        .args(["/nonexistent/libmeshguard.so", out_dir.to_str().unwrap()])
+        .current_dir(repo_root())
+        .output()
+        .expect("run the script");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found (make build)"));
 }
