@@ -12,9 +12,11 @@
 //!   hook panics, and Envoy and the next requests carry on;
 //! - a panic on the response path still ends the stream: its concurrency slot
 //!   comes back and it is counted;
-//! - metrics carry real labels from the module's definitions.
+//! - metrics carry real labels from the module's definitions, and Prometheus,
+//!   through the shipped scrape config, sees the same series with the same
+//!   counts from both builds given the same traffic.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +28,7 @@ use meshguard_integration_tests::bootstrap::Bootstrap;
 use meshguard_integration_tests::envoy::Envoy;
 use meshguard_integration_tests::grpc::{grpc_calls, grpc_calls_with_metadata, GrpcServer};
 use meshguard_integration_tests::load::{send_all, Req};
+use meshguard_integration_tests::prometheus::Prometheus;
 use meshguard_integration_tests::upstream::Upstream;
 use meshguard_integration_tests::{native_dir, repo_root};
 
@@ -375,6 +378,114 @@ async fn metrics_carry_real_labels_from_the_module() {
         Some(2.0),
         "{raw}"
     );
+}
+
+/// A canary route with a breaker, a plain route and a rate limit of 5 for
+/// everyone: every family of series a request touches.
+const SERIES_CONFIG: &str = r#"{"schemaVersion":1,"routes":[
+  {"name":"shop","match":{"pathPrefix":"/shop"},"breaker":{"maxConcurrent":8},"canary":{
+    "variants":[{"name":"stable","weight":10000},{"name":"beta","cluster":"canary","weight":0}],
+    "rules":[{"variant":"beta","header":{"name":"x-user-type","exact":"beta-tester"}}]}},
+  {"name":"api","match":{"pathPrefix":"/api"}}],
+  "rateLimits":[{"name":"per-client","limit":{"burst":5,"rate":1,"per":"hour"}}]}"#;
+
+/// Every `meshguard_` series Prometheus scraped from one build given the same
+/// 8 requests, by its labels (`job` and `instance` left out), with its value.
+async fn series_prometheus_sees(native: bool) -> BTreeMap<String, f64> {
+    if native {
+        use_native(&native_dir());
+    } else {
+        std::env::remove_var("MESHGUARD_HOST");
+    }
+    let (stable, canary) = (Upstream::start("stable"), Upstream::start("canary"));
+    let b = Bootstrap::new(SERIES_CONFIG)
+        .cluster("stable", stable.addr)
+        .cluster("canary", canary.addr)
+        .canary_routes("x-meshguard-cluster", "stable");
+    let envoy = Envoy::start(&b, 2);
+    let beta = |r: Req| r.header("x-user-type", "beta-tester");
+    let reqs = vec![
+        Req::get("/shop"),
+        Req::get("/shop").header("x-test-status", "503"),
+        beta(Req::get("/shop")),
+        Req::get("/api"),
+        // Outside every route: not charged.
+        Req::get("/other"),
+        beta(Req::get("/shop")),
+        // The burst of 5 is spent: these two are limited.
+        Req::get("/api"),
+        Req::get("/shop"),
+    ];
+    let statuses: Vec<u16> = send_all(&envoy.url(""), reqs, 1)
+        .await
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![200, 503, 200, 200, 200, 200, 429, 429]);
+    let prom = Prometheus::start(&envoy.admin.to_string());
+    for total in [
+        "sum(meshguard_requests_total)",
+        "sum(meshguard_request_duration_milliseconds_count)",
+    ] {
+        assert_eq!(
+            prom.wait_for(total, 8.0).await,
+            8.0,
+            "{total}, native {native}"
+        );
+    }
+    prom.query(r#"{__name__=~"meshguard_.+"}"#)
+        .await
+        .into_iter()
+        .map(|(mut labels, v)| {
+            if let Some(m) = labels.as_object_mut() {
+                m.remove("job");
+                m.remove("instance");
+            }
+            (labels.to_string(), v)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_builds_give_prometheus_the_same_series_and_counts() {
+    let wasm = series_prometheus_sees(false).await;
+    let native = series_prometheus_sees(true).await;
+    assert!(wasm.len() > 40, "{} series: {wasm:#?}", wasm.len());
+    let histogram_part = |k: &str| {
+        ["_bucket\"", "_sum\"", "_count\""]
+            .iter()
+            .any(|end| k.contains(end))
+    };
+    let only_native: Vec<&String> = native.keys().filter(|k| !wasm.contains_key(*k)).collect();
+    assert!(
+        only_native.is_empty(),
+        "series only the native build has: {only_native:#?}"
+    );
+    // The one difference, by design: a histogram series the native build has
+    // never recorded into does not exist yet (Envoy cannot create an empty one
+    // for a module); the Wasm build shows it at 0.
+    let only_wasm: Vec<(&String, &f64)> = wasm
+        .iter()
+        .filter(|(k, _)| !native.contains_key(*k))
+        .filter(|(k, v)| !(histogram_part(k) && **v == 0.0))
+        .collect();
+    assert!(
+        only_wasm.is_empty(),
+        "series only the Wasm build has: {only_wasm:#?}"
+    );
+    // The same values, but for durations (bucket counts and sums measure time).
+    let differ: Vec<(&String, f64, f64)> = native
+        .iter()
+        .filter(|(k, _)| !(k.contains("_bucket\"") || k.contains("_sum\"")))
+        .filter_map(|(k, n)| Some((k, *wasm.get(k)?, *n)))
+        .filter(|(_, w, n)| (w - n).abs() > 1e-9)
+        .collect();
+    assert!(differ.is_empty(), "(series, Wasm, native): {differ:#?}");
+    // And the traffic is in them, per label set.
+    let beta = r#"{"__name__":"meshguard_requests_total","code_class":"2xx","route":"shop","variant":"beta"}"#;
+    assert_eq!(native.get(beta), Some(&2.0), "{native:#?}");
+    let limited = r#"{"__name__":"meshguard_ratelimit_requests_total","outcome":"limited","policy":"per-client"}"#;
+    assert_eq!(native.get(limited), Some(&2.0), "{native:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
