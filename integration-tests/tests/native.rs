@@ -169,6 +169,12 @@ fn patched_module(from: &str, to: &str) -> tempfile::TempDir {
     dir
 }
 
+/// The statuses of `n` GETs of `/x` through `envoy`, one at a time.
+async fn statuses_of_gets(envoy: &Envoy, n: usize) -> Vec<u16> {
+    let answers = send_all(&envoy.url(""), (0..n).map(|_| Req::get("/x")).collect(), 1).await;
+    answers.iter().map(|r| r.status).collect()
+}
+
 fn refused_at_load(dir: &Path) -> (std::process::ExitStatus, String) {
     use_native(dir);
     let b = Bootstrap::new(CONFIG).cluster("stable", "127.0.0.1:9".parse().unwrap());
@@ -213,8 +219,7 @@ async fn a_module_built_for_another_abi_version_loads_with_envoys_warning() {
     use_native(dir.path());
     let up = Upstream::start("stable");
     let envoy = Envoy::start(&Bootstrap::new(CONFIG).cluster("stable", up.addr), 1);
-    let answers = send_all(&envoy.url(""), (0..4).map(|_| Req::get("/x")).collect(), 1).await;
-    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    let statuses = statuses_of_gets(&envoy, 4).await;
     assert_eq!(statuses, vec![200, 200, 200, 429], "{}", envoy.log());
     let log = envoy.log();
     assert!(
@@ -248,8 +253,7 @@ async fn a_panic_in_a_hook_answers_503_and_envoy_keeps_deciding() {
     .await;
     assert_eq!(trapped.first().map(|r| r.status), Some(503));
     // Envoy is still up and meshguard still decides: the burst of 3, then 429.
-    let after = send_all(&url, (0..4).map(|_| Req::get("/x")).collect(), 1).await;
-    let statuses: Vec<u16> = after.iter().map(|r| r.status).collect();
+    let statuses = statuses_of_gets(&envoy, 4).await;
     assert_eq!(statuses, vec![200, 200, 200, 429], "{}", envoy.log());
     let log = envoy.log();
     assert!(
@@ -271,8 +275,7 @@ async fn a_panic_in_the_request_body_hook_fails_that_request_only() {
         .expect("an answer");
     assert_eq!(trapped.status().as_u16(), 503, "{}", envoy.log());
     // The decision before the panic took the first of the 3 tokens.
-    let after = send_all(&envoy.url(""), (0..3).map(|_| Req::get("/x")).collect(), 1).await;
-    let statuses: Vec<u16> = after.iter().map(|r| r.status).collect();
+    let statuses = statuses_of_gets(&envoy, 3).await;
     assert_eq!(statuses, vec![200, 200, 429], "{}", envoy.log());
     let log = envoy.log();
     assert!(
@@ -329,8 +332,7 @@ async fn a_panic_on_the_response_path_still_ends_the_stream_and_gives_its_slot_b
         "the response went on"
     );
     // Its one slot came back: the next requests are admitted, one at a time.
-    let after = send_all(&url, (0..3).map(|_| Req::get("/x")).collect(), 1).await;
-    let statuses: Vec<u16> = after.iter().map(|r| r.status).collect();
+    let statuses = statuses_of_gets(&envoy, 3).await;
     assert_eq!(statuses, vec![200, 200, 200], "{}", envoy.log());
     // And the stream was counted once, with the others.
     assert_eq!(

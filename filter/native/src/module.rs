@@ -596,8 +596,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         Some(waiting(f))
     }) {
         Some(false) => status::CONTINUE,
-        // Waiting for the verdict, or answered (Envoy stops the request).
+        // Waiting for the verdict.
         Some(true) => abi::body_status::STOP_ITERATION_AND_BUFFER,
+        // Answered: Envoy ends the request.
         None if fail_request(filter, f) => abi::body_status::STOP_ITERATION_AND_BUFFER,
         None => status::CONTINUE,
     }
