@@ -96,7 +96,7 @@ def all_config():
 
 SCENARIOS["all"]["config"] = all_config()
 # The same configurations on meshguard native (the dynamic module).
-for _base in ["metrics", "canary", "ratelimit", "breaker", "global", "global-lease", "all"]:
+for _base in ["metrics", "canary", "analysis", "ratelimit", "breaker", "global", "global-lease", "all"]:
     SCENARIOS[_base + "-native"] = {"about": f"meshguard native: the {_base} scenario as a dynamic module",
                                     "dm": True, "config": SCENARIOS[_base]["config"],
                                     "rls": SCENARIOS[_base].get("rls", False)}

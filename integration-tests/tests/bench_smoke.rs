@@ -63,6 +63,7 @@ fn the_bench_harness_runs_every_scenario_and_produces_numbers() {
         "passthrough-native",
         "metrics-native",
         "canary-native",
+        "analysis-native",
         "ratelimit-native",
         "breaker-native",
         "global-native",
