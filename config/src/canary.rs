@@ -205,7 +205,7 @@ pub fn compile_canary(
             );
         }
     }
-    let rollout = compile_rollout(c, path, &mut local);
+    let rollout = compile_rollout(c, route_name, path, &mut local);
     let ok = local.merge_into(p);
     ok.then(|| CompiledCanary {
         slices: slices(weights.iter().copied()),

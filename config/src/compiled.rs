@@ -29,6 +29,8 @@ pub struct CompiledConfig {
     pub count_unmatched: bool,
     /// The rate limit service global policies ask.
     pub rate_limit_service: Option<crate::ratelimit::CompiledRateLimitService>,
+    /// The fleet service rollouts with `canary.fleet` sync with.
+    pub fleet_service: Option<crate::fleet::CompiledFleetService>,
     /// How the filter uses its host (routing headers, route cache, header reads,
     /// client address, counters).
     pub tuning: crate::tuning::Tuning,

@@ -21,6 +21,7 @@ pub mod cidr;
 pub mod compiled;
 pub mod explain;
 pub mod fingerprint;
+pub mod fleet;
 pub mod grpc;
 mod jsonpath;
 pub mod matcher;

@@ -56,6 +56,10 @@ pub struct Config {
     /// The rate limit service that global policies ask (Envoy's RLS API v3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_service: Option<RateLimitService>,
+    /// The fleet service (`meshguard-rls`) that judges every rollout with
+    /// `canary.fleet` for all Envoys at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_service: Option<FleetService>,
     /// RED metrics options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
@@ -87,6 +91,55 @@ pub struct RateLimitService {
     /// `global.fallback` limit (or `onError` without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_ms: Option<u64>,
+}
+
+/// The fleet service: where an Envoy sends its canary counts and reads the
+/// fleet's verdicts (meshguard's `meshguard.fleet.v1.Fleet/Sync`, served by
+/// `meshguard-rls`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FleetService {
+    /// The Envoy cluster of the service; it must speak HTTP/2.
+    pub cluster: String,
+    /// How often an Envoy sends its counts and reads the fleet's state, ms
+    /// (50 to 10000, default 250).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_ms: Option<u64>,
+    /// How long a sync waits for its answer, ms (1 to 10000, default 200); a
+    /// sync that timed out is sent again, with the same counts, by the next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Without an answer for this long, ms, the service counts as unreachable
+    /// and each rollout does what its `fleet.whileUnreachable` says (default
+    /// 4 × `syncMs`; at least `syncMs` + `timeoutMs`, at most 600000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_after_ms: Option<u64>,
+}
+
+/// A rollout judged by the fleet: its counts go to `fleetService`, which judges
+/// the counts of every Envoy as one test and steps one ramp for all of them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CanaryFleet {
+    /// While the service cannot be reached: `hold` (default: route by the last
+    /// fleet state, keep the counts for when it returns) or `local` (also judge
+    /// this Envoy's own counts at `alpha`; a local rollback is kept and reported
+    /// to the fleet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub while_unreachable: Option<String>,
+}
+
+/// What a fleet rollout does while the fleet service cannot be reached
+/// (`canary.fleet.whileUnreachable`: read as a string, checked when compiled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhileUnreachable {
+    /// Route by the last fleet state; counts wait for the service.
+    #[default]
+    Hold,
+    /// Also judge this Envoy's own counts (rollbacks only; the ramp holds).
+    Local,
 }
 
 /// What makes a rate-limit policy global: the rate limit service decides, for
@@ -435,6 +488,11 @@ pub struct Canary {
     /// Manual control: roll every non-baseline variant back now.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollback: bool,
+    /// Judge this rollout with the fleet (needs `fleetService`): every Envoy's
+    /// counts pooled into one test, one ramp clock. Without it each Envoy judges
+    /// its own traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<CanaryFleet>,
 }
 
 /// The canary analysis: which calls count against a variant, the false-rollback

@@ -5,7 +5,7 @@
 use crate::fingerprint::fingerprint_bytes;
 use crate::names::check_name;
 use crate::problem::{in_range, join, Problems};
-use crate::raw::{Analysis, Canary, Ramp};
+use crate::raw::{Analysis, Canary, Ramp, WhileUnreachable, SCHEMA_VERSION};
 use crate::status::{default_failure_statuses, failure_statuses, FailureStatuses};
 
 /// Default false-rollback bound.
@@ -104,13 +104,157 @@ pub struct CompiledRollout {
     /// Identifies the stored state this rollout may reuse: its revision and its
     /// variants (a new revision, or other variants, start afresh).
     pub fingerprint: u64,
+    /// Judged by the fleet service (`canary.fleet`), not by this Envoy alone.
+    pub fleet: Option<CompiledFleet>,
+}
+
+/// A rollout the fleet service judges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledFleet {
+    /// What this Envoy does while the service cannot be reached.
+    pub while_unreachable: WhileUnreachable,
+    /// The rollout's identity in the fleet service: `route/revision/fingerprint`
+    /// (every Envoy with the same route, revision and variants judges as one).
+    pub key: String,
+    /// The rollout as the service compiles it (see [`fleet_spec`]).
+    pub spec: String,
+}
+
+/// The rollout of canary `c` on route `route` as the fleet service compiles it:
+/// a meshguard config (JSON) of one route whose canary keeps what judging needs
+/// (variant names and weights, revision, analysis, ramp, manual controls) and
+/// nothing that routes requests. The service validates it with this crate's own
+/// code ([`compile_fleet_spec`]).
+///
+/// Written field by field rather than through serde: serialising the raw types
+/// costs the Wasm module about 29 KB, and it must stay under 1 MiB. Only a
+/// valid config's spec is ever used, so names need no escaping (their
+/// characters are `A-Z a-z 0-9 _ -`) and numbers are finite; a test compiles
+/// the spec back and compares.
+pub fn fleet_spec(c: &Canary, route: &str) -> String {
+    let mut w = Json {
+        out: String::with_capacity(384),
+        fresh: false,
+    };
+    w.raw(&format!(
+        r#"{{"schemaVersion":{SCHEMA_VERSION},"routes":[{{"name":"{route}","canary":{{"variants":["#
+    ));
+    for (i, v) in c.variants.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        w.raw(&format!(
+            r#"{sep}{{"name":"{}","weight":{}}}"#,
+            v.name, v.weight
+        ));
+    }
+    w.raw("]");
+    w.string("revision", c.revision.as_deref());
+    if let Some(a) = &c.analysis {
+        w.open("analysis");
+        w.value("shadow", Some(a.shadow));
+        w.value("alpha", a.alpha);
+        w.value("minRequests", a.min_requests);
+        w.value("slowCallMs", a.slow_call_ms);
+        w.value("sequential", a.sequential);
+        if let Some(g) = &a.success_rate {
+            w.open("successRate");
+            w.value("min", Some(g.min));
+            w.value("intervalSeconds", g.interval_seconds);
+            w.value("intervals", g.intervals);
+            w.raw("}");
+        }
+        if let Some(g) = &a.z_test {
+            w.open("zTest");
+            w.value("z", g.z);
+            w.value("intervalSeconds", g.interval_seconds);
+            w.raw("}");
+        }
+        w.raw("}");
+    }
+    if let Some(r) = &c.ramp {
+        let steps: Vec<String> = r.steps.iter().map(u32::to_string).collect();
+        w.open("ramp");
+        w.raw(&format!(r#""steps":[{}]"#, steps.join(",")));
+        w.value("holdSeconds", r.hold_seconds);
+        w.value("minRequests", r.min_requests);
+        w.raw("}");
+    }
+    w.value("pause", Some(c.pause));
+    w.value("rollback", Some(c.rollback));
+    w.raw("}}]}");
+    w.out
+}
+
+/// A JSON document written by hand (see [`fleet_spec`]).
+struct Json {
+    out: String,
+    /// An object was just opened: its first field takes no comma.
+    fresh: bool,
+}
+
+impl Json {
+    fn raw(&mut self, s: &str) {
+        self.out.push_str(s);
+        self.fresh = false;
+    }
+    fn key(&mut self, name: &str) {
+        let sep = if self.fresh { "" } else { "," };
+        self.raw(&format!(r#"{sep}"{name}":"#));
+    }
+    /// `"name":{`, its fields to follow.
+    fn open(&mut self, name: &str) {
+        self.key(name);
+        self.raw("{");
+        self.fresh = true;
+    }
+    /// `"name":value` when there is a value (a number or a boolean).
+    fn value(&mut self, name: &str, v: Option<impl std::fmt::Display>) {
+        if let Some(v) = v {
+            self.key(name);
+            self.raw(&v.to_string());
+        }
+    }
+    fn string(&mut self, name: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            self.key(name);
+            self.raw(&format!(r#""{v}""#));
+        }
+    }
+}
+
+/// Compiles a fleet spec (what [`fleet_spec`] wrote, as an Envoy sent it): its
+/// route's name and canary policy with its rollout, or every problem found.
+pub fn compile_fleet_spec(
+    spec: &[u8],
+) -> Result<(String, crate::canary::CompiledCanary), Vec<crate::Problem>> {
+    let config = crate::load_json(spec)?;
+    config
+        .routes
+        .into_iter()
+        .next()
+        .and_then(|r| {
+            let canary = r.canary?;
+            canary.rollout.as_ref()?;
+            Some((r.name, canary))
+        })
+        .ok_or_else(|| {
+            vec![crate::Problem {
+                path: "routes".into(),
+                reason: "a fleet spec holds one route with a canary rollout (analysis or ramp)"
+                    .into(),
+            }]
+        })
 }
 
 const SEC: u64 = 1_000_000_000;
 
 /// Validates and compiles the rollout of canary policy `c` at `path` (the
 /// `canary` field). `None` and no problem: the policy has no rollout.
-pub fn compile_rollout(c: &Canary, path: &str, p: &mut Problems) -> Option<CompiledRollout> {
+pub fn compile_rollout(
+    c: &Canary,
+    route: &str,
+    path: &str,
+    p: &mut Problems,
+) -> Option<CompiledRollout> {
     let wants = c.analysis.is_some() || c.ramp.is_some();
     if !wants {
         for (field, set) in [("pause", c.pause), ("rollback", c.rollback)] {
@@ -122,6 +266,12 @@ pub fn compile_rollout(c: &Canary, path: &str, p: &mut Problems) -> Option<Compi
             p.push(
                 join(path, "revision"),
                 "names a rollout: add analysis or ramp (or leave it out)",
+            );
+        }
+        if c.fleet.is_some() {
+            p.push(
+                join(path, "fleet"),
+                "needs a rollout to judge: add analysis or ramp",
             );
         }
         return None;
@@ -157,6 +307,24 @@ pub fn compile_rollout(c: &Canary, path: &str, p: &mut Problems) -> Option<Compi
         .chain(c.variants.iter().map(|v| v.name.as_bytes()))
         .collect();
     let fp = fingerprint_bytes(&parts);
+    let fleet = c.fleet.as_ref().map(|f| {
+        let while_unreachable = match f.while_unreachable.as_deref() {
+            None | Some("hold") => WhileUnreachable::Hold,
+            Some("local") => WhileUnreachable::Local,
+            Some(other) => {
+                local.push(
+                    join(&join(path, "fleet"), "whileUnreachable"),
+                    format!("must be hold or local, got {other:?}"),
+                );
+                WhileUnreachable::Hold
+            }
+        };
+        CompiledFleet {
+            while_unreachable,
+            key: format!("{route}/{revision}/{fp:016x}"),
+            spec: fleet_spec(c, route),
+        }
+    });
     local.merge_into(p).then_some(CompiledRollout {
         revision,
         analysis,
@@ -164,6 +332,7 @@ pub fn compile_rollout(c: &Canary, path: &str, p: &mut Problems) -> Option<Compi
         pause: c.pause,
         rollback: c.rollback,
         fingerprint: fp,
+        fleet,
     })
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use crate::compiled::CompiledConfig;
 use crate::explain::compile_explain;
+use crate::fleet::compile_fleet_service;
 use crate::names::check_header_name;
 use crate::problem::{at_most, index, join, Problem, Problems};
 use crate::ratelimit::{compile_rate_limit, compile_service};
@@ -42,6 +43,20 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
         .as_ref()
         .and_then(|s| compile_service(s, "rateLimitService", &mut p));
     let has_service = raw.rate_limit_service.is_some();
+    let fleet_service = raw
+        .fleet_service
+        .as_ref()
+        .and_then(|s| compile_fleet_service(s, "fleetService", &mut p));
+    if raw.fleet_service.is_none() {
+        for (i, route) in raw.routes.iter().enumerate() {
+            if route.canary.as_ref().is_some_and(|c| c.fleet.is_some()) {
+                p.push(
+                    join(&join(&index("routes", i), "canary"), "fleet"),
+                    "needs fleetService (the service that judges the fleet's counts)",
+                );
+            }
+        }
+    }
     let mut seen = HashSet::new();
     let mut limits = Vec::new();
     let mut limit_names = HashSet::new();
@@ -143,6 +158,7 @@ pub fn validate(raw: &Config) -> Result<CompiledConfig, Vec<Problem>> {
             rate_limits: limits,
             top_level_rate_limits,
             rate_limit_service,
+            fleet_service,
             tuning,
             explain,
             revision: 0,

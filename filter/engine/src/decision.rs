@@ -203,6 +203,18 @@ pub enum Event {
         route: usize,
         /// Per variant, baseline first.
         variants: Vec<VariantStatus>,
+        /// A fleet rollout's mode (`None`: judged by this Envoy alone).
+        fleet: Option<crate::metrics::FleetMode>,
+    },
+    /// A sync with the fleet service ended after `duration_ms` (`error`: why
+    /// it failed; the batches are sent again by the next sync).
+    FleetSync {
+        /// From the call to the answer, ms.
+        duration_ms: u64,
+        /// Why it failed, if it did.
+        error: Option<String>,
+        /// When, Unix ns.
+        now: u64,
     },
     /// A global policy's call to the rate limit service was answered (or failed)
     /// after `duration_ms`.

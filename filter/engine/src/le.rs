@@ -22,6 +22,53 @@ pub fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     ))
 }
 
+/// Reads a stored value front to back; every read is checked.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `b`.
+    pub fn new(b: &'a [u8]) -> Self {
+        Reader { b, at: 0 }
+    }
+    /// The next byte.
+    pub fn u8(&mut self) -> Option<u8> {
+        let v = *self.b.get(self.at)?;
+        self.at += 1;
+        Some(v)
+    }
+    /// The next `u16`.
+    pub fn u16(&mut self) -> Option<u16> {
+        let v = u16_at(self.b, self.at)?;
+        self.at += 2;
+        Some(v)
+    }
+    /// The next `u32`.
+    pub fn u32(&mut self) -> Option<u32> {
+        let v = u32_at(self.b, self.at)?;
+        self.at += 4;
+        Some(v)
+    }
+    /// The next `u64`.
+    pub fn u64(&mut self) -> Option<u64> {
+        let v = u64_at(self.b, self.at)?;
+        self.at += 8;
+        Some(v)
+    }
+    /// The next `len` bytes.
+    pub fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
+        let v = self.b.get(self.at..self.at.checked_add(len)?)?;
+        self.at += len;
+        Some(v)
+    }
+    /// Whether every byte was read.
+    pub fn done(&self) -> bool {
+        self.at == self.b.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

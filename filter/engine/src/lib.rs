@@ -30,10 +30,13 @@ mod rng;
 mod route;
 mod runtime;
 mod store;
+mod sync;
 mod time;
 mod view;
 
-pub use analysis::rollout::{Cause, Change, Counts};
+pub use analysis::fleet::service::{fold_batches, Batch as FleetBatch, Decided, Folded};
+pub use analysis::fleet::wire::{cause_from_pb, counts_from_pb, state_of};
+pub use analysis::rollout::{Cause, Change, Counts, Record};
 pub use analysis::VariantStatus;
 pub use breaker::local::{Local, MAX_DELAY_NS, STALE_NS};
 pub use breaker::machine::Transition;
@@ -47,7 +50,8 @@ pub use decision::{
 };
 pub use hash::mix64;
 pub use metrics::{
-    ByLabel, CanaryState, CodeClass, GrpcLabel, Label, RateLimitOutcome, RejectKind, Signal,
+    ByLabel, CanaryState, CodeClass, FleetMode, GrpcLabel, Label, RateLimitOutcome, RejectKind,
+    Signal, SyncOutcome,
 };
 pub use outcome::{flags_matter, is_failure, parse_grpc_status, FAILURE_FLAGS};
 pub use ratelimit::global::{reply as rls_reply, Reply as RlsReply};

@@ -149,6 +149,32 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// How a fleet rollout is judged now, the `state` label of
+    /// `meshguard_fleet_state`.
+    FleetMode {
+        /// By the fleet service, whose state is fresh.
+        Fleet = "fleet",
+        /// The service is unreachable: routing by the last fleet state, the
+        /// counts kept for when it returns.
+        Hold = "hold",
+        /// The service is unreachable: this Envoy also judges its own counts.
+        Local = "local",
+    }
+}
+
+label_enum! {
+    /// What became of a sync with the fleet service, the `outcome` label of
+    /// `meshguard_fleet_syncs_total`.
+    SyncOutcome {
+        /// Answered.
+        Ok = "ok",
+        /// Not answered: a timeout, a refused connection, an unknown cluster,
+        /// a server error, an answer that could not be read.
+        Error = "error",
+    }
+}
+
 impl CodeClass {
     /// The class of a final status (0: no response).
     pub fn of(status: u64) -> CodeClass {
@@ -342,6 +368,29 @@ pub fn canary_evidence(route: &str, variant: &str, signal: Signal) -> String {
 /// shadow analysis would have rolled the variant back).
 pub fn canary_shadow_verdict(route: &str, variant: &str) -> String {
     format!("meshguard.canary_shadow_verdict.route.{route}.variant.{variant}")
+}
+
+/// `meshguard.fleet_state.route.<r>.state.<mode>` (gauge, 1 in the mode a
+/// fleet rollout is judged in now).
+pub fn fleet_state(route: &str, mode: FleetMode) -> String {
+    format!("meshguard.fleet_state.route.{route}.state.{}", mode.label())
+}
+
+/// `meshguard.fleet_syncs_total.outcome.<o>`: this Envoy's syncs with the
+/// fleet service.
+pub fn fleet_syncs(outcome: SyncOutcome) -> String {
+    format!("meshguard.fleet_syncs_total.outcome.{}", outcome.label())
+}
+
+/// `meshguard.fleet_sync_duration_milliseconds` (histogram of the syncs).
+pub fn fleet_sync_duration() -> String {
+    "meshguard.fleet_sync_duration_milliseconds".into()
+}
+
+/// `meshguard.fleet_last_sync_seconds` (gauge: when the service last answered,
+/// Unix seconds).
+pub fn fleet_last_sync() -> String {
+    "meshguard.fleet_last_sync_seconds".into()
 }
 
 #[cfg(test)]

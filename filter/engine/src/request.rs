@@ -407,7 +407,10 @@ impl<I: Ids> Runtime<I> {
                 continue;
             };
             if let Some(config) = &policy.rollout {
-                rt.state.tick(i, policy, config, store, now, events);
+                let envoy = crate::hash::mix64(self.owner.get() ^ now);
+                let service = self.fleet_service.as_ref();
+                rt.state
+                    .tick(i, policy, config, service, store, now, envoy, events);
             }
         }
     }

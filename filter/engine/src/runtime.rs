@@ -47,6 +47,8 @@ pub trait Ids {
     type Policy: std::fmt::Debug;
     /// A canary rollout's gauges and counters.
     type Rollout: std::fmt::Debug;
+    /// The fleet sync's counters, histogram and gauge.
+    type Fleet: std::fmt::Debug;
 }
 
 /// Defines the metrics of one configuration (the host's side of [`Runtime::build`]).
@@ -61,8 +63,15 @@ pub trait DefineIds<I: Ids> {
     /// The metrics of rate-limit policy `policy` (global ones have more).
     fn policy(&mut self, policy: &CompiledRateLimit) -> Result<I::Policy, Self::Error>;
     /// The rollout metrics of `route`'s canary policy with `variants` (baseline
-    /// first).
-    fn rollout(&mut self, route: &str, variants: &[&str]) -> Result<I::Rollout, Self::Error>;
+    /// first); `fleet`: judged by the fleet (its mode gauge too).
+    fn rollout(
+        &mut self,
+        route: &str,
+        variants: &[&str],
+        fleet: bool,
+    ) -> Result<I::Rollout, Self::Error>;
+    /// The metrics of the sync with the fleet service.
+    fn fleet(&mut self) -> Result<I::Fleet, Self::Error>;
 }
 
 /// The header names meshguard reads and writes.
@@ -96,6 +105,19 @@ pub struct Runtime<I: Ids> {
     pub store_prefix: String,
     /// The rate limit service global policies ask.
     pub rate_limit_service: Option<CompiledRateLimitService>,
+    /// The fleet service rollouts with `canary.fleet` sync with.
+    pub fleet_service: Option<meshguard_config::fleet::CompiledFleetService>,
+    /// The sync's metrics (with `fleet_service`).
+    pub fleet_ids: Option<I::Fleet>,
+    /// Shared-data key of the sync slot (which worker syncs next, and when).
+    pub sync_key: String,
+    /// This Envoy's name in the fleet service's logs (its node id, when the
+    /// host knows one).
+    pub envoy_name: RefCell<String>,
+    /// This VM's id (see [`Vm::owner`]), set by [`Runtime::prepare`].
+    pub owner: Cell<u64>,
+    /// The last sync failed (its error is logged once, until one succeeds).
+    pub sync_failing: Cell<bool>,
     /// How the host is used (routing headers, route cache, reads, counters).
     pub tuning: meshguard_config::tuning::Tuning,
     /// Decision records and the status document, when any is on.
@@ -218,6 +240,7 @@ impl<I: Ids> Runtime<I> {
             top_level_rate_limits,
             count_unmatched,
             rate_limit_service,
+            fleet_service,
             tuning,
             explain,
             revision,
@@ -252,6 +275,10 @@ impl<I: Ids> Runtime<I> {
             .into_iter()
             .map(|route| build_route(route, &store_prefix, define))
             .collect::<Result<_, D::Error>>()?;
+        let fleet_ids = match fleet_service {
+            Some(_) => Some(define.fleet()?),
+            None => None,
+        };
         let unmatched = if count_unmatched {
             Some(define.red(UNMATCHED_ROUTE, &[NO_VARIANT], false)?)
         } else {
@@ -268,8 +295,14 @@ impl<I: Ids> Runtime<I> {
             },
             scrub_routing_headers: has_canary,
             unmatched,
+            sync_key: format!("{store_prefix}.fl.sync"),
             store_prefix,
             rate_limit_service,
+            fleet_service,
+            fleet_ids,
+            envoy_name: RefCell::new(String::new()),
+            owner: Cell::new(0),
+            sync_failing: Cell::new(false),
             tuning,
             explain,
             revision,
@@ -286,6 +319,15 @@ impl<I: Ids> Runtime<I> {
     /// the rest to the first request, as before.
     pub fn prepare(&self, store: &mut impl crate::store::SharedStore, vm: Vm) -> Vec<String> {
         let mut warnings = Vec::new();
+        self.owner.set(vm.owner);
+        for (i, (key, n)) in self.fleet_links().enumerate() {
+            let envoy = crate::hash::mix64(vm.secret[0] ^ vm.owner.rotate_left(17) ^ (i as u64));
+            if let Err(e) = crate::analysis::fleet::prepare(store, key, n, envoy, vm.now) {
+                warnings.push(format!(
+                    "meshguard: cannot create the fleet link {key} ({e:?}); a tick creates it"
+                ));
+            }
+        }
         for s in self.routes.iter().filter_map(|r| r.slots.as_ref()) {
             s.owner.set(vm.owner);
             if let Err(e) = crate::breaker::shared::prepare(store, &s.key) {
@@ -343,6 +385,16 @@ impl<I: Ids> Runtime<I> {
         }
     }
 
+    /// Every fleet rollout's link key and variant count.
+    fn fleet_links(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.routes.iter().filter_map(|r| {
+            let rollout = r.rollout.as_ref()?;
+            let canary = r.route.canary.as_ref()?;
+            canary.rollout.as_ref()?.fleet.as_ref()?;
+            Some((rollout.state.key.as_str(), canary.variants.len()))
+        })
+    }
+
     /// Whether the root context must tick: a breaker may hold outcomes of an idle
     /// worker, a rollout folds counts and reads verdicts.
     pub fn needs_tick(&self) -> bool {
@@ -355,11 +407,13 @@ impl<I: Ids> Runtime<I> {
     /// rollout holds counts not yet folded. When neither, a worker may stop its
     /// tick until its next request (which ticks once before it is decided).
     pub fn holds_work(&self) -> bool {
-        self.routes.iter().any(|r| {
-            r.breakers.iter().any(|b| b.local.borrow().pending() > 0)
-                || r.slots.as_ref().is_some_and(|s| s.held.get() > 0)
-                || r.rollout.as_ref().is_some_and(|ro| ro.state.holds_work())
-        })
+        // A fleet rollout not yet settled syncs every interval.
+        self.syncs_fleet()
+            || self.routes.iter().any(|r| {
+                r.breakers.iter().any(|b| b.local.borrow().pending() > 0)
+                    || r.slots.as_ref().is_some_and(|s| s.held.get() > 0)
+                    || r.rollout.as_ref().is_some_and(|ro| ro.state.holds_work())
+            })
     }
 
     /// The RED series of `slot`.
@@ -405,9 +459,15 @@ fn build_route<I: Ids, D: DefineIds<I>>(
         Some(policy) => match &policy.rollout {
             Some(r) => {
                 let names: Vec<&str> = policy.variants.iter().map(|v| v.name.as_str()).collect();
-                let key = format!("{store_prefix}.ro.{}.{:016x}", route.name, r.fingerprint);
+                // A fleet rollout's link and a rollout judged alone have
+                // different shapes: different keys.
+                let kind = if r.fleet.is_some() { "fl" } else { "ro" };
+                let key = format!(
+                    "{store_prefix}.{kind}.{}.{:016x}",
+                    route.name, r.fingerprint
+                );
                 Some(Rollout {
-                    ids: define.rollout(&route.name, &names)?,
+                    ids: define.rollout(&route.name, &names, r.fleet.is_some())?,
                     state: RolloutRuntime::new(policy, r, key),
                 })
             }
@@ -438,6 +498,7 @@ pub mod testing {
         type Breaker = ();
         type Policy = ();
         type Rollout = ();
+        type Fleet = ();
     }
 
     impl DefineIds<NoIds> for NoIds {
@@ -451,7 +512,10 @@ pub mod testing {
         fn policy(&mut self, _: &CompiledRateLimit) -> Result<(), Self::Error> {
             Ok(())
         }
-        fn rollout(&mut self, _: &str, _: &[&str]) -> Result<(), Self::Error> {
+        fn rollout(&mut self, _: &str, _: &[&str], _: bool) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn fleet(&mut self) -> Result<(), Self::Error> {
             Ok(())
         }
     }

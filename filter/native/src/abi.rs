@@ -235,6 +235,18 @@ unsafe extern "C" {
         body: ModuleBuffer,
         timeout_milliseconds: u64,
     ) -> u32;
+    /// The configuration's own callout, made on Envoy's main thread (the fleet
+    /// sync, which belongs to no stream); the answer comes to
+    /// `envoy_dynamic_module_on_http_filter_config_http_callout_done`.
+    pub fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: ConfigEnvoyPtr,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const HttpHeader,
+        headers_size: usize,
+        body: ModuleBuffer,
+        timeout_milliseconds: u64,
+    ) -> u32;
     pub fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,
         key: ModuleBuffer,
@@ -356,6 +368,7 @@ pub const CALLBACKS: &[&str] = &[
     "envoy_dynamic_module_callback_http_filter_config_scheduler_delete",
     "envoy_dynamic_module_callback_http_filter_continue_decoding",
     "envoy_dynamic_module_callback_http_filter_http_callout",
+    "envoy_dynamic_module_callback_http_filter_config_http_callout",
     "envoy_dynamic_module_callback_http_set_filter_state_bytes",
     "envoy_dynamic_module_callback_http_filter_config_define_counter",
     "envoy_dynamic_module_callback_http_filter_config_define_gauge",

@@ -203,6 +203,15 @@ pub enum Phase<'a> {
         /// The loaded metrics.
         metrics: &'a Metrics,
     },
+    /// A loaded configuration's own hook on Envoy's main thread (the fleet
+    /// sync and its answer): no stream; metrics and callouts through the
+    /// configuration.
+    Main {
+        /// Envoy's configuration pointer.
+        config: abi::ConfigEnvoyPtr,
+        /// The loaded metrics.
+        metrics: &'a Metrics,
+    },
 }
 
 /// The host of one hook call.
@@ -301,14 +310,9 @@ impl NativeHost<'_> {
             }
             Phase::Loading { config, metrics } => {
                 let metrics = metrics.borrow();
-                let m = metrics.list.get(id as usize).ok_or_else(missing)?;
-                op.check(m.kind)
-                    .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
-                let (values, n) = label_values(&m.values);
-                let f = op.on_config();
-                // SAFETY: Envoy's configuration pointer during `config_new`.
-                unsafe { f(config, m.id, values.as_ptr(), n, value) }
+                on_config(config, &metrics, id, op, value)?
             }
+            Phase::Main { config, metrics } => on_config(config, metrics, id, op, value)?,
         };
         if result == abi::metrics_result::SUCCESS {
             Ok(())
@@ -323,12 +327,37 @@ impl NativeHost<'_> {
 
     fn kind(&self, id: u32) -> Option<MetricKind> {
         match self.phase {
-            Phase::Stream { metrics, .. } => metrics.list.get(id as usize).map(|m| m.kind),
+            Phase::Stream { metrics, .. } | Phase::Main { metrics, .. } => {
+                metrics.list.get(id as usize).map(|m| m.kind)
+            }
             Phase::Loading { metrics, .. } => {
                 metrics.borrow().list.get(id as usize).map(|m| m.kind)
             }
         }
     }
+}
+
+/// Applies `op` to series `id` through the configuration `config` (while it
+/// loads, or on Envoy's main thread afterwards).
+fn on_config(
+    config: abi::ConfigEnvoyPtr,
+    metrics: &Metrics,
+    id: u32,
+    op: Op,
+    value: u64,
+) -> Result<u32, HostError> {
+    let call = op.name();
+    let m = metrics
+        .list
+        .get(id as usize)
+        .ok_or_else(|| err(call, &id.to_string(), "no such metric"))?;
+    op.check(m.kind)
+        .ok_or_else(|| err(call, &id.to_string(), "wrong kind"))?;
+    let (values, n) = label_values(&m.values);
+    let f = op.on_config();
+    // SAFETY: Envoy's configuration pointer, on its main thread (during
+    // `config_new` or one of the configuration's own hooks).
+    Ok(unsafe { f(config, m.id, values.as_ptr(), n, value) })
 }
 
 /// A metric update.
@@ -637,7 +666,7 @@ impl Host for NativeHost<'_> {
             }
             // A worker builds the same configuration: the same names, defined
             // while it loaded.
-            Phase::Stream { metrics, .. } => metrics
+            Phase::Stream { metrics, .. } | Phase::Main { metrics, .. } => metrics
                 .by_name
                 .get(name)
                 .copied()
@@ -685,9 +714,18 @@ impl Host for NativeHost<'_> {
         timeout_ms: u64,
     ) -> Result<u32, HostError> {
         // The 1.40 ABI has no gRPC client: the call goes as an HTTP callout in
-        // gRPC's wire format (`grpc.rs`), to the same HTTP/2 cluster.
+        // gRPC's wire format (`grpc.rs`), to the same HTTP/2 cluster: the
+        // stream's, or on the main thread the configuration's own.
         let call = "http_callout";
-        let filter = self.filter(call)?;
+        let main = match self.phase {
+            Phase::Main { config, .. } => Some(config),
+            _ => None,
+        };
+        let filter = if main.is_some() {
+            std::ptr::null_mut()
+        } else {
+            self.filter(call)?
+        };
         let body = grpc::frame(message).ok_or_else(|| err(call, cluster, "message too large"))?;
         let path = format!("/{service}/{method}");
         let views = grpc::request_headers(cluster, &path).map(|(k, v)| HttpHeader {
@@ -697,17 +735,32 @@ impl Host for NativeHost<'_> {
             value_length: v.len(),
         });
         let mut id = 0u64;
-        // SAFETY: a live stream; every buffer outlives the call (Envoy copies).
-        let result = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_http_callout(
-                filter,
-                &mut id,
-                buf(cluster),
-                views.as_ptr(),
-                views.len(),
-                ModuleBuffer::of(&body),
-                timeout_ms,
-            )
+        let result = match main {
+            // SAFETY: the configuration on its main thread; every buffer
+            // outlives the call (Envoy copies).
+            Some(config) => unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    config,
+                    &mut id,
+                    buf(cluster),
+                    views.as_ptr(),
+                    views.len(),
+                    ModuleBuffer::of(&body),
+                    timeout_ms,
+                )
+            },
+            // SAFETY: a live stream; every buffer outlives the call (Envoy copies).
+            None => unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_http_callout(
+                    filter,
+                    &mut id,
+                    buf(cluster),
+                    views.as_ptr(),
+                    views.len(),
+                    ModuleBuffer::of(&body),
+                    timeout_ms,
+                )
+            },
         };
         let why = match result {
             callout_init::SUCCESS => {
@@ -749,6 +802,13 @@ impl Host for NativeHost<'_> {
 
     fn log(&self, level: Level, message: &str) {
         log(level, message);
+    }
+
+    fn node_name(&self) -> Option<String> {
+        // The 1.40 ABI gives a filter no node id: the host's name and this
+        // process's id name the Envoy in the fleet service's logs.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Some(format!("{}/{}", host.trim(), std::process::id()))
     }
 
     fn clears_route_cache_itself(&self) -> bool {

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meshguard::glue::configure::configure;
+use meshguard::glue::fleet::{on_sync_answer, sync};
 use meshguard::glue::plugin::Plugin;
 use meshguard::glue::request::{
     flush_idle, on_grpc_response, on_request_headers, on_response_headers, on_response_trailers,
@@ -72,6 +73,10 @@ struct Instance {
 thread_local! {
     /// This worker's configurations, by generation.
     static INSTANCES: RefCell<Vec<Rc<Instance>>> = const { RefCell::new(Vec::new()) };
+    /// Envoy's main thread: the copy of each loaded configuration that syncs
+    /// with the fleet service (the configuration's own callout, which no
+    /// stream's end can cancel), by generation.
+    static MAIN: RefCell<Vec<(u64, Rc<Plugin>)>> = const { RefCell::new(Vec::new()) };
     /// This worker's owner id for concurrency slots (0: not drawn yet).
     static OWNER: Cell<u64> = const { Cell::new(0) };
 }
@@ -163,9 +168,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         // Envoy still accepts definitions.
         let worker = Rc::new(Worker::default());
         worker.owner.set(owner(&loader));
-        if configure(&loader, worker).is_none() {
+        let Some(main) = configure(&loader, worker) else {
             return std::ptr::null();
-        }
+        };
         // With a scheduler on Envoy's main thread the configuration keeps
         // every worker's batched counts and writes them there; without one
         // (Envoy gave none) each worker batches its own.
@@ -182,8 +187,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             },
             destroyed: AtomicBool::new(false),
         });
+        // The fleet sync runs on this thread, posted by the tick thread
+        // through the configuration's scheduler.
+        let fleet = main.syncs_fleet() && scheduler.is_some();
+        if fleet {
+            MAIN.with(|m| m.borrow_mut().push((shared.generation, main)));
+        } else if main.syncs_fleet() {
+            log(
+                Level::Warn,
+                "meshguard: Envoy gave no scheduler on its main thread: fleet rollouts are judged by this Envoy alone",
+            );
+        }
         if let Some(scheduler) = scheduler {
-            ticker::register(scheduler, config_envoy, &shared);
+            ticker::register(scheduler, config_envoy, &shared, fleet);
         }
         Arc::into_raw(shared).cast()
     })
@@ -211,6 +227,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
         }
         // Workers drop their copies on their next stream.
         shared.destroyed.store(true, Ordering::Release);
+        MAIN.with(|m| m.borrow_mut().retain(|(g, _)| *g != shared.generation));
     });
 }
 
@@ -661,15 +678,120 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     event_id: u64,
 ) {
     guarded("config_scheduled", (), || {
-        if event_id != ticker::FLUSH_EVENT || config.is_null() {
+        if config.is_null() {
             return;
         }
         // SAFETY: the pointer `config_new` made; Envoy posts this only while
         // the configuration lives, and `config_destroy` comes after.
         let shared = unsafe { &*config.cast::<Shared>() };
-        // SAFETY: Envoy's live configuration of these metrics.
-        unsafe { shared.metrics.flush(config_envoy) };
+        match event_id {
+            // SAFETY: Envoy's live configuration of these metrics.
+            ticker::FLUSH_EVENT => unsafe { shared.metrics.flush(config_envoy) },
+            ticker::FLEET_EVENT => {
+                if let Some(plugin) = main_plugin(shared.generation) {
+                    sync(&main_host(config_envoy, shared, None), &plugin);
+                }
+            }
+            _ => {}
+        }
     });
+}
+
+/// The main thread's copy of configuration `generation`, when it syncs.
+fn main_plugin(generation: u64) -> Option<Rc<Plugin>> {
+    MAIN.with(|m| {
+        m.borrow()
+            .iter()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, p)| p.clone())
+    })
+}
+
+fn main_host<'a>(
+    config: ConfigEnvoyPtr,
+    shared: &'a Shared,
+    answer: Option<&'a [u8]>,
+) -> NativeHost<'a> {
+    NativeHost {
+        phase: Phase::Main {
+            config,
+            metrics: &shared.metrics,
+        },
+        config: &shared.config,
+        name: &shared.name,
+        answer,
+    }
+}
+
+/// The fleet service answered the configuration's sync (or the callout
+/// failed), on Envoy's main thread: read as gRPC (`grpc.rs`) and handed to
+/// the glue.
+///
+/// # Safety
+/// Envoy's pointers for a live configuration; `headers` and `body` are null or
+/// valid for their sizes during this hook.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    config_envoy: ConfigEnvoyPtr,
+    config: ConfigModulePtr,
+    callout_id: u64,
+    result: u32,
+    headers: *const abi::HttpHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) {
+    guarded("config_http_callout_done", (), || {
+        if config.is_null() {
+            return;
+        }
+        // SAFETY: the pointer `config_new` made, alive while Envoy calls its hooks.
+        let shared = unsafe { &*config.cast::<Shared>() };
+        let (Some(plugin), Ok(token)) = (main_plugin(shared.generation), u32::try_from(callout_id))
+        else {
+            return;
+        };
+        // SAFETY: Envoy's arrays for this hook.
+        let (code, message) =
+            unsafe { read_answer(result, headers, headers_size, body, body_size) };
+        let size = message.as_ref().map_or(0, Vec::len);
+        let host = main_host(config_envoy, shared, message.as_deref());
+        on_sync_answer(&host, &plugin, token, code, size);
+    });
+}
+
+/// A callout's answer as gRPC: its status and, when 0, its message.
+///
+/// # Safety
+/// `headers` and `body` are null or valid for their sizes during the hook.
+unsafe fn read_answer(
+    result: u32,
+    headers: *const abi::HttpHeader,
+    headers_size: usize,
+    body: *const EnvoyBuffer,
+    body_size: usize,
+) -> (u32, Option<Vec<u8>>) {
+    // SAFETY: the caller's contract.
+    let headers = unsafe { slice(headers, headers_size) };
+    let pairs: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|h| {
+            // SAFETY: Envoy's header views, valid during this hook.
+            let k = unsafe { slice(h.key_ptr, h.key_length) };
+            let v = unsafe { slice(h.value_ptr, h.value_length) };
+            (k, v)
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    // SAFETY: as above.
+    for chunk in unsafe { slice(body, body_size) } {
+        // SAFETY: as above.
+        bytes.extend_from_slice(unsafe { chunk.bytes() }.unwrap_or_default());
+    }
+    let ok = result == abi::callout_result::SUCCESS;
+    let (code, message) = crate::grpc::answer(ok, &pairs, &bytes);
+    (code, message.map(<[u8]>::to_vec))
 }
 
 /// The stream waits for the rate limit service, or was answered locally.
@@ -707,30 +829,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     };
     guarded("http_callout_done", None, || {
         // SAFETY: Envoy's arrays for this hook (null when empty).
-        let headers = unsafe { slice(headers, headers_size) };
-        let pairs: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|h| {
-                // SAFETY: Envoy's header views, valid during this hook.
-                let k = unsafe { slice(h.key_ptr, h.key_length) };
-                let v = unsafe { slice(h.value_ptr, h.value_length) };
-                (k, v)
-            })
-            .collect();
-        let mut bytes = Vec::new();
-        // SAFETY: as above.
-        for chunk in unsafe { slice(body, body_size) } {
-            // SAFETY: as above.
-            bytes.extend_from_slice(unsafe { chunk.bytes() }.unwrap_or_default());
-        }
-        let ok = result == abi::callout_result::SUCCESS;
-        let (code, message) = crate::grpc::answer(ok, &pairs, &bytes);
-        let size = message.map_or(0, <[u8]>::len);
+        let (code, message) =
+            unsafe { read_answer(result, headers, headers_size, body, body_size) };
+        let size = message.as_ref().map_or(0, Vec::len);
+        let message = message.as_deref();
         hook_answering("http_callout_done", filter, f, message, |host, plugin| {
             // Out of its cell while the glue runs: a limited request's local
             // reply passes this filter's own response hook, which reads it.
             let mut s = f.stream.take();
-            on_grpc_response(host, plugin, &mut s, token, code, size);
+            on_grpc_response(host, plugin, &mut s, (token, code, size), &f.instance.rng);
             *f.stream.borrow_mut() = s;
         })
     });

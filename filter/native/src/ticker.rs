@@ -47,6 +47,9 @@ struct Config {
     /// Counts waited at the last round: post once more, for a count added
     /// while the last flush ran.
     was_dirty: bool,
+    /// The configuration judges rollouts with the fleet: its sync runs on
+    /// Envoy's main thread, posted every tick (the engine says when one is due).
+    fleet: bool,
 }
 
 // SAFETY: the handle as above; the configuration pointer is handed back only
@@ -70,6 +73,8 @@ fn configs() -> MutexGuard<'static, Vec<Config>> {
 pub const TICK_EVENT: u64 = 1;
 /// The event id of a flush posted to a configuration.
 pub const FLUSH_EVENT: u64 = 2;
+/// The event id of the fleet sync's tick posted to a configuration.
+pub const FLEET_EVENT: u64 = 3;
 
 /// A scheduler on Envoy's main thread for the configuration being loaded
 /// (during `config_new`), not yet registered.
@@ -84,14 +89,23 @@ pub fn scheduler(config: abi::ConfigEnvoyPtr) -> Option<Scheduler> {
 }
 
 /// Registers the configuration's scheduler: the thread posts a flush to it
-/// whenever its counts wait.
-pub fn register(scheduler: Scheduler, config: abi::ConfigEnvoyPtr, shared: &Arc<Shared>) {
+/// whenever its counts wait, and with `fleet` the fleet sync's tick.
+pub fn register(
+    scheduler: Scheduler,
+    config: abi::ConfigEnvoyPtr,
+    shared: &Arc<Shared>,
+    fleet: bool,
+) {
     configs().push(Config {
         shared: Arc::clone(shared),
         envoy: config,
         handle: scheduler.0,
         was_dirty: false,
+        fleet,
     });
+    if fleet {
+        wake(Duration::from_millis(meshguard::glue::worker::TICK_MS));
+    }
 }
 
 /// Takes the configuration's scheduler back and deletes it (during
@@ -164,6 +178,16 @@ fn start(period: Duration) {
             }
             let mut waiting = false;
             for c in configs().iter_mut() {
+                if c.fleet {
+                    // SAFETY: a handle registered and not yet deleted (under the lock).
+                    unsafe {
+                        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                            c.handle.0,
+                            FLEET_EVENT,
+                        );
+                    }
+                    waiting = true;
+                }
                 let dirty = c.shared.metrics.take_dirty();
                 if dirty || c.was_dirty {
                     // SAFETY: a handle registered and not yet deleted (under the lock).

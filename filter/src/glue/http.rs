@@ -39,9 +39,8 @@ impl Context for Http {
                 &ProxyHost,
                 plugin,
                 &mut self.stream,
-                token_id,
-                status_code,
-                response_size,
+                (token_id, status_code, response_size),
+                &self.rng,
             );
         }
     }

@@ -5,14 +5,15 @@
 use meshguard_config::ratelimit::CompiledRateLimit;
 use meshguard_engine::metrics::{
     breaker_rejected, breaker_state, breaker_transitions, canary_evidence, canary_shadow_verdict,
-    canary_state, canary_transitions, canary_weight, grpc_requests_total,
-    ratelimit_cached_rejections, ratelimit_leases, ratelimit_overflow, ratelimit_requests,
-    ratelimit_rpc_duration, ratelimit_store_conflicts, ratelimit_table_keys, request_duration,
-    requests_in_flight, requests_total,
+    canary_state, canary_transitions, canary_weight, fleet_last_sync, fleet_state,
+    fleet_sync_duration, fleet_syncs, grpc_requests_total, ratelimit_cached_rejections,
+    ratelimit_leases, ratelimit_overflow, ratelimit_requests, ratelimit_rpc_duration,
+    ratelimit_store_conflicts, ratelimit_table_keys, request_duration, requests_in_flight,
+    requests_total,
 };
 use meshguard_engine::{
-    ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, GrpcLabel, Ids, Label, Phase,
-    RateLimitOutcome, RedSample, RejectKind, Signal, VariantStatus,
+    ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, FleetMode, GrpcLabel, Ids, Label,
+    Phase, RateLimitOutcome, RedSample, RejectKind, Signal, SyncOutcome, VariantStatus,
 };
 
 use super::plugin::Plugin;
@@ -26,7 +27,28 @@ impl Ids for WasmIds {
     type Red = RedIds;
     type Breaker = BreakerIds;
     type Policy = PolicyIds;
-    type Rollout = Vec<CanaryIds>;
+    type Rollout = RolloutIds;
+    type Fleet = FleetIds;
+}
+
+/// A rollout's metrics.
+#[derive(Debug)]
+pub struct RolloutIds {
+    /// Per variant, baseline first.
+    pub variants: Vec<CanaryIds>,
+    /// A fleet rollout's `fleet_state` by mode.
+    pub fleet: Option<ByLabel<FleetMode, u32>>,
+}
+
+/// The fleet sync's metrics.
+#[derive(Debug)]
+pub struct FleetIds {
+    /// `fleet_syncs_total` by outcome.
+    pub syncs: ByLabel<SyncOutcome, u32>,
+    /// `fleet_sync_duration_milliseconds`.
+    pub duration: u32,
+    /// `fleet_last_sync_seconds`.
+    pub last: u32,
 }
 
 /// A rate-limit policy's metrics.
@@ -185,11 +207,30 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
         })
     }
 
-    fn rollout(&mut self, route: &str, variants: &[&str]) -> Result<Vec<CanaryIds>, HostError> {
+    fn fleet(&mut self) -> Result<FleetIds, HostError> {
+        let host = self.0;
+        Ok(FleetIds {
+            syncs: ByLabel::try_new(|o| host.define_metric(MetricKind::Counter, &fleet_syncs(o)))?,
+            duration: host.define_metric(MetricKind::Histogram, &fleet_sync_duration())?,
+            last: host.define_metric(MetricKind::Gauge, &fleet_last_sync())?,
+        })
+    }
+
+    fn rollout(
+        &mut self,
+        route: &str,
+        variants: &[&str],
+        fleet: bool,
+    ) -> Result<RolloutIds, HostError> {
         let host = self.0;
         let gauge = |name: &str| host.define_metric(MetricKind::Gauge, name);
         let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
-        variants
+        let fleet = if fleet {
+            Some(ByLabel::try_new(|m| gauge(&fleet_state(route, m)))?)
+        } else {
+            None
+        };
+        let variants = variants
             .iter()
             .enumerate()
             .map(|(i, v)| {
@@ -210,7 +251,8 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
                     judged,
                 })
             })
-            .collect()
+            .collect::<Result<_, HostError>>()?;
+        Ok(RolloutIds { variants, fleet })
     }
 }
 
@@ -305,10 +347,39 @@ pub fn record_events(host: &impl Host, plugin: &Plugin, events: &[Event]) {
                     .and_then(|b| b.ids.rejected.get(*kind)),
             ),
             Event::Rollout { route, change } => rollout_change(host, plugin, *route, change),
-            Event::RolloutStatus { route, variants } => {
+            Event::RolloutStatus {
+                route,
+                variants,
+                fleet,
+            } => {
                 if let Some(ids) = plugin.routes.get(*route).and_then(|r| r.rollout.as_ref()) {
-                    for (ids, status) in ids.ids.iter().zip(variants) {
+                    for (ids, status) in ids.ids.variants.iter().zip(variants) {
                         publish(host, ids, status);
+                    }
+                    if let (Some(gauges), Some(mode)) = (&ids.ids.fleet, fleet) {
+                        for m in FleetMode::ALL {
+                            if let Some(id) = gauges.get(*m) {
+                                let _ = host.record_metric(*id, u64::from(m == mode));
+                            }
+                        }
+                    }
+                }
+            }
+            Event::FleetSync {
+                duration_ms,
+                error,
+                now,
+            } => {
+                if let Some(ids) = &plugin.fleet_ids {
+                    let outcome = if error.is_some() {
+                        SyncOutcome::Error
+                    } else {
+                        SyncOutcome::Ok
+                    };
+                    count(host, plugin, ids.syncs.get(outcome));
+                    let _ = host.record_metric(ids.duration, *duration_ms);
+                    if error.is_none() {
+                        let _ = host.record_metric(ids.last, now / 1_000_000_000);
                     }
                 }
             }
@@ -346,7 +417,7 @@ fn rollout_change(host: &impl Host, plugin: &Plugin, route: usize, change: &Chan
                 .routes
                 .get(route)
                 .and_then(|r| r.rollout.as_ref())
-                .and_then(|r| r.ids.get(*variant))
+                .and_then(|r| r.ids.variants.get(*variant))
                 .and_then(|v| v.judged.as_ref());
             count(host, plugin, ids.and_then(|j| j.transitions.get(*to)));
             host.log(

@@ -4,6 +4,7 @@
 //! tests drive them with the fake host.
 
 pub mod configure;
+pub mod fleet;
 #[cfg(feature = "proxy-wasm")]
 pub mod http;
 pub mod metrics;

@@ -3,6 +3,7 @@
 //! request path) and the shared-data prefix that keeps this plugin's state apart
 //! from any other's, next to the worker's VM-wide state.
 
+use std::cell::Cell;
 use std::ops::Deref;
 use std::rc::Rc;
 
@@ -23,6 +24,8 @@ pub struct Plugin {
     /// The worker's counts and tick, shared with every other configuration of
     /// this VM.
     pub worker: Rc<Worker>,
+    /// This worker's fleet sync in flight: its token and when it was sent.
+    pub fleet_call: Cell<Option<(u32, u64)>>,
 }
 
 impl Deref for Plugin {
@@ -62,6 +65,9 @@ pub fn build(
 ) -> Result<Plugin, HostError> {
     let name = host.plugin_name()?.unwrap_or_default();
     let runtime = Runtime::build(config, &name, &mut Definer(host))?;
+    if runtime.fleet_service.is_some() {
+        *runtime.envoy_name.borrow_mut() = host.node_name().unwrap_or_default();
+    }
     let owner = worker.owner.get();
     let now = host.now_ns().unwrap_or(0);
     // The fingerprint secret, if this VM is the first: 128 fresh bits from the
@@ -75,5 +81,9 @@ pub fn build(
     for w in runtime.prepare(&mut crate::host::store::HostStore(host), vm) {
         host.log(crate::host::Level::Warn, &w);
     }
-    Ok(Plugin { runtime, worker })
+    Ok(Plugin {
+        runtime,
+        worker,
+        fleet_call: Cell::new(None),
+    })
 }

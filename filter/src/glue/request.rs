@@ -11,6 +11,7 @@ use meshguard_rls_proto::{METHOD, SERVICE};
 use meshguard_config::explain::FILTER_STATE_KEY;
 use meshguard_config::tuning::RouteCache;
 
+use super::fleet;
 use super::metrics::{in_flight, record_events, record_red};
 use super::plugin::Plugin;
 use super::worker::TICK_MS;
@@ -39,20 +40,40 @@ pub struct Stream {
     pub state: StreamState,
     /// Per pending call: its token (none when dispatch failed) and its reply.
     pub calls: Vec<(Option<u32>, Option<RlsReply>)>,
+    /// A read of the fleet's first state the request waits for before it is
+    /// decided: its token and when it was sent.
+    pub fleet_read: Option<(u32, u64)>,
 }
 
 impl Stream {
     /// The request must wait: for a reply, or (answered locally) for ever.
     pub fn must_pause(&self) -> bool {
-        self.state.rejected || self.calls.iter().any(|(_, r)| r.is_none())
+        self.state.rejected
+            || self.fleet_read.is_some()
+            || self.calls.iter().any(|(_, r)| r.is_none())
     }
 }
 
 /// `on_http_request_headers`: decide the request and apply the decision; when
 /// global policies must ask the rate limit service, send their calls (the stream
-/// then pauses until [`on_grpc_response`] has every answer).
+/// then pauses until [`on_grpc_response`] has every answer). Before the fleet's
+/// first state is known (a fleet rollout on an Envoy that just started), the
+/// request waits for a read of it, then is decided.
 pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Stream {
     wake(host, plugin);
+    if plugin.awaits_fleet() {
+        if let Some(read) = fleet::start_read(host, plugin) {
+            return Stream {
+                fleet_read: Some(read),
+                ..Stream::default()
+            };
+        }
+    }
+    decide(host, plugin, rng)
+}
+
+/// Decides the request and applies the decision (see [`on_request_headers`]).
+fn decide(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Stream {
     // A clock failure is reported by the engine, with what it skips.
     let now = host.now_ns().ok();
     let tuning = &plugin.tuning;
@@ -68,7 +89,7 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Strea
     apply_request(host, plugin, effects);
     let mut stream = Stream {
         state,
-        calls: Vec::new(),
+        ..Stream::default()
     };
     if let Some(service) = &plugin.rate_limit_service {
         for call in &stream.state.pending {
@@ -94,14 +115,26 @@ pub fn on_request_headers(host: &impl Host, plugin: &Plugin, rng: &Rng) -> Strea
 /// `on_grpc_call_response`: the rate limit service answered call `token` with gRPC
 /// `status` (0: OK, then `size` bytes of answer). Once every call is answered, the
 /// decision goes on and the request resumes (or is answered). True when it did.
+/// The answer to the fleet read a request waits for decides it now.
 pub fn on_grpc_response(
     host: &impl Host,
     plugin: &Plugin,
     stream: &mut Stream,
-    token: u32,
-    status: u32,
-    size: usize,
+    call: (u32, u32, usize),
+    rng: &Rng,
 ) -> bool {
+    let (token, status, size) = call;
+    if let Some((t, sent)) = stream.fleet_read {
+        if t == token {
+            fleet::take_answer(host, plugin, sent, status, size, false);
+            *stream = decide(host, plugin, rng);
+            if !stream.must_pause() {
+                warn_on_err(host, host.resume_request());
+                return true;
+            }
+            return false;
+        }
+    }
     let Some(call) = stream.calls.iter_mut().find(|(t, _)| *t == Some(token)) else {
         return false;
     };
@@ -245,6 +278,9 @@ pub fn on_stream_end(host: &impl Host, plugin: &Plugin, stream: &Stream) {
         if let (Some(t), None) = (token, reply) {
             let _ = host.cancel_grpc_call(*t);
         }
+    }
+    if let Some((t, _)) = stream.fleet_read {
+        let _ = host.cancel_grpc_call(t);
     }
     on_log(host, plugin, &stream.state);
 }

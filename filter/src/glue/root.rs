@@ -8,6 +8,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::configure::configure;
+use super::fleet::{on_sync_answer, sync};
 use super::http::Http;
 use super::plugin::Plugin;
 use super::request::{on_tick, retire};
@@ -57,6 +58,14 @@ impl Default for Root {
 }
 
 impl Context for Root {
+    /// The fleet service answered this worker's sync (calls from the root
+    /// context are answered here).
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if let Some(plugin) = &self.plugin {
+            on_sync_answer(&ProxyHost, plugin, token_id, status_code, response_size);
+        }
+    }
+
     /// Envoy is done with this root context (its configuration was replaced):
     /// write what it holds, and let its remaining streams count unbatched.
     fn on_done(&mut self) -> bool {
@@ -88,6 +97,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let Some(plugin) = &self.plugin {
             on_tick(&ProxyHost, plugin);
+            sync(&ProxyHost, plugin);
         }
     }
 

@@ -159,6 +159,12 @@ pub trait Host {
     /// Writes one line to the proxy's log.
     fn log(&self, level: Level, message: &str);
 
+    /// A name for this Envoy in the fleet service's logs: its node id when the
+    /// host knows one.
+    fn node_name(&self) -> Option<String> {
+        None
+    }
+
     /// Whether Envoy picks the route again by itself after this host's
     /// request-header edits: so it does for a Proxy-Wasm module of ABI 0.2.1
     /// ([`host_clears_route_cache`]); a dynamic module must ask.

@@ -235,6 +235,11 @@ impl Host for ProxyHost {
         // Nothing sensible remains to be done if logging itself fails.
         let _ = hostcalls::log(level, message);
     }
+
+    fn node_name(&self) -> Option<String> {
+        let id = hostcalls::get_property(vec!["node", "id"]).ok()??;
+        Some(String::from_utf8_lossy(&id).into_owned()).filter(|s| !s.is_empty())
+    }
 }
 
 /// The SDK's code for a rejection status (config validation allows 1 to 16).

@@ -1,7 +1,9 @@
 //! `meshguard-rls`: a rate limit server for Envoy's RLS API v3
 //! (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`), so that a
 //! fleet of Envoys (meshguard's global policies, or Envoy's own ratelimit filter)
-//! shares one set of counters.
+//! shares one set of counters; and meshguard's fleet service
+//! (`meshguard.fleet.v1.Fleet/Sync`, `fleet/`), so that a fleet judges each
+//! canary as one.
 //!
 //! Counters are fixed windows in Redis (`--redis URL`: shared by any number of
 //! these servers, each request's hits added by one atomic script) or in memory
@@ -16,13 +18,17 @@
 //! libclang. A fixed window in one Redis script is short and exact.
 //!
 //! ```text
-//! meshguard-rls --limits limits.yaml (--redis redis://127.0.0.1:6379 | --memory)
+//! meshguard-rls [--limits limits.yaml] (--redis redis://127.0.0.1:6379 | --memory)
 //!               [--listen 127.0.0.1:8081] [--port-file PATH] [--delay-ms N]
+//!               [--fleet-ttl-hours N]
 //! ```
-//! `--delay-ms` holds every answer (fault drills: a server slower than its
-//! clients' timeout).
+//! Without `--limits` every rate limit request is answered `OK`. `--delay-ms`
+//! holds every answer (fault drills: a server slower than its clients'
+//! timeout). `--fleet-ttl-hours` (default 168) is how long a rollout's fleet
+//! record stays after its last write.
 
 mod counters;
+mod fleet;
 mod limits;
 
 use std::collections::HashMap;
@@ -32,6 +38,7 @@ use std::time::Duration;
 
 use counters::{Charge, Counters};
 use limits::LimitsFile;
+use meshguard_rls_proto::fleet::fleet_server::FleetServer;
 use meshguard_rls_proto::rate_limit_response::rate_limit::Unit;
 use meshguard_rls_proto::rate_limit_response::{Code, DescriptorStatus, RateLimit};
 use meshguard_rls_proto::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
@@ -40,18 +47,20 @@ use tonic::{Request, Response, Status};
 
 /// Command-line options.
 struct Options {
-    limits: String,
+    limits: Option<String>,
+    fleet_ttl: Duration,
     redis: Option<String>,
     listen: SocketAddr,
     port_file: Option<String>,
     delay: Duration,
 }
 
-const USAGE: &str = "usage: meshguard-rls --limits FILE (--redis URL | --memory) [--listen ADDR] [--port-file PATH] [--delay-ms N]";
+const USAGE: &str = "usage: meshguard-rls [--limits FILE] (--redis URL | --memory) [--listen ADDR] [--port-file PATH] [--delay-ms N] [--fleet-ttl-hours N]";
 
 fn options() -> Result<Options, String> {
     let mut o = Options {
-        limits: String::new(),
+        limits: None,
+        fleet_ttl: Duration::from_secs(168 * 3_600),
         redis: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
         port_file: None,
@@ -62,7 +71,16 @@ fn options() -> Result<Options, String> {
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
-            "--limits" => o.limits = value("--limits")?,
+            "--limits" => o.limits = Some(value("--limits")?),
+            "--fleet-ttl-hours" => {
+                let h: u64 = value("--fleet-ttl-hours")?
+                    .parse()
+                    .map_err(|e| format!("--fleet-ttl-hours: {e}"))?;
+                if h == 0 {
+                    return Err("--fleet-ttl-hours: must be at least 1".into());
+                }
+                o.fleet_ttl = Duration::from_secs(h.saturating_mul(3_600));
+            }
             "--redis" => o.redis = Some(value("--redis")?),
             "--memory" => memory = true,
             "--listen" => {
@@ -80,8 +98,8 @@ fn options() -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if o.limits.is_empty() || o.redis.is_some() == memory {
-        return Err("give --limits and exactly one of --redis, --memory".into());
+    if o.redis.is_some() == memory {
+        return Err("give exactly one of --redis, --memory".into());
     }
     Ok(o)
 }
@@ -192,8 +210,11 @@ impl RateLimitService for Service {
 }
 
 async fn run(o: Options) -> Result<(), String> {
-    let limits = limits::load(&o.limits)?;
-    let counters = match &o.redis {
+    let limits = match &o.limits {
+        Some(path) => limits::load(path)?,
+        None => LimitsFile::default(),
+    };
+    let (counters, records) = match &o.redis {
         Some(url) => {
             let client =
                 redis::Client::open(url.as_str()).map_err(|e| format!("redis {url}: {e}"))?;
@@ -201,10 +222,17 @@ async fn run(o: Options) -> Result<(), String> {
                 .get_connection_manager()
                 .await
                 .map_err(|e| format!("redis {url}: {e}"))?;
-            Counters::Redis(conn)
+            (
+                Counters::Redis(conn.clone()),
+                fleet::store::Store::Redis(conn),
+            )
         }
-        None => Counters::Memory(Mutex::new(HashMap::new())),
+        None => (
+            Counters::Memory(Mutex::new(HashMap::new())),
+            fleet::store::Store::Memory(Mutex::new(HashMap::new())),
+        ),
     };
+    let fleet = Arc::new(fleet::FleetService::new(records, o.fleet_ttl, o.delay));
     let listener = tokio::net::TcpListener::bind(o.listen)
         .await
         .map_err(|e| format!("listen {}: {e}", o.listen))?;
@@ -224,6 +252,7 @@ async fn run(o: Options) -> Result<(), String> {
     });
     tonic::transport::Server::builder()
         .add_service(RateLimitServiceServer::from_arc(service))
+        .add_service(FleetServer::from_arc(fleet))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async {

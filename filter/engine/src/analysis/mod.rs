@@ -10,19 +10,21 @@
 //! - this module: a worker's side ([`RolloutRuntime`]): its counts since its last
 //!   tick, the record it last read, and the split derived from it.
 
+pub mod fleet;
 mod gates;
 pub mod mixture;
 pub mod rollout;
 #[cfg(test)]
 mod sim;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use meshguard_config::canary::{slices, CompiledCanary};
+use meshguard_config::fleet::CompiledFleetService;
 use meshguard_config::rollout::CompiledRollout;
 
 use crate::decision::{Completion, Event};
-use crate::metrics::{CanaryState, Signal};
+use crate::metrics::{CanaryState, FleetMode, Signal};
 use crate::outcome::is_failure;
 use crate::store::{update, SharedStore};
 use rollout::{alpha_per_test, fold, Counts, Record};
@@ -67,18 +69,33 @@ pub struct RolloutRuntime {
     /// What it last read.
     pub view: RefCell<View>,
     /// The status last reported (gauges are set only when it changes).
-    reported: RefCell<Option<Vec<VariantStatus>>>,
+    reported: RefCell<Option<(Vec<VariantStatus>, Option<FleetMode>)>>,
+    /// A fleet rollout's: the rollout this Envoy judges alone while the
+    /// service is unreachable (the ramp held: the fleet's clock steps it).
+    held: Option<CompiledRollout>,
+    /// A fleet rollout's mode as the last tick read it.
+    pub mode: Cell<Option<FleetMode>>,
+    /// A fleet rollout whose fleet state was never read while the service is
+    /// not yet unreachable: requests wait for it (see `Runtime::awaits_fleet`).
+    pub awaiting: Cell<bool>,
 }
 
 impl RolloutRuntime {
     /// A worker's side of `policy`'s rollout, its record at `key`, nothing read yet.
     pub fn new(policy: &CompiledCanary, rollout: &CompiledRollout, key: String) -> Self {
         let n = policy.variants.len();
+        let fleet = rollout.fleet.is_some();
         RolloutRuntime {
             key,
             pending: RefCell::new(vec![Counts::default(); n]),
-            view: RefCell::new(view(Record::new(n), policy, rollout)),
+            view: RefCell::new(view(Record::new(n), policy, rollout, None)),
             reported: RefCell::new(None),
+            held: fleet.then(|| CompiledRollout {
+                pause: true,
+                ..rollout.clone()
+            }),
+            mode: Cell::new(fleet.then_some(FleetMode::Fleet)),
+            awaiting: Cell::new(fleet),
         }
     }
 
@@ -116,31 +133,43 @@ impl RolloutRuntime {
 
     /// The tick at `now`: folds this worker's counts into the shared record (one
     /// read and, when something changed, one compare-and-swap) and routes by what it
-    /// reads back. On a store failure the counts are kept for the next tick.
+    /// reads back. On a store failure the counts are kept for the next tick. A
+    /// fleet rollout (with `service`) folds them into its link's outbox instead
+    /// and routes by the fleet's state (see [`fleet::tick`]); `envoy` is the id
+    /// a link made afresh gets.
+    #[allow(clippy::too_many_arguments)]
     pub fn tick(
         &self,
         route: usize,
         policy: &CompiledCanary,
         rollout: &CompiledRollout,
+        service: Option<&CompiledFleetService>,
         store: &mut impl SharedStore,
         now: u64,
+        envoy: u64,
         events: &mut Vec<Event>,
     ) {
         if self.view.borrow().settled {
             return;
         }
-        let n = policy.variants.len();
         let batch = self.pending.borrow().clone();
-        let result = update(store, &self.key, |bytes| {
-            let stored = bytes.and_then(|b| Record::decode(b, n));
-            let corrupt = bytes.is_some() && stored.is_none();
-            let mut rec = stored.unwrap_or_else(|| Record::new(n));
-            let changes = fold(&mut rec, rollout, &batch, now);
-            let new = rec.encode();
-            let write = bytes != Some(new.as_slice());
-            (write.then_some(new), (rec, changes, corrupt))
-        });
-        let (rec, changes, corrupt) = match result {
+        let result = match (&rollout.fleet, service, &self.held) {
+            (Some(fleet), Some(service), Some(held)) => {
+                let parts = fleet::Parts {
+                    policy,
+                    rollout,
+                    fleet,
+                    service,
+                };
+                fleet::tick(store, &self.key, parts, held, &batch, now, envoy).map(|t| {
+                    self.mode.set(Some(t.mode));
+                    self.awaiting.set(t.awaiting);
+                    (t.view, t.changes, t.corrupt, Some(t.settled))
+                })
+            }
+            _ => self.tick_alone(policy, rollout, store, &batch, now),
+        };
+        let (rec, changes, corrupt, settled) = match result {
             Ok(r) => r,
             Err(e) => {
                 events.push(Event::Warning(format!(
@@ -164,16 +193,39 @@ impl RolloutRuntime {
                 .into_iter()
                 .map(|change| Event::Rollout { route, change }),
         );
-        *self.view.borrow_mut() = view(rec, policy, rollout);
-        let status = self.status(rollout);
+        *self.view.borrow_mut() = view(rec, policy, rollout, settled);
+        let status = (self.status(rollout), self.mode.get());
         let mut reported = self.reported.borrow_mut();
         if reported.as_ref() != Some(&status) {
             events.push(Event::RolloutStatus {
                 route,
-                variants: status.clone(),
+                variants: status.0.clone(),
+                fleet: status.1,
             });
             *reported = Some(status);
         }
+    }
+
+    /// A rollout judged by this Envoy alone: its counts folded into its record.
+    #[allow(clippy::type_complexity)]
+    fn tick_alone(
+        &self,
+        policy: &CompiledCanary,
+        rollout: &CompiledRollout,
+        store: &mut impl SharedStore,
+        batch: &[Counts],
+        now: u64,
+    ) -> Result<(Record, Vec<rollout::Change>, bool, Option<bool>), crate::store::StoreError> {
+        let n = policy.variants.len();
+        update(store, &self.key, |bytes| {
+            let stored = bytes.and_then(|b| Record::decode(b, n));
+            let corrupt = bytes.is_some() && stored.is_none();
+            let mut rec = stored.unwrap_or_else(|| Record::new(n));
+            let changes = fold(&mut rec, rollout, batch, now);
+            let new = rec.encode();
+            let write = bytes != Some(new.as_slice());
+            (write.then_some(new), (rec, changes, corrupt, None))
+        })
     }
 
     /// Every variant's status as the worker last read it.
@@ -205,7 +257,14 @@ impl RolloutRuntime {
     }
 }
 
-fn view(record: Record, policy: &CompiledCanary, rollout: &CompiledRollout) -> View {
+/// The view of `record`; `settled` overrides the record's own (a fleet
+/// rollout is settled when the fleet's state is, whatever this Envoy adds).
+fn view(
+    record: Record,
+    policy: &CompiledCanary,
+    rollout: &CompiledRollout,
+    settled: Option<bool>,
+) -> View {
     let weights = record.weights(policy, rollout);
     let rolled_back = (0..weights.len())
         // `v > 0` only says the baseline is never judged: its state is never
@@ -214,7 +273,7 @@ fn view(record: Record, policy: &CompiledCanary, rollout: &CompiledRollout) -> V
         .collect();
     View {
         slices: slices(weights.iter().copied()),
-        settled: record.settled(rollout),
+        settled: settled.unwrap_or_else(|| record.settled(rollout)),
         weights,
         rolled_back,
         record,
@@ -271,12 +330,21 @@ mod tests {
                 // Every fifth tick another worker wins the race more often than
                 // the retries allow: the counts must wait for the next tick.
                 store.conflicts = if tick % 5 == 0 { 20 } else { 1 };
-                w.tick(0, &p, &r, &mut store, tick * 50_000_000, &mut events);
+                w.tick(
+                    0,
+                    &p,
+                    &r,
+                    None,
+                    &mut store,
+                    tick * 50_000_000,
+                    1,
+                    &mut events,
+                );
             }
         }
         store.conflicts = 0;
         for w in &workers {
-            w.tick(0, &p, &r, &mut store, 41 * 50_000_000, &mut events);
+            w.tick(0, &p, &r, None, &mut store, 41 * 50_000_000, 1, &mut events);
         }
         let rec = Record::decode(&store.data["k"].0, 2).unwrap();
         assert_eq!(rec.variants[0].total.n, sent, "every canary request once");
@@ -295,7 +363,7 @@ mod tests {
         let mut store = FakeStore::default();
         store.data.insert("k".into(), (vec![1, 2, 3], 1));
         let mut events = Vec::new();
-        w.tick(0, &p, &r, &mut store, SEC, &mut events);
+        w.tick(0, &p, &r, None, &mut store, SEC, 1, &mut events);
         assert!(events.iter().any(
             |e| matches!(e, Event::Warning(m) if m.contains("unreadable and started afresh"))
         ));
@@ -345,7 +413,7 @@ mod tests {
         assert!(w.holds_work());
         let mut store = FakeStore::default();
         let mut events = Vec::new();
-        w.tick(0, &p, &r, &mut store, SEC, &mut events);
+        w.tick(0, &p, &r, None, &mut store, SEC, 1, &mut events);
         assert!(!w.holds_work(), "the counts were folded");
     }
 
@@ -356,7 +424,7 @@ mod tests {
         let w = RolloutRuntime::new(&p, &r, "k".into());
         let mut store = FakeStore::default();
         let mut events = Vec::new();
-        w.tick(0, &p, &r, &mut store, SEC, &mut events);
+        w.tick(0, &p, &r, None, &mut store, SEC, 1, &mut events);
         assert!(
             !events.iter().any(|e| matches!(e, Event::Warning(_))),
             "an absent record is fresh, not corrupt: {events:?}"
@@ -378,7 +446,7 @@ mod tests {
         assert_eq!(w.status(&r), *statuses[0]);
         // Nothing changed: the next tick reports nothing.
         let mut again = Vec::new();
-        w.tick(0, &p, &r, &mut store, 2 * SEC, &mut again);
+        w.tick(0, &p, &r, None, &mut store, 2 * SEC, 1, &mut again);
         assert!(
             !again
                 .iter()
@@ -412,7 +480,7 @@ mod tests {
                 );
                 w.count(&r, 0, &ok(200), None, Some(1));
             }
-            w.tick(0, &p, &r, &mut store, tick * SEC, &mut events);
+            w.tick(0, &p, &r, None, &mut store, tick * SEC, 1, &mut events);
             if w.view.borrow().settled {
                 break;
             }

@@ -11,7 +11,7 @@ use meshguard_config::rollout::{CompiledAnalysis, CompiledRollout};
 
 use super::gates::{below_floor, z_statistic};
 use super::mixture::Mixture;
-use crate::le::{u16_at, u64_at};
+use crate::le::Reader;
 use crate::metrics::{CanaryState, Signal};
 
 const VERSION: u8 = 1;
@@ -60,7 +60,8 @@ pub enum Cause {
 }
 
 impl Cause {
-    fn code(self) -> u8 {
+    /// Its code in stored records.
+    pub fn code(self) -> u8 {
         match self {
             Cause::Errors => 1,
             Cause::Slow => 2,
@@ -70,7 +71,8 @@ impl Cause {
         }
     }
 
-    fn from_code(c: u8) -> Option<Cause> {
+    /// The cause of a stored code.
+    pub fn from_code(c: u8) -> Option<Cause> {
         Some(match c {
             1 => Cause::Errors,
             2 => Cause::Slow,
@@ -276,7 +278,7 @@ impl Record {
     /// when they are not a valid record of that shape (corrupt, or another
     /// version's): the caller starts afresh and says so.
     pub fn decode(bytes: &[u8], variants: usize) -> Option<Record> {
-        let mut r = Reader { b: bytes, at: 0 };
+        let mut r = Reader::new(bytes);
         if r.u8()? != VERSION || usize::from(r.u16()?) + 1 != variants {
             return None;
         }
@@ -285,7 +287,7 @@ impl Record {
             step_since: r.u64()?,
             step_requests: r.u64()?,
             step: r.u16()?,
-            baseline: r.counts()?,
+            baseline: read_counts(&mut r)?,
             gate_interval: r.u64()?,
             z_interval: r.u64()?,
             variants: Vec::new(),
@@ -316,49 +318,29 @@ impl Record {
                 verdict,
                 errors,
                 slow,
-                total: r.counts()?,
-                interval: r.counts()?,
+                total: read_counts(&mut r)?,
+                interval: read_counts(&mut r)?,
                 bad_intervals: r.u16()?,
             });
         }
-        (r.at == bytes.len()).then_some(rec)
+        r.done().then_some(rec)
     }
 }
 
-fn put_counts(out: &mut Vec<u8>, c: &Counts) {
+/// Writes `c` as three little-endian `u64`s.
+pub fn put_counts(out: &mut Vec<u8>, c: &Counts) {
     for n in [c.n, c.errors, c.slow] {
         out.extend_from_slice(&n.to_le_bytes());
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn u8(&mut self) -> Option<u8> {
-        let v = *self.b.get(self.at)?;
-        self.at += 1;
-        Some(v)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        let v = u16_at(self.b, self.at)?;
-        self.at += 2;
-        Some(v)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        let v = u64_at(self.b, self.at)?;
-        self.at += 8;
-        Some(v)
-    }
-    fn counts(&mut self) -> Option<Counts> {
-        Some(Counts {
-            n: self.u64()?,
-            errors: self.u64()?,
-            slow: self.u64()?,
-        })
-    }
+/// Reads what [`put_counts`] wrote.
+pub fn read_counts(r: &mut Reader<'_>) -> Option<Counts> {
+    Some(Counts {
+        n: r.u64()?,
+        errors: r.u64()?,
+        slow: r.u64()?,
+    })
 }
 
 /// `e^x` for a log, as text: `1.2e3`.

@@ -65,7 +65,7 @@ fn answer(code: Code, reset_ms: Option<u64>, headers: &[(&str, &str)]) -> Vec<u8
 fn deliver(p: &Plugin, h: &FakeHost, s: &mut Stream, status: u32, body: Option<Vec<u8>>) -> bool {
     let token = s.calls[0].0.expect("a dispatched call");
     *h.grpc_body.borrow_mut() = body;
-    on_grpc_response(h, p, s, token, status, 0)
+    on_grpc_response(h, p, s, (token, status, 0), &rng(1))
 }
 
 fn outcome(world: &FakeHost, o: &str) -> i64 {
