@@ -15,8 +15,10 @@ pub struct Bootstrap {
     pub plugin_config: String,
     /// Upstream clusters: name and address.
     pub clusters: Vec<(String, SocketAddr)>,
-    /// HTTP/2 (gRPC) clusters, such as a rate limit service: name and address.
-    pub grpc_clusters: Vec<(String, SocketAddr)>,
+    /// HTTP/2 (gRPC) clusters, such as a rate limit service: name and addresses.
+    pub grpc_clusters: Vec<(String, Vec<SocketAddr>)>,
+    /// Envoy's node id (the name a fleet service logs), if set.
+    pub node: Option<String>,
     /// Envoy routes of the listener's virtual host; default: `/` to the first cluster.
     pub routes: Vec<Value>,
     /// HTTP filters placed before meshguard (e.g. one that resolves the route early).
@@ -42,6 +44,7 @@ impl Bootstrap {
             plugin_config: plugin_config.to_string(),
             clusters: Vec::new(),
             grpc_clusters: Vec::new(),
+            node: None,
             routes: Vec::new(),
             filters_before: Vec::new(),
             failure_policy: "FAIL_CLOSED".into(),
@@ -60,7 +63,20 @@ impl Bootstrap {
 
     /// Adds an HTTP/2 cluster (a gRPC service such as the rate limit service).
     pub fn grpc_cluster(mut self, name: &str, addr: SocketAddr) -> Self {
-        self.grpc_clusters.push((name.to_string(), addr));
+        self.grpc_clusters.push((name.to_string(), vec![addr]));
+        self
+    }
+
+    /// Adds an HTTP/2 cluster over several endpoints (replicas of a service,
+    /// taken in turn).
+    pub fn grpc_cluster_of(mut self, name: &str, addrs: &[SocketAddr]) -> Self {
+        self.grpc_clusters.push((name.to_string(), addrs.to_vec()));
+        self
+    }
+
+    /// Sets Envoy's node id.
+    pub fn node(mut self, id: &str) -> Self {
+        self.node = Some(id.to_string());
         self
     }
 
@@ -173,6 +189,9 @@ impl Bootstrap {
             },
             "static_resources": {"listeners": [listener], "clusters": clusters}
         });
+        if let Some(id) = &self.node {
+            b["node"] = json!({"id": id, "cluster": "meshguard-test"});
+        }
         if self.dynamic {
             b["static_resources"]["listeners"] = json!([]);
             b["node"] = json!({"id": "meshguard-test", "cluster": "meshguard-test"});
@@ -231,8 +250,19 @@ impl Bootstrap {
     }
 
     fn clusters_json(&self) -> Vec<Value> {
-        let h2 = self.grpc_clusters.iter().map(|(name, addr)| {
-            let mut c = Self::cluster_json(name, addr);
+        let h2 = self.grpc_clusters.iter().map(|(name, addrs)| {
+            let mut c = Self::cluster_json(name, addrs);
+            if addrs.len() > 1 {
+                // Replicas: one that stops answering is set aside at its first
+                // failed call (as a shipped fleet cluster does).
+                c["outlier_detection"] = json!({
+                    "consecutive_5xx": 1,
+                    "consecutive_gateway_failure": 1,
+                    "interval": "1s",
+                    "base_ejection_time": "30s",
+                    "max_ejection_percent": 100
+                });
+            }
             c["typed_extension_protocol_options"] = json!({
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -243,21 +273,27 @@ impl Bootstrap {
         });
         self.clusters
             .iter()
-            .map(|(name, addr)| Self::cluster_json(name, addr))
+            .map(|(name, addr)| Self::cluster_json(name, std::slice::from_ref(addr)))
             .chain(h2)
             .collect()
     }
 
-    fn cluster_json(name: &str, addr: &SocketAddr) -> Value {
+    fn cluster_json(name: &str, addrs: &[SocketAddr]) -> Value {
+        let endpoints: Vec<Value> = addrs
+            .iter()
+            .map(|addr| {
+                json!({"endpoint": {"address": {"socket_address": {
+                    "address": addr.ip().to_string(), "port_value": addr.port()
+                }}}})
+            })
+            .collect();
         json!({
             "name": name,
             "type": "STATIC",
             "connect_timeout": "1s",
             "load_assignment": {
                 "cluster_name": name,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": addr.ip().to_string(), "port_value": addr.port()
-                }}}}]}]
+                "endpoints": [{"lb_endpoints": endpoints}]
             }
         })
     }

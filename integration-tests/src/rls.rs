@@ -36,15 +36,29 @@ pub struct Redis {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Every write is on disk before Redis answers (append-only file, fsync
+    /// always): a restart keeps everything written.
+    persistent: bool,
 }
 
 impl Redis {
     /// Starts Redis on a free port (no persistence) and waits for `PONG`.
     pub fn start() -> Redis {
+        Self::start_with(false)
+    }
+
+    /// Starts Redis with every write on disk before it answers (the fleet
+    /// service's store, restarted mid-test).
+    pub fn start_persistent() -> Redis {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Redis {
         let mut r = Redis {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
+            persistent,
         };
         r.restart();
         r
@@ -63,13 +77,19 @@ impl Redis {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port: empty, or with what it had written
+    /// when persistent.
     pub fn restart(&mut self) {
         self.kill();
         let bin = std::env::var("REDIS_BIN").unwrap_or_else(|_| "redis-server".into());
         let mut cmd = Command::new(&bin);
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
+            } else {
+                ["--appendonly", "no"].as_slice()
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -148,6 +168,12 @@ impl RlsServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts it again holding every answer `delay_ms`.
+    pub fn restart_with_delay(&mut self, delay_ms: u64) {
+        self.delay_ms = delay_ms;
+        self.restart();
     }
 
     /// Starts it again on the same address and waits until it accepts.

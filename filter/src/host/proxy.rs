@@ -237,7 +237,8 @@ impl Host for ProxyHost {
     }
 
     fn node_name(&self) -> Option<String> {
-        let id = hostcalls::get_property(vec!["node", "id"]).ok()??;
+        // Envoy's `xds.node` attribute (the Wasm-only `node` reads nothing in 1.40).
+        let id = hostcalls::get_property(vec!["xds", "node", "id"]).ok()??;
         Some(String::from_utf8_lossy(&id).into_owned()).filter(|s| !s.is_empty())
     }
 }

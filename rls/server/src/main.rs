@@ -222,10 +222,8 @@ async fn run(o: Options) -> Result<(), String> {
                 .get_connection_manager()
                 .await
                 .map_err(|e| format!("redis {url}: {e}"))?;
-            (
-                Counters::Redis(conn.clone()),
-                fleet::store::Store::Redis(conn),
-            )
+            let records = fleet::store::RedisStore::new(client);
+            (Counters::Redis(conn), fleet::store::Store::Redis(records))
         }
         None => (
             Counters::Memory(Mutex::new(HashMap::new())),

@@ -76,6 +76,12 @@ struct Queue {
 
 /// The service.
 pub struct FleetService {
+    inner: Arc<Inner>,
+}
+
+/// What the service's folds share (a fold runs in a task of its own, so a
+/// call given up by its client does not leave a rollout's queue unserved).
+struct Inner {
     store: Store,
     ttl: Duration,
     delay: Duration,
@@ -88,14 +94,18 @@ impl FleetService {
     /// holding every answer `delay` (fault drills).
     pub fn new(store: Store, ttl: Duration, delay: Duration) -> Self {
         FleetService {
-            store,
-            ttl,
-            delay,
-            specs: Mutex::new(HashMap::new()),
-            queues: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                store,
+                ttl,
+                delay,
+                specs: Mutex::new(HashMap::new()),
+                queues: Mutex::new(HashMap::new()),
+            }),
         }
     }
+}
 
+impl Inner {
     fn spec(&self, text: &str) -> Result<Arc<Spec>, String> {
         if text.len() > MAX_SPEC {
             return Err(format!(
@@ -129,7 +139,7 @@ impl FleetService {
 
     /// Folds one rollout's part of a call (with whatever else waits for the
     /// same rollout) and answers with its state.
-    async fn rollout(&self, name: &str, r: RolloutSync) -> RolloutState {
+    async fn rollout(self: &Arc<Self>, name: &str, r: RolloutSync) -> RolloutState {
         let failed = |error: String| RolloutState {
             key: r.key.clone(),
             error,
@@ -432,7 +442,7 @@ impl Fleet for FleetService {
         // after another (each still group-committed with other Envoys').
         let mut states = Vec::with_capacity(req.rollouts.len());
         for r in req.rollouts {
-            states.push(self.rollout(&name, r).await);
+            states.push(self.inner.rollout(&name, r).await);
         }
         if let Some(down) = states.iter().find(|s| s.error.starts_with("redis:")) {
             // The store is down: the whole call fails (the Envoys send again).

@@ -42,9 +42,60 @@ pub type Entry = (u64, HashMap<String, Vec<u8>>, Instant);
 /// Where records live.
 pub enum Store {
     /// Redis: shared by every replica.
-    Redis(redis::aio::ConnectionManager),
+    Redis(RedisStore),
     /// This process only.
     Memory(Mutex<HashMap<String, Entry>>),
+}
+
+/// A Redis connection that fails fast while Redis is away and is made again
+/// on the next call after any failure (an Envoy's sync waits 200 ms by
+/// default and sends its batches again; a call must not hang behind a
+/// reconnection).
+pub struct RedisStore {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl RedisStore {
+    /// A store over `client`, connected on first use.
+    pub fn new(client: redis::Client) -> Self {
+        RedisStore {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+        let mut held = self.conn.lock().await;
+        if let Some(c) = held.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(300)))
+            .set_response_timeout(Some(Duration::from_millis(500)));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        *held = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, String> {
+        let mut conn = self.connection().await?;
+        match inv.invoke_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // Any failure: the next call connects afresh.
+                *self.conn.lock().await = None;
+                Err(format!("redis: {e}"))
+            }
+        }
+    }
 }
 
 impl Store {
@@ -56,18 +107,15 @@ impl Store {
     /// Reads `fields` of `key` (`ver` first, by convention of the caller).
     pub async fn read(&self, key: &str, fields: &[String]) -> Result<Read, String> {
         match self {
-            Store::Redis(conn) => {
+            Store::Redis(redis) => {
                 let script = redis::Script::new(READ);
                 let mut inv = script.prepare_invoke();
                 inv.key(Self::hash(key));
                 for f in fields {
                     inv.arg(f);
                 }
-                let mut conn = conn.clone();
-                let (secs, micros, fields): (u64, u64, Vec<Option<Vec<u8>>>) = inv
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| format!("redis: {e}"))?;
+                let (secs, micros, fields): (u64, u64, Vec<Option<Vec<u8>>>) =
+                    redis.invoke(inv).await?;
                 Ok(Read {
                     now_ns: secs
                         .saturating_mul(1_000_000_000)
@@ -105,18 +153,14 @@ impl Store {
     ) -> Result<bool, String> {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         match self {
-            Store::Redis(conn) => {
+            Store::Redis(redis) => {
                 let script = redis::Script::new(WRITE);
                 let mut inv = script.prepare_invoke();
                 inv.key(Self::hash(key)).arg(version).arg(ttl_ms);
                 for (f, v) in pairs {
                     inv.arg(f).arg(v.as_slice());
                 }
-                let mut conn = conn.clone();
-                let written: i64 = inv
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| format!("redis: {e}"))?;
+                let written: i64 = redis.invoke(inv).await?;
                 Ok(written == 1)
             }
             Store::Memory(map) => {
