@@ -111,6 +111,15 @@ pub struct CanaryStatus {
     /// The ramp's current step (0-based), with a ramp.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u32>,
+    /// A fleet rollout (`canary.fleet`): how it is judged now, `fleet` (by
+    /// the fleet service), or `hold` / `local` while the service cannot be
+    /// reached (see `whileUnreachable`). Absent: this Envoy judges alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_by: Option<String>,
+    /// A fleet rollout: ms since the fleet service last answered (absent
+    /// before its first answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_age_ms: Option<u64>,
     /// Baseline first.
     pub variants: Vec<VariantStatus>,
 }
@@ -356,6 +365,12 @@ impl RouteStatus {
             if let Some(s) = c.step {
                 c_o.num("step", u64::from(s));
             }
+            if let Some(j) = &c.judged_by {
+                c_o.str("judgedBy", j);
+            }
+            if let Some(ms) = c.fleet_age_ms {
+                c_o.num("fleetAgeMs", ms);
+            }
             c_o.list("variants", &c.variants, |out, v| {
                 let mut o = Obj::new(out);
                 o.str("name", &v.name);
@@ -453,7 +468,12 @@ pub fn render_table(s: &Status) -> String {
                 .map(|s| format!("  ramp step {s}"))
                 .unwrap_or_default();
             let kind = if c.rollout { "rollout" } else { "static split" };
-            let _ = writeln!(out, "  canary ({kind}){step}");
+            let judged = match (&c.judged_by, c.fleet_age_ms) {
+                (Some(j), Some(ms)) => format!(", judged by: {j}, fleet state {ms} ms old"),
+                (Some(j), None) => format!(", judged by: {j}, no fleet state yet"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  canary ({kind}{judged}){step}");
             let _ = writeln!(
                 out,
                 "    {:<16} {:>7}  {:<12} {:>9} {:>9}",
@@ -544,6 +564,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_table_says_how_a_fleet_rollout_is_judged_and_how_old_its_state_is() {
+        let doc: Status = serde_json::from_str(
+            r#"{"schema":"meshguard.status/v1","plugin":"mg1.demo","revision":"00000000000000ab",
+                "routes":[{"name":"a","canary":{"rollout":true,"judgedBy":"fleet","fleetAgeMs":120,
+                  "variants":[{"name":"stable","weight":9000,"state":"baseline"}]}},
+                  {"name":"b","canary":{"rollout":true,"judgedBy":"local",
+                  "variants":[{"name":"stable","weight":9000,"state":"baseline"}]}}],"policies":[]}"#,
+        )
+        .unwrap();
+        let t = render_table(&doc);
+        for want in [
+            "canary (rollout, judged by: fleet, fleet state 120 ms old)",
+            "canary (rollout, judged by: local, no fleet state yet)",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+    }
+
+    #[test]
     fn the_table_shows_an_open_breaker_a_rolled_back_canary_and_the_policies() {
         let doc: Status = serde_json::from_str(
             r#"{"schema":"meshguard.status/v1","plugin":"mg1.demo","revision":"00000000000000ab",
@@ -630,6 +669,8 @@ mod round_trip {
                     canary: Some(CanaryStatus {
                         rollout: true,
                         step: Some(2),
+                        judged_by: Some("hold".into()),
+                        fleet_age_ms: Some(1_500),
                         variants: vec![
                             VariantStatus {
                                 name: "stable".into(),

@@ -234,7 +234,7 @@ impl<I: Ids> Runtime<I> {
                 .map(|s| in_flight(store, &s.key, now).map_or(0, u64::from));
             routes.push(RouteStatus {
                 name: r.route.name.clone(),
-                canary: r.route.canary.as_ref().map(|p| canary_status(r, p)),
+                canary: r.route.canary.as_ref().map(|p| canary_status(r, p, now)),
                 breakers,
                 in_flight,
             });
@@ -298,6 +298,7 @@ fn holds(store: &mut impl SharedStore, key: &str, now: u64) -> bool {
 fn canary_status<I: Ids>(
     r: &crate::runtime::RouteRuntime<I>,
     policy: &meshguard_config::canary::CompiledCanary,
+    now: u64,
 ) -> CanaryStatus {
     let mut variants = Vec::with_capacity(policy.variants.len());
     if let (Some(ro), Some(config)) = (&r.rollout, &policy.rollout) {
@@ -318,9 +319,13 @@ fn canary_status<I: Ids>(
             });
         }
         let step = ro.state.view.borrow().record.step;
+        let answered = ro.state.answered.get();
         return CanaryStatus {
             rollout: true,
             step: config.ramp.as_ref().map(|_| u32::from(step)),
+            judged_by: ro.state.mode.get().map(|m| m.label().to_owned()),
+            fleet_age_ms: (config.fleet.is_some() && answered > 0)
+                .then(|| now.saturating_sub(answered) / 1_000_000),
             variants,
         };
     }
@@ -335,7 +340,7 @@ fn canary_status<I: Ids>(
     }
     CanaryStatus {
         rollout: false,
-        step: None,
         variants,
+        ..CanaryStatus::default()
     }
 }

@@ -11,6 +11,8 @@
 //!   tick, the record it last read, and the split derived from it.
 
 pub mod fleet;
+#[cfg(test)]
+mod fleet_sim;
 mod gates;
 pub mod mixture;
 pub mod rollout;
@@ -75,6 +77,9 @@ pub struct RolloutRuntime {
     held: Option<CompiledRollout>,
     /// A fleet rollout's mode as the last tick read it.
     pub mode: Cell<Option<FleetMode>>,
+    /// A fleet rollout: when the service last answered, as the last tick read
+    /// it (0: never).
+    pub answered: Cell<u64>,
     /// A fleet rollout whose fleet state was never read while the service is
     /// not yet unreachable: requests wait for it (see `Runtime::awaits_fleet`).
     pub awaiting: Cell<bool>,
@@ -95,6 +100,7 @@ impl RolloutRuntime {
                 ..rollout.clone()
             }),
             mode: Cell::new(fleet.then_some(FleetMode::Fleet)),
+            answered: Cell::new(0),
             awaiting: Cell::new(fleet),
         }
     }
@@ -164,6 +170,7 @@ impl RolloutRuntime {
                 fleet::tick(store, &self.key, parts, held, &batch, now, envoy).map(|t| {
                     self.mode.set(Some(t.mode));
                     self.awaiting.set(t.awaiting);
+                    self.answered.set(t.answered);
                     (t.view, t.changes, t.corrupt, Some(t.settled))
                 })
             }

@@ -21,12 +21,12 @@ use super::rollout::{fold, Cause, Counts, Record};
 use crate::rng::Rng;
 
 /// A uniform number in [0, 1).
-fn uniform(rng: &Rng) -> f64 {
+pub(super) fn uniform(rng: &Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A Binomial(n, p) draw by inversion (exact; fast while n·min(p, 1−p) is small).
-fn binomial(rng: &Rng, n: u64, p: f64) -> u64 {
+pub(super) fn binomial(rng: &Rng, n: u64, p: f64) -> u64 {
     if n == 0 || p <= 0.0 {
         return 0;
     }
@@ -114,7 +114,7 @@ impl Scenario<'_> {
     }
 }
 
-fn rollout(analysis: &str) -> CompiledRollout {
+pub(super) fn rollout(analysis: &str) -> CompiledRollout {
     let json = format!(
         r#"{{"schemaVersion":1,"routes":[{{"name":"web","canary":{{
             "variants":[{{"name":"stable","weight":9500}},{{"name":"canary","weight":500}}],
@@ -130,7 +130,7 @@ fn rollout(analysis: &str) -> CompiledRollout {
 
 /// The most false rollbacks `runs` runs may show when each has probability at most
 /// `alpha`: the expectation plus three standard deviations.
-fn tolerance(alpha: f64, runs: u64) -> u64 {
+pub(super) fn tolerance(alpha: f64, runs: u64) -> u64 {
     let r = runs as f64;
     (alpha * r + 3.0 * (alpha * (1.0 - alpha) * r).sqrt()).floor() as u64
 }
@@ -139,7 +139,7 @@ fn five_percent(_: u64) -> f64 {
     0.05
 }
 
-fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
+pub(super) fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
     let i = ((xs.len() as f64 - 1.0) * q).round() as usize;
     xs.get(i).copied().unwrap_or(f64::NAN)

@@ -52,6 +52,8 @@ pub struct Ticked {
     /// No fleet state was ever read, and the service is not yet unreachable:
     /// a request should wait for it (see `Runtime::awaits_fleet`).
     pub awaiting: bool,
+    /// When the service last answered, ns (0: never).
+    pub answered: u64,
 }
 
 /// A rollout's compiled parts, as the fleet functions need them.
@@ -108,35 +110,65 @@ pub fn tick(
     now: u64,
     envoy: u64,
 ) -> Result<Ticked, StoreError> {
-    let n = p.variants();
+    let mut out = None;
+    with_link(
+        store,
+        key,
+        p.variants(),
+        Some((envoy, now)),
+        &mut |link, absent, corrupt| {
+            for (o, b) in link.outbox.iter_mut().zip(batch) {
+                o.add(b);
+            }
+            let away = unreachable(link, p.service, now);
+            let local = away && p.fleet.while_unreachable == WhileUnreachable::Local;
+            let changes = if local {
+                fold(&mut link.local, held, batch, now)
+            } else {
+                Vec::new()
+            };
+            let changed = batch.iter().any(|c| c.n > 0) || !changes.is_empty() || absent;
+            out = Some(Ticked {
+                view: compose(link, p.rollout, now),
+                changes,
+                corrupt,
+                mode: match (away, local) {
+                    (false, _) => FleetMode::Fleet,
+                    (true, false) => FleetMode::Hold,
+                    (true, true) => FleetMode::Local,
+                },
+                settled: link.fleet.as_ref().is_some_and(|f| f.settled(p.rollout)),
+                awaiting: link.fleet.is_none() && !away,
+                answered: link.answered,
+            });
+            changed || corrupt
+        },
+    )?;
+    out.ok_or(StoreError::CasMismatch)
+}
+
+/// The one read-modify-write of a link (written once, not per caller: the
+/// module's size). `f` changes the link (`absent`: made afresh; `corrupt`:
+/// the stored bytes were unreadable) and says whether to write it. Without
+/// `fresh` (an id and the time to make a link with), an absent or unreadable
+/// link is left alone and `f` is not called.
+fn with_link(
+    store: &mut impl SharedStore,
+    key: &str,
+    n: usize,
+    fresh: Option<(u64, u64)>,
+    f: &mut dyn FnMut(&mut Link, bool, bool) -> bool,
+) -> Result<(), StoreError> {
     update(store, key, |bytes| {
         let stored = bytes.and_then(|b| Link::decode(b, n));
         let corrupt = bytes.is_some() && stored.is_none();
-        let mut link = stored.unwrap_or_else(|| Link::new(n, envoy, now));
-        for (o, b) in link.outbox.iter_mut().zip(batch) {
-            o.add(b);
-        }
-        let away = unreachable(&link, p.service, now);
-        let local = away && p.fleet.while_unreachable == WhileUnreachable::Local;
-        let changes = if local {
-            fold(&mut link.local, held, batch, now)
-        } else {
-            Vec::new()
+        let mut link = match (stored, fresh) {
+            (Some(l), _) => l,
+            (None, Some((envoy, now))) => Link::new(n, envoy, now),
+            (None, None) => return (None, ()),
         };
-        let changed = batch.iter().any(|c| c.n > 0) || !changes.is_empty() || bytes.is_none();
-        let ticked = Ticked {
-            view: compose(&link, p.rollout, now),
-            changes,
-            corrupt,
-            mode: match (away, local) {
-                (false, _) => FleetMode::Fleet,
-                (true, false) => FleetMode::Hold,
-                (true, true) => FleetMode::Local,
-            },
-            settled: link.fleet.as_ref().is_some_and(|f| f.settled(p.rollout)),
-            awaiting: link.fleet.is_none() && !away,
-        };
-        ((changed || corrupt).then(|| link.encode()), ticked)
+        let write = f(&mut link, bytes.is_none(), corrupt);
+        (write.then(|| link.encode()), ())
     })
 }
 
@@ -211,13 +243,11 @@ pub fn outgoing(
     p: Parts<'_>,
 ) -> Result<Option<RolloutSync>, StoreError> {
     let n = p.variants();
-    update(store, key, |bytes| {
-        let Some(mut link) = bytes.and_then(|b| Link::decode(b, n)) else {
-            return (None, None);
-        };
+    let mut out = None;
+    with_link(store, key, n, None, &mut |link, _, _| {
         let mut write = false;
         if link.inflight.is_none() {
-            let local = unreported(&link);
+            let local = unreported(link);
             if link.outbox.iter().any(|c| c.n > 0) || !local.is_empty() {
                 link.seq = link.seq.saturating_add(1);
                 let counts = std::mem::replace(&mut link.outbox, vec![Counts::default(); n]);
@@ -247,8 +277,10 @@ pub fn outgoing(
                 })
                 .collect();
         }
-        (write.then(|| link.encode()), Some(msg))
-    })
+        out = Some(msg);
+        write
+    })?;
+    Ok(out)
 }
 
 /// The verdicts this Envoy reached alone that the fleet's state does not hold.
@@ -305,17 +337,9 @@ pub fn take(
             )),
         });
     };
-    update(store, key, |bytes| {
-        let Some(mut link) = bytes.and_then(|b| Link::decode(b, n)) else {
-            return (
-                None,
-                Taken {
-                    changes: Vec::new(),
-                    error: None,
-                },
-            );
-        };
-        let before = compose(&link, p.rollout, now);
+    let mut changes = Vec::new();
+    with_link(store, key, n, None, &mut |link, _, _| {
+        let before = compose(link, p.rollout, now);
         if link
             .inflight
             .as_ref()
@@ -332,15 +356,13 @@ pub fn take(
         link.fleet = Some(fleet);
         link.version = version;
         link.answered = now;
-        let after = compose(&link, p.rollout, now);
-        let changes = transitions(&before, &after, p, answer);
-        (
-            Some(link.encode()),
-            Taken {
-                changes,
-                error: None,
-            },
-        )
+        let after = compose(link, p.rollout, now);
+        changes = transitions(&before, &after, p, answer);
+        true
+    })?;
+    Ok(Taken {
+        changes,
+        error: None,
     })
 }
 
