@@ -13,6 +13,7 @@ mod apply;
 mod breaker;
 mod budget;
 mod explain;
+mod fleet;
 mod global;
 mod grpc;
 mod hostile;

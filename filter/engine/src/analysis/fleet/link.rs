@@ -169,9 +169,9 @@ fn read_record(r: &mut Reader<'_>, variants: usize) -> Option<Option<Record>> {
 pub struct SyncSlot {
     /// When the next sync is due, ns.
     pub next: u64,
-    /// The worker (its VM's id) whose sync is in flight (0: none).
+    /// The worker (its VM's id) that made the last sync.
     pub owner: u64,
-    /// When that sync was sent, ns.
+    /// When that sync was sent, ns (0: it is over, answered or failed).
     pub sent: u64,
 }
 

@@ -216,18 +216,18 @@ pub fn slot(
     update(store, key, |bytes| {
         let mut slot = bytes.and_then(SyncSlot::decode).unwrap_or_default();
         if !claim {
-            let mine = slot.owner == owner;
-            slot.owner = 0;
+            let mine = slot.owner == owner && slot.sent != 0;
+            slot.sent = 0;
             return (mine.then(|| slot.encode()), false);
         }
-        let busy = slot.owner != 0 && now < slot.sent.saturating_add(patience);
+        let busy = slot.sent != 0 && now < slot.sent.saturating_add(patience);
         if now < slot.next || busy {
             return (None, false);
         }
         slot = SyncSlot {
             next: now.saturating_add(service.sync_ns),
             owner,
-            sent: now,
+            sent: now.max(1),
         };
         (Some(slot.encode()), true)
     })
