@@ -72,7 +72,7 @@ setup:
 build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough -p meshguard-bench-probe
 	cargo build --release -p meshguard-config --bin meshguard
-	cargo build --release -p meshguard-rls
+	cargo build --release -p meshguard-rls -p meshguard-fleet-load
 	cargo build --profile native -p meshguard-native -p meshguard-bench-noop-native
 	cp target/native/libmeshguard_native.so $(NATIVE)
 

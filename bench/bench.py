@@ -17,6 +17,11 @@ callgrind, every thread, --concurrency 1): a warm-up, then --requests requests a
 a fixed INSTR_RATE. Two runs of one build agree to about 0.1%, where CPU time on
 a shared machine drifts by more than a feature's cost.
 
+--fleet SIZES measures the fleet service instead: Redis and --fleet-replicas
+replicas of meshguard-rls, and bench/fleet-load simulating SIZES Envoys (each a
+sync of one rollout's batch every --fleet-interval-ms): calls and folds per
+second, the calls' p50/p99, and the CPU of Redis and of the replicas.
+
 Ratios are taken against "router" of the same run. Standard library only.
 """
 import argparse
@@ -139,6 +144,7 @@ for name, calls in REPLAYS.items():
 
 
 RLS_BIN = os.path.join(ROOT, "target/release/meshguard-rls")
+FLEET_LOAD = os.path.join(ROOT, "target/release/meshguard-fleet-load")
 RLS_LIMITS = "domain: bench\nlimits:\n  - name: fleet\n    key: [route]\n    requests: 1000000000\n    per: second\n"
 
 
@@ -641,6 +647,53 @@ def table(results):
     return "\n".join(lines)
 
 
+def fleet_bench(a):
+    """The fleet service under simulated Envoys (see the module docs); a table."""
+    work = tempfile.mkdtemp()
+    redis_port = free_port()
+    procs = [subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", work], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    wait_port(redis_port)
+    ports = []
+    for _ in range(a.fleet_replicas):
+        port = free_port()
+        procs.append(subprocess.Popen(
+            [RLS_BIN, "--redis", f"redis://127.0.0.1:{redis_port}", "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(port)
+        ports.append(port)
+    rows = []
+    try:
+        for n in [int(x) for x in a.fleet.split(",")]:
+            before = [cpu_ticks(p.pid) for p in procs]
+            t0 = time.monotonic()
+            out = subprocess.run(
+                [FLEET_LOAD, "--target", ",".join(f"127.0.0.1:{p}" for p in ports), "--envoys", str(n),
+                 "--interval-ms", str(a.fleet_interval_ms), "--seconds", str(a.seconds)],
+                capture_output=True, text=True, check=True).stdout
+            elapsed = time.monotonic() - t0
+            after = [cpu_ticks(p.pid) for p in procs]
+            r = json.loads(out.strip().splitlines()[-1])
+            used = [(b - f) / TICK / elapsed * 100 for f, b in zip(before, after)]
+            r["redis_cpu_pct"], r["replicas_cpu_pct"] = used[0], sum(used[1:])
+            print(f"bench: fleet {n:5} Envoys: {r['calls_per_s']:7.0f} calls/s {r['folds_per_s']:7.0f} folds/s "
+                  f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms errors {r['errors']} "
+                  f"Redis {r['redis_cpu_pct']:.0f}% replicas {r['replicas_cpu_pct']:.0f}%", flush=True)
+            rows.append(r)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+    lines = [f"| simulated Envoys (a sync every {a.fleet_interval_ms} ms) | calls/s | folds/s | p50 ms | p99 ms "
+             f"| errors | Redis CPU % | {a.fleet_replicas} replicas' CPU % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| {envoys} | {calls_per_s:.0f} | {folds_per_s:.0f} | {p50_ms:.2f} | {p99_ms:.2f} | {errors} "
+                     "| {redis_cpu_pct:.0f} | {replicas_cpu_pct:.0f} |".format(**r))
+    return rows, "\n".join(lines)
+
+
 def prices_table(results):
     floor = next(r for r in results if r["scenario"] == "passthrough")
     lines = ["| host call (in the callback that makes it) | µs per call |", "|---|---|"]
@@ -679,6 +732,10 @@ def main():
                     help="count instructions per request instead (valgrind's callgrind, --concurrency 1, "
                          "--requests at a fixed rate; see the module docs)")
     ap.add_argument("--requests", type=int, default=3000, help="requests counted per scenario for --instructions")
+    ap.add_argument("--fleet", metavar="SIZES",
+                    help="measure the fleet service instead: comma-separated numbers of simulated Envoys")
+    ap.add_argument("--fleet-replicas", type=int, default=2, help="--fleet: meshguard-rls replicas (2)")
+    ap.add_argument("--fleet-interval-ms", type=int, default=250, help="--fleet: each Envoy's sync interval (250)")
     a = ap.parse_args()
     global PROBE_N, HEADERS
     HEADERS = HEADER_SETS[a.headers]
@@ -686,6 +743,24 @@ def main():
     if a.smoke:
         a.seconds, a.rate = 1, 200
         a.requests = min(a.requests, 100)
+    if a.fleet:
+        if a.smoke:
+            a.seconds = 2
+        for path in (RLS_BIN, FLEET_LOAD):
+            if not os.path.exists(path):
+                sys.exit(f"bench: {path} missing (make build)")
+        rows, md = fleet_bench(a)
+        stamp = datetime.datetime.now(datetime.timezone.utc)
+        os.makedirs(a.out, exist_ok=True)
+        base = os.path.join(a.out, "bench-fleet-" + stamp.strftime("%Y%m%d-%H%M%S"))
+        with open(base + ".json", "w") as f:
+            json.dump({"meta": {"date": stamp.isoformat(timespec="seconds"), "seconds": a.seconds,
+                                "replicas": a.fleet_replicas, "interval_ms": a.fleet_interval_ms,
+                                "machine": f"{platform.machine()}, {os.cpu_count()} cores"}, "results": rows}, f, indent=2)
+        with open(base + ".md", "w") as f:
+            f.write(md + "\n")
+        print("\n" + md + f"\n\nresults in {base}.json / .md")
+        return
     if a.instructions and (a.prices or a.interleave or a.replay or a.baseline):
         sys.exit("bench: --instructions runs the scenarios alone (no --prices, --interleave, --replay, --baseline)")
     for path in (ENVOY, MESHGUARD, PASSTHROUGH, PROBE, CLI, RLS_BIN, os.path.join(NATIVE_DIR, "libmeshguard.so"),

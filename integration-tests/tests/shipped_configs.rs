@@ -148,8 +148,8 @@ async fn fleet_config_limits_each_api_key_through_the_rate_limit_service() {
     let rls = RlsServer::start(&limits, Some(&redis.url()), 0);
     let envoy = Envoy::start_repo_config(
         "fleet.yaml",
-        &[(8081, rls.addr.port())],
-        &[9901, 10000, 10001],
+        &[(8081, rls.addr.port()), (8082, rls.addr.port())],
+        &[9901, 10000, 10001, 10002, 10003],
         2,
     );
     let base = format!("http://{}", envoy.listener("main"));
@@ -170,6 +170,56 @@ async fn fleet_config_limits_each_api_key_through_the_rate_limit_service() {
     let other = send_all(&base, vec![Req::get("/").header("x-api-key", "k2")], 1).await;
     assert_eq!(other[0].status, 200, "each key its own counter");
     assert_decisions_logged(&envoy);
+}
+
+/// `make run-fleet`'s three Envoys (envoy/fleet.yaml) and two replicas: the
+/// checkout canary, failing half its requests, is stopped by all three once
+/// the fleet's verdict is in, though each saw a third of the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fleet_config_judges_the_checkout_canary_for_three_envoys_as_one() {
+    use meshguard_integration_tests::rls::{Redis, RlsServer};
+    let redis = Redis::start();
+    let limits = std::fs::read_to_string(
+        meshguard_integration_tests::repo_root().join("envoy/ratelimit/limits.yaml"),
+    )
+    .unwrap();
+    let replicas: Vec<RlsServer> = (0..2)
+        .map(|_| RlsServer::start(&limits, Some(&redis.url()), 0))
+        .collect();
+    let envoys: Vec<Envoy> = (0..3)
+        .map(|_| {
+            Envoy::start_repo_config(
+                "fleet.yaml",
+                &[
+                    (8081, replicas[0].addr.port()),
+                    (8082, replicas[1].addr.port()),
+                ],
+                &[9901, 10000, 10001, 10002, 10003],
+                2,
+            )
+        })
+        .collect();
+    let rolled_back = |e: &Envoy| {
+        e.stat_now(
+            "wasmcustom.meshguard.canary_state.route.checkout.variant.canary.state.rolled_back",
+        ) == Some(1)
+    };
+    let mut rounds = 0;
+    while rounds < 300 && !envoys.iter().any(rolled_back) {
+        for e in &envoys {
+            send_all(&e.url("/checkout"), vec![Req::get("/checkout"); 10], 4).await;
+        }
+        rounds += 1;
+    }
+    assert!(rounds < 300, "no verdict");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for e in &envoys {
+        assert!(rolled_back(e), "{}", e.log());
+        let answers = send_all(&e.url("/checkout"), vec![Req::get("/checkout"); 40], 4).await;
+        assert!(answers
+            .iter()
+            .all(|r| r.status == 200 && r.header("x-meshguard-variant") == Some("stable")));
+    }
 }
 
 /// The shipped access log line carries meshguard's decision with Envoy's request id.

@@ -22,7 +22,11 @@ fn config(fleet: &str) -> String {
         r#"{{"schemaVersion":1{fleet},"routes":[{{"name":"web","canary":{{
             "variants":[{{"name":"stable","weight":5000}},{{"name":"canary","weight":5000}}],
             "revision":"r1","analysis":{{"minRequests":1000000}}{}}}}}]}}"#,
-        if fleet.is_empty() { "" } else { r#","fleet":{}"# }
+        if fleet.is_empty() {
+            ""
+        } else {
+            r#","fleet":{}"#
+        }
     )
 }
 
@@ -40,8 +44,7 @@ fn serve(request: &[u8], rec: &mut Record, seqs: &mut HashMap<u64, u64>) -> Vec<
     let req = SyncRequest::decode(request).unwrap();
     let mut out = SyncResponse::default();
     for r in req.rollouts {
-        let (_, policy) =
-            meshguard_config::rollout::compile_fleet_spec(r.spec.as_bytes()).unwrap();
+        let (_, policy) = meshguard_config::rollout::compile_fleet_spec(r.spec.as_bytes()).unwrap();
         let rollout = policy.rollout.clone().unwrap();
         let counts: Vec<Counts> = r
             .counts
@@ -78,11 +81,20 @@ fn a_request_before_the_first_fleet_state_waits_for_a_read_then_is_decided() {
     let p = plugin(&config(SERVICE_CFG), &w);
     let h = stream(&w, SEC);
     let mut s = on_request_headers(&h, &p, &rng(1));
-    assert!(s.fleet_read.is_some() && s.must_pause(), "waits for the read");
-    assert!(h.header_values("x-meshguard-variant").is_empty(), "not decided yet");
+    assert!(
+        s.fleet_read.is_some() && s.must_pause(),
+        "waits for the read"
+    );
+    assert!(
+        h.header_values("x-meshguard-variant").is_empty(),
+        "not decided yet"
+    );
     let calls = h.grpc_calls.borrow().clone();
     assert_eq!(calls.len(), 1);
-    assert_eq!((calls[0].1.as_str(), calls[0].2.as_str()), (SERVICE, METHOD));
+    assert_eq!(
+        (calls[0].1.as_str(), calls[0].2.as_str()),
+        (SERVICE, METHOD)
+    );
     let read = SyncRequest::decode(calls[0].3.as_slice()).unwrap();
     assert_eq!(read.rollouts[0].seq, 0, "a read carries no batch");
     let (mut rec, mut seqs) = (Record::new(2), HashMap::new());
@@ -108,8 +120,11 @@ fn a_read_that_cannot_be_sent_or_fails_lets_the_request_go_on_by_the_config() {
     let s = on_request_headers(&h, &p, &rng(1));
     assert!(s.fleet_read.is_none() && !s.must_pause());
     assert_eq!(h.header_values("x-meshguard-variant").len(), 1);
-    assert!(h.logs.borrow().iter().any(|(l, m)| *l == Level::Warn
-        && m.contains("the fleet service did not answer")));
+    assert!(h
+        .logs
+        .borrow()
+        .iter()
+        .any(|(l, m)| *l == Level::Warn && m.contains("the fleet service did not answer")));
     // A read that times out (gRPC status 4): decided then.
     let h = stream(&w, SEC);
     let mut s = on_request_headers(&h, &p, &rng(1));
@@ -141,7 +156,9 @@ fn the_tick_syncs_and_the_answer_acknowledges_the_batch_and_is_counted() {
             *h.grpc_body.borrow_mut() = Some(serve(&m, &mut rec, &mut seqs));
             on_grpc_response(&h, &p, &mut s, (token, 0, 1), &rng(i));
         }
-        h.properties.borrow_mut().push(("response.code".into(), 200));
+        h.properties
+            .borrow_mut()
+            .push(("response.code".into(), 200));
         on_log(&h, &p, &s.state);
     }
     crate::glue::request::on_tick(&stream(&w, 2 * SEC), &p);
@@ -154,14 +171,24 @@ fn the_tick_syncs_and_the_answer_acknowledges_the_batch_and_is_counted() {
     assert!(sync_once(&p, &w, 2 * SEC + 300_000_000).is_none());
     let (mut rec, mut seqs) = (Record::new(2), HashMap::new());
     *t.grpc_body.borrow_mut() = Some(serve(&message, &mut rec, &mut seqs));
-    assert!(!on_sync_answer(&t, &p, token + 7, 0, 1), "another call's answer");
+    assert!(
+        !on_sync_answer(&t, &p, token + 7, 0, 1),
+        "another call's answer"
+    );
     assert!(on_sync_answer(&t, &p, token, 0, 1));
-    assert_eq!(w.metric("meshguard.fleet_syncs_total.outcome.ok"), 2, "the read and the sync");
+    assert_eq!(
+        w.metric("meshguard.fleet_syncs_total.outcome.ok"),
+        2,
+        "the read and the sync"
+    );
     assert_eq!(w.metric("meshguard.fleet_syncs_total.outcome.error"), 0);
     assert!(w.metric("meshguard.fleet_last_sync_seconds") >= 2);
     // Nothing counted since: the next sync (due) carries no batch.
     let (_, _, next) = sync_once(&p, &w, 2 * SEC + 300_000_000).expect("due again");
-    assert_eq!(SyncRequest::decode(next.as_slice()).unwrap().rollouts[0].seq, 0);
+    assert_eq!(
+        SyncRequest::decode(next.as_slice()).unwrap().rollouts[0].seq,
+        0
+    );
 }
 
 #[test]
