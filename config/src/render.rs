@@ -56,6 +56,9 @@ pub struct Options {
     /// registers it by path; plain Envoy finds it on
     /// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`).
     pub module_file: String,
+    /// `host:port` of the fleet service (`meshguard-rls`), for the cluster
+    /// `fleetService.cluster` names; a DNS name gives each replica's address.
+    pub fleet_address: String,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
             gateway: "eg".into(),
             native: false,
             module_file: "/usr/lib/envoy/libmeshguard.so".into(),
+            fleet_address: "meshguard-rls.meshguard.svc.cluster.local:8081".into(),
         }
     }
 }
@@ -93,6 +97,90 @@ pub fn check_sha256(s: &str) -> Result<(), String> {
 
 /// The manifests for `config` (the raw config as JSON), as YAML documents.
 pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
+    let mut docs = render_filter(config, o);
+    if let Some(cluster) = fleet_cluster(config, o) {
+        add_fleet_cluster(&mut docs, cluster, o);
+    }
+    docs
+}
+
+/// The Envoy cluster of the fleet service `config` names (`fleetService`), if
+/// any: HTTP/2, one host per address the name resolves to, and a replica that
+/// stops answering set aside at its first failed sync.
+pub fn fleet_cluster(config: &Value, o: &Options) -> Option<Value> {
+    let name = config["fleetService"]["cluster"].as_str()?;
+    let (host, port) = o.fleet_address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(json!({
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        },
+        "outlier_detection": {
+            "consecutive_5xx": 1,
+            "consecutive_gateway_failure": 1,
+            "interval": "1s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 100
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": host, "port_value": port
+            }}}}]}]
+        }
+    }))
+}
+
+/// Puts the fleet service's cluster where each target takes clusters: the
+/// plain Envoy fragment's `clusters`, an Istio EnvoyFilter that adds it, or
+/// the Envoy Gateway proxy's bootstrap.
+fn add_fleet_cluster(docs: &mut Vec<(String, Value)>, cluster: Value, o: &Options) {
+    match o.target {
+        Target::Envoy => {
+            if let Some((_, doc)) = docs.first_mut() {
+                doc["clusters"] = json!([cluster]);
+            }
+        }
+        Target::Istio => docs.push((
+            "The fleet service's cluster in every sidecar the plugin runs in (canary.fleet).".into(),
+            json!({
+                "apiVersion": "networking.istio.io/v1alpha3",
+                "kind": "EnvoyFilter",
+                "metadata": {"name": format!("{}-fleet", o.name), "namespace": o.namespace},
+                "spec": {"configPatches": [{
+                    "applyTo": "CLUSTER",
+                    "patch": {"operation": "ADD", "value": cluster}
+                }]}
+            }),
+        )),
+        Target::EnvoyGateway => {
+            // The EnvoyProxy's bootstrap merge (a YAML string) gains the cluster.
+            for (_, doc) in docs.iter_mut() {
+                if doc["kind"] != "EnvoyProxy" {
+                    continue;
+                }
+                let merged = doc["spec"]["bootstrap"]["value"]
+                    .as_str()
+                    .and_then(|v| serde_yaml_ng::from_str::<Value>(v).ok())
+                    .map(|mut v| {
+                        v["static_resources"] = json!({"clusters": [cluster.clone()]});
+                        serde_yaml_ng::to_string(&v).unwrap_or_default()
+                    });
+                if let Some(m) = merged {
+                    doc["spec"]["bootstrap"]["value"] = json!(m);
+                }
+            }
+        }
+    }
+}
+
+fn render_filter(config: &Value, o: &Options) -> Vec<(String, Value)> {
     let sha = o
         .sha256
         .as_deref()
@@ -102,8 +190,9 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
     }
     match o.target {
         Target::Envoy => vec![(
-            "Put `http_filters` into your HttpConnectionManager (meshguard before the router) and\n\
-             `stats_config` at the top level of the bootstrap. FAIL_RELOAD: see README, Operations."
+            "Put `http_filters` into your HttpConnectionManager (meshguard before the router),\n\
+             `stats_config` at the top level of the bootstrap and `clusters` (if any) into\n\
+             static_resources.clusters. FAIL_RELOAD: see README, Operations."
                 .into(),
             json!({
                 "http_filters": [

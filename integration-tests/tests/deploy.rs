@@ -74,14 +74,15 @@ fn shipped_manifests_are_what_render_produces_for_the_example_config() {
 #[test]
 fn rendered_manifests_pass_the_crd_schemas_and_the_cel_rules_we_rely_on() {
     let sha = "0".repeat(64);
-    for target in ["istio", "envoy-gateway"] {
-        let (code, out, err) = render(&[
-            "--target",
-            target,
-            "--sha256",
-            &sha,
-            "config/examples/canary.yaml",
-        ]);
+    for (target, example) in [
+        ("istio", "config/examples/canary.yaml"),
+        ("envoy-gateway", "config/examples/canary.yaml"),
+        // With fleetService: the fleet service's cluster, in an EnvoyFilter
+        // (Istio) or the EnvoyProxy's bootstrap (Envoy Gateway).
+        ("istio", "config/examples/fleet.yaml"),
+        ("envoy-gateway", "config/examples/fleet.yaml"),
+    ] {
+        let (code, out, err) = render(&["--target", target, "--sha256", &sha, example]);
         assert_eq!(code, 0, "{err}");
         let rendered = docs(&out);
         let checked = check_all(&rendered);
@@ -174,6 +175,58 @@ fn the_argo_rollouts_and_flagger_manifests_pass_their_crd_schemas() {
         .as_str()
         .unwrap()
         .contains(r#"state="rolled_back""#));
+}
+
+#[test]
+fn a_fleet_config_renders_the_fleet_cluster_for_every_target_and_envoy_accepts_it() {
+    let wasm = wasm_path();
+    let (code, out, err) = render(&[
+        "--target",
+        "envoy",
+        "--wasm-file",
+        wasm.to_str().unwrap(),
+        "--fleet-address",
+        "127.0.0.1:8081",
+        "config/examples/fleet.yaml",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let fragment = docs(&out).remove(0);
+    assert_eq!(fragment["clusters"][0]["name"], "meshguard-fleet");
+    let bootstrap = serde_json::json!({
+        "stats_config": fragment["stats_config"],
+        "static_resources": {
+            "listeners": [listener(fragment["http_filters"].clone())],
+            "clusters": fragment["clusters"]
+        }
+    });
+    let text = envoy_validates(&bootstrap);
+    assert!(text.contains("configuration loaded: 1 route(s)"), "{text}");
+    let (code, out, _) = render(&["--target", "istio", "config/examples/fleet.yaml"]);
+    assert_eq!(code, 0);
+    let filter = docs(&out)
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "meshguard-fleet")
+        .expect("the fleet cluster's EnvoyFilter");
+    assert_eq!(filter["spec"]["configPatches"][0]["applyTo"], "CLUSTER");
+    let (code, out, _) = render(&["--target", "envoy-gateway", "--native", "config/examples/fleet.yaml"]);
+    assert_eq!(code, 0);
+    let proxy = docs(&out)
+        .into_iter()
+        .find(|d| d["kind"] == "EnvoyProxy")
+        .unwrap();
+    assert!(proxy["spec"]["bootstrap"]["value"]
+        .as_str()
+        .unwrap()
+        .contains("name: meshguard-fleet"));
+    let (code, _, err) = render(&[
+        "--target",
+        "envoy",
+        "--fleet-address",
+        "no-port",
+        "config/examples/fleet.yaml",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--fleet-address must be HOST:PORT"), "{err}");
 }
 
 #[test]

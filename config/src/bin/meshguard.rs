@@ -35,6 +35,8 @@ RENDER OPTIONS:
     --selector KEY=VALUE         Istio workload selector (default: the whole namespace)
     --gateway NAME               Envoy Gateway Gateway to attach to (default eg)
     --wasm-file PATH             wasm path for plain Envoy (default /etc/envoy/meshguard.wasm)
+    --fleet-address HOST:PORT    the fleet service for a config with fleetService (default
+                                 meshguard-rls.meshguard.svc.cluster.local:8081)
 
 Exit status: 0 when every file is valid (status: fetched), 1 when any has a
 problem (status: unreachable or not a status document), 2 on usage errors.";
@@ -130,6 +132,15 @@ fn render(args: &[String]) -> ExitCode {
                 Ok(())
             }
             "--module-file" => value("--module-file").map(|v| o.module_file = v),
+            "--fleet-address" => value("--fleet-address").and_then(|v| {
+                match v.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                    Some((h, Ok(_))) if !h.is_empty() => {
+                        o.fleet_address = v;
+                        Ok(())
+                    }
+                    _ => Err(format!("--fleet-address must be HOST:PORT, got {v:?}")),
+                }
+            }),
             "--selector" => value("--selector").and_then(|v| match v.split_once('=') {
                 Some((k, val)) if !k.is_empty() => {
                     o.selector = Some((k.to_string(), val.to_string()));
