@@ -35,7 +35,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let check = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(check.contains("SUCCESS: 10 rules found"), "{check}");
+    assert!(check.contains("SUCCESS: 12 rules found"), "{check}");
     let test = promtool(&["test", "rules", "alerts_test.yml"]);
     assert!(test.contains("SUCCESS"), "{test}");
 }
@@ -64,10 +64,11 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
     let up = Upstream::start("stable");
     let config = r#"{"schemaVersion":1,
         "rateLimitService":{"cluster":"ratelimit","domain":"d"},
+        "fleetService":{"cluster":"fleet"},
         "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":5,"rate":5,"per":"second"}},
                       {"name":"fleet","key":[{"route":true}],"global":{"lease":{"hits":5}}}],
         "routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}],
-                                          "revision":"r1","analysis":{"slowCallMs":500}},
+                                          "revision":"r1","analysis":{"slowCallMs":500},"fleet":{}},
                    "breaker":{"maxConcurrent":10}}]}"#;
     let envoy = Envoy::start(
         &Bootstrap::new(config)
@@ -106,6 +107,10 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
         "meshguard_canary_transitions_total",
         "meshguard_canary_evidence_permille",
         "meshguard_canary_shadow_verdict",
+        "meshguard_fleet_state",
+        "meshguard_fleet_syncs_total",
+        "meshguard_fleet_sync_duration_milliseconds",
+        "meshguard_fleet_last_sync_seconds",
     ]
     .iter()
     .map(|s| s.to_string())
