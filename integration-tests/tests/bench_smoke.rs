@@ -224,3 +224,21 @@ fn instruction_counts_repeat_and_show_meshguards_work() {
         "the table:\n{text}"
     );
 }
+
+#[test]
+fn the_fleet_bench_folds_every_simulated_envoys_batch_and_reports_the_cost() {
+    let (doc, text) = bench(&["--fleet", "20,60", "--fleet-replicas", "1"]);
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{text}");
+    for r in results {
+        let calls = r["calls"].as_u64().unwrap();
+        // 2 s of syncs every 250 ms per Envoy (the last interval may be cut).
+        let envoys = r["envoys"].as_u64().unwrap();
+        assert!(calls >= envoys * 6, "{r}");
+        assert_eq!(r["errors"], 0, "{r}");
+        assert_eq!(r["folded"].as_u64(), Some(calls), "every batch folded once: {r}");
+        assert!(r["p99_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["redis_cpu_pct"].as_f64().is_some());
+    }
+    assert!(text.contains("| simulated Envoys"), "{text}");
+}

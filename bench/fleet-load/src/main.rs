@@ -77,8 +77,17 @@ struct Tally {
     folded: u64,
 }
 
+/// A salt for this run's Envoy ids: each run's Envoys are new ones (their
+/// sequence numbers start at 1 again), not a previous run's replayed.
+fn salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(1))
+}
+
 async fn envoy(
     id: u64,
+    salt: u64,
     client: FleetClient<Channel>,
     o: Arc<Options>,
     key: Arc<(String, String)>,
@@ -96,7 +105,7 @@ async fn envoy(
         tick.tick().await;
         let batch = RolloutSync {
             key: key.0.clone(),
-            envoy: id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            envoy: (id ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
             spec: key.1.clone(),
             seq,
             counts: vec![
@@ -168,6 +177,7 @@ async fn run(o: Options) -> Result<(), String> {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
     let end = start + Duration::from_secs(o.seconds);
+    let salt = salt();
     let mut tasks = Vec::new();
     for id in 0..o.envoys {
         let client = clients
@@ -176,6 +186,7 @@ async fn run(o: Options) -> Result<(), String> {
             .ok_or("no client")?;
         tasks.push(tokio::spawn(envoy(
             id,
+            salt,
             client,
             o.clone(),
             key.clone(),
