@@ -33,9 +33,9 @@ help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
 	@echo "make test   every test: native, wasm32 under Node, real Envoy"
 	@echo "make build  $(WASM) and $(CLI)"
-	@echo "make run-fleet  Redis, the rate limit server and Envoy with a global rate limit"
+	@echo "make run-fleet  Redis, two meshguard-rls replicas, three Envoys: global limits and fleet-judged canaries"
 	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
-	@echo "make sim    the canary analysis' seeded simulations (the README's false-rollback table)"
+	@echo "make sim    the canary analysis' seeded simulations (the README's tables, the fleet's included)"
 	@echo "make fuzz   the property tests as fuzzing for FUZZ_SECONDS (default 300)"
 	@echo "make mutants  cargo-mutants over the engine and config crates (hours; ENGINE_MUTANTS/CONFIG_MUTANTS narrow it)"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
@@ -160,7 +160,8 @@ run: setup build
 	@echo
 	exec "$(ENVOY_BIN)" -c envoy/demo.yaml --disable-hot-restart --concurrency 2 --log-level info
 
-# A global rate limit: Redis, meshguard-rls and Envoy with envoy/fleet.yaml.
+# A fleet: Redis, two meshguard-rls replicas and three Envoys with envoy/fleet.yaml
+# (a global rate limit, canaries judged by the fleet).
 run-fleet: setup build
 	scripts/run-fleet.sh
 
