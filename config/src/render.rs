@@ -108,7 +108,7 @@ pub fn render(config: &Value, o: &Options) -> Vec<(String, Value)> {
 /// any: HTTP/2, one host per address the name resolves to, and a replica that
 /// stops answering set aside at its first failed sync.
 pub fn fleet_cluster(config: &Value, o: &Options) -> Option<Value> {
-    let name = config["fleetService"]["cluster"].as_str()?;
+    let name = config.pointer("/fleetService/cluster")?.as_str()?;
     let (host, port) = o.fleet_address.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     Some(json!({
@@ -143,12 +143,13 @@ pub fn fleet_cluster(config: &Value, o: &Options) -> Option<Value> {
 fn add_fleet_cluster(docs: &mut Vec<(String, Value)>, cluster: Value, o: &Options) {
     match o.target {
         Target::Envoy => {
-            if let Some((_, doc)) = docs.first_mut() {
-                doc["clusters"] = json!([cluster]);
+            if let Some(obj) = docs.first_mut().and_then(|(_, d)| d.as_object_mut()) {
+                obj.insert("clusters".into(), json!([cluster]));
             }
         }
         Target::Istio => docs.push((
-            "The fleet service's cluster in every sidecar the plugin runs in (canary.fleet).".into(),
+            "The fleet service's cluster in every sidecar the plugin runs in (canary.fleet)."
+                .into(),
             json!({
                 "apiVersion": "networking.istio.io/v1alpha3",
                 "kind": "EnvoyFilter",
@@ -162,18 +163,25 @@ fn add_fleet_cluster(docs: &mut Vec<(String, Value)>, cluster: Value, o: &Option
         Target::EnvoyGateway => {
             // The EnvoyProxy's bootstrap merge (a YAML string) gains the cluster.
             for (_, doc) in docs.iter_mut() {
-                if doc["kind"] != "EnvoyProxy" {
+                if doc.get("kind").and_then(Value::as_str) != Some("EnvoyProxy") {
                     continue;
                 }
-                let merged = doc["spec"]["bootstrap"]["value"]
+                let Some(value) = doc.pointer_mut("/spec/bootstrap/value") else {
+                    continue;
+                };
+                let merged = value
                     .as_str()
                     .and_then(|v| serde_yaml_ng::from_str::<Value>(v).ok())
-                    .map(|mut v| {
-                        v["static_resources"] = json!({"clusters": [cluster.clone()]});
-                        serde_yaml_ng::to_string(&v).unwrap_or_default()
+                    .and_then(|mut v| {
+                        let obj = v.as_object_mut()?;
+                        obj.insert(
+                            "static_resources".into(),
+                            json!({"clusters": [cluster.clone()]}),
+                        );
+                        serde_yaml_ng::to_string(&v).ok()
                     });
                 if let Some(m) = merged {
-                    doc["spec"]["bootstrap"]["value"] = json!(m);
+                    *value = json!(m);
                 }
             }
         }
@@ -237,13 +245,13 @@ fn render_filter(config: &Value, o: &Options) -> Vec<(String, Value)> {
             });
             if let Some(s) = &sha {
                 if let Some(obj) = spec.as_object_mut() {
-                obj.insert("sha256".into(), json!(s));
-            }
+                    obj.insert("sha256".into(), json!(s));
+                }
             }
             if let Some((k, v)) = &o.selector {
                 if let Some(obj) = spec.as_object_mut() {
-                obj.insert("selector".into(), json!({"matchLabels": {k: v}}));
-            }
+                    obj.insert("selector".into(), json!({"matchLabels": {k: v}}));
+                }
             }
             vec![
                 (
@@ -277,8 +285,8 @@ fn render_filter(config: &Value, o: &Options) -> Vec<(String, Value)> {
             let mut image = json!({"url": o.image});
             if let Some(s) = &sha {
                 if let Some(obj) = image.as_object_mut() {
-                obj.insert("sha256".into(), json!(s));
-            }
+                    obj.insert("sha256".into(), json!(s));
+                }
             }
             // Envoy Gateway merges a YAML string into its own bootstrap.
             let stats = serde_yaml_ng::to_string(&json!({"stats_config": stats_config_json()}))

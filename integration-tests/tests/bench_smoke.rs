@@ -236,7 +236,11 @@ fn the_fleet_bench_folds_every_simulated_envoys_batch_and_reports_the_cost() {
         let envoys = r["envoys"].as_u64().unwrap();
         assert!(calls >= envoys * 6, "{r}");
         assert_eq!(r["errors"], 0, "{r}");
-        assert_eq!(r["folded"].as_u64(), Some(calls), "every batch folded once: {r}");
+        assert_eq!(
+            r["folded"].as_u64(),
+            Some(calls),
+            "every batch folded once: {r}"
+        );
         assert!(r["p99_ms"].as_f64().unwrap() > 0.0);
         assert!(r["redis_cpu_pct"].as_f64().is_some());
     }

@@ -208,7 +208,12 @@ fn a_fleet_config_renders_the_fleet_cluster_for_every_target_and_envoy_accepts_i
         .find(|d| d["metadata"]["name"] == "meshguard-fleet")
         .expect("the fleet cluster's EnvoyFilter");
     assert_eq!(filter["spec"]["configPatches"][0]["applyTo"], "CLUSTER");
-    let (code, out, _) = render(&["--target", "envoy-gateway", "--native", "config/examples/fleet.yaml"]);
+    let (code, out, _) = render(&[
+        "--target",
+        "envoy-gateway",
+        "--native",
+        "config/examples/fleet.yaml",
+    ]);
     assert_eq!(code, 0);
     let proxy = docs(&out)
         .into_iter()

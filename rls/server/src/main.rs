@@ -223,7 +223,10 @@ async fn run(o: Options) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("redis {url}: {e}"))?;
             let records = fleet::store::RedisStore::new(client);
-            (Counters::Redis(conn), fleet::store::Store::Redis(records))
+            (
+                Counters::Redis(conn),
+                fleet::store::Store::Redis(Box::new(records)),
+            )
         }
         None => (
             Counters::Memory(Mutex::new(HashMap::new())),

@@ -42,7 +42,7 @@ pub type Entry = (u64, HashMap<String, Vec<u8>>, Instant);
 /// Where records live.
 pub enum Store {
     /// Redis: shared by every replica.
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
     /// This process only.
     Memory(Mutex<HashMap<String, Entry>>),
 }
