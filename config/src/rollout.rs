@@ -150,22 +150,22 @@ pub fn fleet_spec(c: &Canary, route: &str) -> String {
     w.string("revision", c.revision.as_deref());
     if let Some(a) = &c.analysis {
         w.open("analysis");
-        w.value("shadow", Some(a.shadow));
-        w.value("alpha", a.alpha);
-        w.value("minRequests", a.min_requests);
-        w.value("slowCallMs", a.slow_call_ms);
-        w.value("sequential", a.sequential);
+        w.value("shadow", Some(&a.shadow));
+        w.value("alpha", shown(&a.alpha));
+        w.value("minRequests", shown(&a.min_requests));
+        w.value("slowCallMs", shown(&a.slow_call_ms));
+        w.value("sequential", shown(&a.sequential));
         if let Some(g) = &a.success_rate {
             w.open("successRate");
-            w.value("min", Some(g.min));
-            w.value("intervalSeconds", g.interval_seconds);
-            w.value("intervals", g.intervals);
+            w.value("min", Some(&g.min));
+            w.value("intervalSeconds", shown(&g.interval_seconds));
+            w.value("intervals", shown(&g.intervals));
             w.raw("}");
         }
         if let Some(g) = &a.z_test {
             w.open("zTest");
-            w.value("z", g.z);
-            w.value("intervalSeconds", g.interval_seconds);
+            w.value("z", shown(&g.z));
+            w.value("intervalSeconds", shown(&g.interval_seconds));
             w.raw("}");
         }
         w.raw("}");
@@ -174,14 +174,19 @@ pub fn fleet_spec(c: &Canary, route: &str) -> String {
         let steps: Vec<String> = r.steps.iter().map(u32::to_string).collect();
         w.open("ramp");
         w.raw(&format!(r#""steps":[{}]"#, steps.join(",")));
-        w.value("holdSeconds", r.hold_seconds);
-        w.value("minRequests", r.min_requests);
+        w.value("holdSeconds", shown(&r.hold_seconds));
+        w.value("minRequests", shown(&r.min_requests));
         w.raw("}");
     }
-    w.value("pause", Some(c.pause));
-    w.value("rollback", Some(c.rollback));
+    w.value("pause", Some(&c.pause));
+    w.value("rollback", Some(&c.rollback));
     w.raw("}}]}");
     w.out
+}
+
+/// An optional field as [`Json::value`] takes it.
+fn shown<T: std::fmt::Display>(v: &Option<T>) -> Option<&dyn std::fmt::Display> {
+    v.as_ref().map(|v| v as &dyn std::fmt::Display)
 }
 
 /// A JSON document written by hand (see [`fleet_spec`]).
@@ -206,8 +211,9 @@ impl Json {
         self.raw("{");
         self.fresh = true;
     }
-    /// `"name":value` when there is a value (a number or a boolean).
-    fn value(&mut self, name: &str, v: Option<impl std::fmt::Display>) {
+    /// `"name":value` when there is a value (a number or a boolean); `dyn`,
+    /// so it is one function in the module, not one per type.
+    fn value(&mut self, name: &str, v: Option<&dyn std::fmt::Display>) {
         if let Some(v) = v {
             self.key(name);
             self.raw(&v.to_string());

@@ -143,3 +143,33 @@ pub fn trap_wasm_path() -> PathBuf {
     );
     path
 }
+
+/// Every metric family the filter defines, as Prometheus names them (the
+/// observability test checks it against a real scrape; the docs test checks the
+/// book names no other and documents each).
+pub const METRIC_FAMILIES: [&str; 24] = [
+    "meshguard_requests_total",
+    "meshguard_request_failures_total",
+    "meshguard_request_duration_milliseconds",
+    "meshguard_requests_in_flight",
+    "meshguard_grpc_requests_total",
+    "meshguard_ratelimit_requests_total",
+    "meshguard_breaker_state",
+    "meshguard_breaker_transitions_total",
+    "meshguard_breaker_rejected_total",
+    "meshguard_ratelimit_rpc_duration_milliseconds",
+    "meshguard_ratelimit_leases_total",
+    "meshguard_ratelimit_cached_rejections_total",
+    "meshguard_ratelimit_overflow_total",
+    "meshguard_ratelimit_table_keys",
+    "meshguard_ratelimit_store_conflicts_total",
+    "meshguard_canary_weight",
+    "meshguard_canary_state",
+    "meshguard_canary_transitions_total",
+    "meshguard_canary_evidence_permille",
+    "meshguard_canary_shadow_verdict",
+    "meshguard_fleet_state",
+    "meshguard_fleet_syncs_total",
+    "meshguard_fleet_sync_duration_milliseconds",
+    "meshguard_fleet_last_sync_seconds",
+];

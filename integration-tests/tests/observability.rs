@@ -88,33 +88,12 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
         .filter(|n| n.starts_with("meshguard_"))
         .map(str::to_string)
         .collect();
-    let expected: BTreeSet<String> = [
-        "meshguard_requests_total",
-        "meshguard_request_duration_milliseconds",
-        "meshguard_requests_in_flight",
-        "meshguard_ratelimit_requests_total",
-        "meshguard_breaker_state",
-        "meshguard_breaker_transitions_total",
-        "meshguard_breaker_rejected_total",
-        "meshguard_ratelimit_rpc_duration_milliseconds",
-        "meshguard_ratelimit_leases_total",
-        "meshguard_ratelimit_cached_rejections_total",
-        "meshguard_ratelimit_overflow_total",
-        "meshguard_ratelimit_table_keys",
-        "meshguard_ratelimit_store_conflicts_total",
-        "meshguard_canary_weight",
-        "meshguard_canary_state",
-        "meshguard_canary_transitions_total",
-        "meshguard_canary_evidence_permille",
-        "meshguard_canary_shadow_verdict",
-        "meshguard_fleet_state",
-        "meshguard_fleet_syncs_total",
-        "meshguard_fleet_sync_duration_milliseconds",
-        "meshguard_fleet_last_sync_seconds",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Every family but the per-code gRPC series (routes with `protocol: grpc`).
+    let expected: BTreeSet<String> = meshguard_integration_tests::METRIC_FAMILIES
+        .iter()
+        .filter(|f| **f != "meshguard_grpc_requests_total")
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(emitted, expected, "metric families in /stats/prometheus");
 
     let dashboard_text = std::fs::read_to_string(obs().join("grafana-dashboard.json")).unwrap();

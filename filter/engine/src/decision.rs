@@ -287,6 +287,9 @@ pub struct RedSample {
     pub variant: Option<usize>,
     /// The status class.
     pub class: CodeClass,
+    /// It failed, as the route's breaker and analysis count failures (a
+    /// failure status or gRPC code, a reset, a timeout, an overflow).
+    pub failed: bool,
     /// The gRPC status label, on routes with `protocol: grpc`.
     pub grpc: Option<crate::metrics::GrpcLabel>,
     /// Duration in ms (`None`: nothing to record: the clock failed, or the stream

@@ -303,6 +303,12 @@ pub fn grpc_requests_total(route: &str, variant: &str, status: GrpcLabel) -> Str
     )
 }
 
+/// `meshguard.request_failures_total.route.<r>.variant.<v>`: requests that
+/// failed, as the route's breaker and analysis count failures.
+pub fn request_failures_total(route: &str, variant: &str) -> String {
+    format!("meshguard.request_failures_total.route.{route}.variant.{variant}")
+}
+
 /// `meshguard.request_duration_milliseconds.route.<r>.variant.<v>`.
 pub fn request_duration(route: &str, variant: &str) -> String {
     format!("meshguard.request_duration_milliseconds.route.{route}.variant.{variant}")

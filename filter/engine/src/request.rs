@@ -19,7 +19,7 @@ use crate::decision::{
 };
 use crate::grpc;
 use crate::metrics::{CodeClass, GrpcLabel};
-use crate::outcome::flags_matter;
+use crate::outcome::{flags_matter, is_failure};
 use crate::ratelimit;
 use crate::ratelimit::global::Reply;
 use crate::rng::Rng;
@@ -300,12 +300,28 @@ impl<I: Ids> Runtime<I> {
     /// `code`: a breaker or a canary analysis judges it and the flags can change the
     /// verdict.
     pub fn needs_flags(&self, state: &StreamState, code: u64) -> bool {
+        if !flags_matter(code, state.response_complete) {
+            return false;
+        }
         let analysed = state
             .route
             .and_then(|i| self.routes.get(i))
             .and_then(|r| r.route.canary.as_ref()?.rollout.as_ref()?.analysis.as_ref())
             .is_some();
-        (state.ticket.is_some() || analysed) && flags_matter(code, state.response_complete)
+        // RED counts failures too: the flags are read when the status does not
+        // already say the request failed (a reset, no status, a 4xx).
+        state.ticket.is_some()
+            || analysed
+            || (state.red.is_some()
+                && !is_failure(self.failures_of(state), code, state.grpc_status, 0))
+    }
+
+    /// What counts as a failure on the stream's route (the default off routes).
+    fn failures_of(&self, state: &StreamState) -> &meshguard_config::status::FailureStatuses {
+        state
+            .route
+            .and_then(|i| self.routes.get(i))
+            .map_or(&self.default_failures, |r| &r.failures)
     }
 
     /// The stream ended (answered, reset or abandoned): what to record.
@@ -328,6 +344,12 @@ impl<I: Ids> Runtime<I> {
                 slot,
                 variant: state.variant,
                 class: CodeClass::of(end.code),
+                failed: is_failure(
+                    self.failures_of(state),
+                    end.code,
+                    state.grpc_status,
+                    end.flags,
+                ),
                 grpc: route
                     .filter(|r| r.route.protocol == meshguard_config::grpc::Protocol::Grpc)
                     .map(|_| GrpcLabel::of(state.grpc_status)),
@@ -512,6 +534,7 @@ mod tests {
                 slot: RedSlot::Route(1),
                 variant: Some(1),
                 class: CodeClass::ServerError,
+                failed: true,
                 grpc: None,
                 duration_ms: Some(42)
             })
@@ -673,6 +696,81 @@ mod tests {
         assert_eq!(
             crate::breaker::shared::in_flight(&mut store, "mg1.meshguard.cc2.web", now),
             Ok(0)
+        );
+    }
+
+    /// RED counts failures as the route's breaker and analysis do: a failure
+    /// status, a failure gRPC code under HTTP 200, a reset; not a caller's error.
+    #[wasm_bindgen_test(unsupported = test)]
+    fn red_counts_a_failure_as_the_breaker_does_and_reads_flags_only_when_the_status_cannot_say() {
+        let plain = runtime(r#"{"schemaVersion":1,"routes":[{"name":"rpc"}]}"#);
+        let own = runtime(
+            r#"{"schemaVersion":1,"routes":[{"name":"rpc","breaker":{"consecutiveFailures":1000,
+                "failureStatuses":["429"],"failureGrpcCodes":["INVALID_ARGUMENT"]}}]}"#,
+        );
+        let decide = |rt: &Runtime<_>| {
+            rt.decide(
+                &mut Req(vec![(":path", b"/")]),
+                &mut FakeStore::default(),
+                &Rng::new(1),
+                Some(SEC),
+            )
+            .0
+        };
+        let failed = |rt: &Runtime<_>, code: u64, grpc: Option<u32>, flags: u64, complete: bool| {
+            let mut state = decide(rt);
+            state.grpc_status = grpc;
+            state.response_complete = complete;
+            let end = Completion {
+                code,
+                flags,
+                complete,
+                now: Some(2 * SEC),
+            };
+            rt.finish(&state, end, &mut FakeStore::default())
+                .red
+                .is_some_and(|r| r.failed)
+        };
+        // The default: 5xx, the default gRPC codes, resets.
+        assert!(failed(&plain, 503, None, 0, true));
+        assert!(
+            failed(&plain, 200, Some(14), 0, true),
+            "UNAVAILABLE under 200"
+        );
+        assert!(
+            !failed(&plain, 200, Some(3), 0, true),
+            "INVALID_ARGUMENT: the caller's"
+        );
+        assert!(!failed(&plain, 404, None, 0, true));
+        assert!(
+            failed(&plain, 0, None, 0x10, false),
+            "reset before any response"
+        );
+        assert!(failed(&plain, 200, None, 0x10, false), "reset mid-body");
+        assert!(!failed(&plain, 0, None, 0, false), "the client left");
+        assert!(!failed(&plain, 200, Some(0), 0, true));
+        // A breaker's own definition is the route's.
+        assert!(failed(&own, 429, None, 0, true));
+        assert!(!failed(&own, 503, None, 0, true));
+        assert!(failed(&own, 200, Some(3), 0, true));
+        assert!(!failed(&own, 200, Some(14), 0, true));
+        // Flags: read only where they could change the verdict.
+        let mut s = decide(&plain);
+        s.response_complete = true;
+        assert!(!plain.needs_flags(&s, 200), "a complete 2xx");
+        assert!(
+            !plain.needs_flags(&s, 503),
+            "already a failure by its status"
+        );
+        assert!(plain.needs_flags(&s, 404), "a 4xx may carry a failure flag");
+        s.response_complete = false;
+        assert!(plain.needs_flags(&s, 200), "cut short");
+        assert!(plain.needs_flags(&s, 0), "no status");
+        let unmatched =
+            runtime(r#"{"schemaVersion":1,"routes":[{"name":"a","match":{"pathPrefix":"/a"}}]}"#);
+        assert!(
+            failed(&unmatched, 502, None, 0, true),
+            "requests off every route: the default"
         );
     }
 }

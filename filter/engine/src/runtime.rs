@@ -101,6 +101,8 @@ pub struct Runtime<I: Ids> {
     pub scrub_routing_headers: bool,
     /// RED series of requests that match no route, when they are counted.
     pub unmatched: Option<I::Red>,
+    /// What counts as a failure for requests that match no route (the default).
+    pub default_failures: meshguard_config::status::FailureStatuses,
     /// `mg1.<plugin name>`: prefix of every shared-data key.
     pub store_prefix: String,
     /// The rate limit service global policies ask.
@@ -143,6 +145,10 @@ pub struct RouteRuntime<I: Ids> {
     pub slots: Option<crate::breaker::shared::Slots>,
     /// The canary policy's rollout (analysis, ramp), when it has one.
     pub rollout: Option<Rollout<I>>,
+    /// What counts as a failed request in its RED series: the breaker's
+    /// failure statuses and gRPC codes, else the analysis', else the default
+    /// (5xx and the default gRPC codes); resets and timeouts always.
+    pub failures: meshguard_config::status::FailureStatuses,
 }
 
 /// A canary rollout as this worker holds it.
@@ -295,6 +301,7 @@ impl<I: Ids> Runtime<I> {
             },
             scrub_routing_headers: has_canary,
             unmatched,
+            default_failures: meshguard_config::status::default_failure_statuses(),
             sync_key: format!("{store_prefix}.fl.sync"),
             store_prefix,
             rate_limit_service,
@@ -475,11 +482,21 @@ fn build_route<I: Ids, D: DefineIds<I>>(
         },
         None => None,
     };
+    let failures = route
+        .breaker
+        .as_ref()
+        .map(|b| b.failures.clone())
+        .or_else(|| {
+            let a = route.canary.as_ref()?.rollout.as_ref()?.analysis.as_ref()?;
+            Some(a.failures.clone())
+        })
+        .unwrap_or_else(meshguard_config::status::default_failure_statuses);
     Ok(RouteRuntime {
         red,
         breakers,
         slots,
         rollout,
+        failures,
         route,
     })
 }

@@ -104,7 +104,7 @@ impl<I: Ids> Runtime<I> {
             let _ = fleet::slot(store, &self.sync_key, service, self.owner.get(), now, false);
         }
         let decoded = answer.and_then(|bytes| {
-            SyncResponse::decode(bytes).map_err(|e| format!("an unreadable answer ({e})"))
+            SyncResponse::decode(bytes).map_err(|_| "an unreadable answer".to_owned())
         });
         let error = match decoded {
             Ok(reply) => self.take(store, &reply, now, &mut events),

@@ -8,8 +8,8 @@ use meshguard_engine::metrics::{
     canary_state, canary_transitions, canary_weight, fleet_last_sync, fleet_state,
     fleet_sync_duration, fleet_syncs, grpc_requests_total, ratelimit_cached_rejections,
     ratelimit_leases, ratelimit_overflow, ratelimit_requests, ratelimit_rpc_duration,
-    ratelimit_store_conflicts, ratelimit_table_keys, request_duration, requests_in_flight,
-    requests_total,
+    ratelimit_store_conflicts, ratelimit_table_keys, request_duration, request_failures_total,
+    requests_in_flight, requests_total,
 };
 use meshguard_engine::{
     ByLabel, CanaryState, Change, CodeClass, DefineIds, Event, FleetMode, GrpcLabel, Ids, Label,
@@ -113,6 +113,8 @@ pub struct RedIds {
 pub struct VariantRed {
     /// `requests_total` per status class.
     pub requests: ByLabel<CodeClass, u32>,
+    /// `request_failures_total`.
+    pub failures: u32,
     /// `grpc_requests_total` per gRPC status (routes with `protocol: grpc`).
     pub grpc: Option<ByLabel<GrpcLabel, u32>>,
     /// The duration histogram.
@@ -150,6 +152,10 @@ impl<H: Host> DefineIds<WasmIds> for Definer<'_, H> {
                                 &requests_total(route, v, class),
                             )
                         })?,
+                        failures: host.define_metric(
+                            MetricKind::Counter,
+                            &request_failures_total(route, v),
+                        )?,
                         grpc: if grpc {
                             Some(ByLabel::try_new(|status| {
                                 host.define_metric(
@@ -488,6 +494,9 @@ pub fn record_red(host: &impl Host, plugin: &Plugin, sample: &RedSample) {
         .unwrap_or(ids.variants.len().saturating_sub(1));
     if let Some(v) = ids.variants.get(slot) {
         count(host, plugin, v.requests.get(sample.class));
+        if sample.failed {
+            plugin.add(host, v.failures, 1);
+        }
         if let (Some(grpc), Some(label)) = (&v.grpc, sample.grpc) {
             count(host, plugin, grpc.get(label));
         }
