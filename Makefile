@@ -19,6 +19,8 @@ WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/
 # Debian packages the tests use (installed only when missing).
 APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl valgrind
 NEXTEST_PROFILE := $(if $(CI),ci,default)
+# The book (docs/): make docs builds it; a test builds it with no warning.
+MDBOOK_VERSION := 0.4.52
 
 # Mutation testing: each crate's own tests against mutated code (cargo-mutants,
 # installed here when absent). ENGINE_MUTANTS / CONFIG_MUTANTS narrow a crate's run
@@ -27,7 +29,7 @@ NEXTEST_PROFILE := $(if $(CI),ci,default)
 ENGINE_MUTANTS ?=
 CONFIG_MUTANTS ?=
 
-.PHONY: mutants fuzz help setup build build-trap package manifests bench sim run run-fleet test test-native test-native-module test-wasm lint clean
+.PHONY: mutants fuzz help setup build build-trap package manifests bench sim docs run run-fleet test test-native test-native-module test-wasm lint clean
 
 help:
 	@echo "make run    start Envoy with meshguard and demo upstreams (127.0.0.1:10000, admin :9901)"
@@ -35,8 +37,9 @@ help:
 	@echo "make build  $(WASM) and $(CLI)"
 	@echo "make run-fleet  Redis, two meshguard-rls replicas, three Envoys: global limits and fleet-judged canaries"
 	@echo "make bench  what meshguard costs per request, against Envoy alone and native filters"
-	@echo "make sim    the canary analysis' seeded simulations (the README's tables, the fleet's included)"
+	@echo "make sim    the canary analysis' seeded simulations (the book's tables, the fleet's included)"
 	@echo "make fuzz   the property tests as fuzzing for FUZZ_SECONDS (default 300)"
+	@echo "make docs   the book (docs/) to target/book"
 	@echo "make mutants  cargo-mutants over the engine and config crates (hours; ENGINE_MUTANTS/CONFIG_MUTANTS narrow it)"
 	@echo "make lint   rustfmt and clippy (native and wasm32), warnings denied"
 	@echo "make setup  install what the above need (idempotent)"
@@ -68,6 +71,7 @@ setup:
 	fi
 	@command -v cargo-nextest >/dev/null || cargo install -q cargo-nextest --locked
 	@command -v oha >/dev/null || { echo "setup: installing oha (load generator for make bench, a few minutes once)"; cargo install -q oha --locked; }
+	@mdbook --version 2>/dev/null | grep -q " v$(MDBOOK_VERSION)$$" || { echo "setup: installing mdbook $(MDBOOK_VERSION) (the book, make docs; a few minutes once)"; cargo install -q mdbook --locked --version "$(MDBOOK_VERSION)"; }
 
 build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough -p meshguard-bench-probe
@@ -107,6 +111,11 @@ fuzz:
 	done; \
 	targets=$$(grep -c '^test .*properties::.* ok$$' target/fuzz.log); \
 	echo "fuzz: $$targets targets x $$rounds rounds x $(FUZZ_CASES) cases in $$(( $$(date +%s) - start )) s, no failure"
+
+# The book: docs/src, one page per topic, built to target/book.
+docs: setup
+	mdbook build docs --dest-dir $(ROOT)/target/book
+	@echo "docs: target/book/index.html"
 
 # The canary analysis' seeded simulations at full size (release build, a few
 # minutes): false rollbacks of healthy canaries, time to catch failing ones.
@@ -179,7 +188,7 @@ test-native:
 	cargo nextest run --workspace --profile $(NEXTEST_PROFILE)
 
 # The real-Envoy suite again, against meshguard native (libmeshguard.so). Left
-# out, each for a reason (README, meshguard native):
+# out, each for a reason (docs/src/native.md):
 #   failure_policy, a_rollback_survives_a_vm_reload: Wasm VM traps and reloads
 #     (the native build has no VM; native.rs shows a caught panic instead);
 #   demo, shipped_configs, envoy_configs, deploy, package, bench_smoke, native:

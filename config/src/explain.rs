@@ -1,7 +1,7 @@
 //! `explain`: how meshguard says why it decided what it did — a decision record
 //! per request (Envoy filter state for access logs, a response header for trusted
 //! callers that ask, a debug log line) and a live status document at a path only
-//! trusted callers can read. See README, "Operations".
+//! trusted callers can read. See docs/src/explanations.md.
 
 use serde::{Deserialize, Serialize};
 

@@ -19,6 +19,8 @@ pub mod breaker;
 pub mod canary;
 pub mod cidr;
 pub mod compiled;
+#[cfg(feature = "cli")]
+pub mod docs;
 pub mod explain;
 pub mod fingerprint;
 pub mod fleet;

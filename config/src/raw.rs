@@ -148,7 +148,7 @@ pub enum WhileUnreachable {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GlobalLimit {
-    /// Ask for hits in blocks and spend them locally (see README, quota leases).
+    /// Ask for hits in blocks and spend them locally (see docs/src/global-limits.md, quota leases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<GlobalLease>,
     /// How long a key's `OVER_LIMIT` answer is remembered when the service says
@@ -205,7 +205,7 @@ pub struct RateLimit {
     /// Make the policy global: the rate limit service decides (`rateLimitService`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global: Option<GlobalLimit>,
-    /// Most keys tracked at once (default 10000, at most 1000000). See README.
+    /// Most keys tracked at once (default 10000, at most 1000000). See docs/src/rate-limits.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
     /// Decide and count, never reject.

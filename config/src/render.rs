@@ -200,7 +200,7 @@ fn render_filter(config: &Value, o: &Options) -> Vec<(String, Value)> {
         Target::Envoy => vec![(
             "Put `http_filters` into your HttpConnectionManager (meshguard before the router),\n\
              `stats_config` at the top level of the bootstrap and `clusters` (if any) into\n\
-             static_resources.clusters. FAIL_RELOAD: see README, Operations."
+             static_resources.clusters. FAIL_RELOAD: see docs/src/operations.md."
                 .into(),
             json!({
                 "http_filters": [
@@ -256,7 +256,7 @@ fn render_filter(config: &Value, o: &Options) -> Vec<(String, Value)> {
             vec![
                 (
                     "meshguard as an Istio WasmPlugin. AUTHZ phase: after authentication, before routing,\n\
-                     so canary decisions steer VirtualService header matches. FAIL_RELOAD: see README, Operations."
+                     so canary decisions steer VirtualService header matches. FAIL_RELOAD: see docs/src/operations.md."
                         .into(),
                     json!({
                         "apiVersion": "extensions.istio.io/v1alpha1",

@@ -1,7 +1,7 @@
 //! How meshguard talks to its host: which routing headers it writes, whether it
 //! asks Envoy to re-pick the route, how it reads request headers, where the client
 //! address comes from, and when counters reach Envoy. Each choice trades a host
-//! call per request against something a user may want (README, "Cost per request").
+//! call per request against something a user may want (docs/src/performance.md).
 
 use std::collections::BTreeSet;
 

@@ -238,3 +238,39 @@ fn usage_errors_exit_two() {
 fn tempfile_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+#[test]
+fn help_and_each_problem_point_to_the_page_that_explains_it() {
+    let (code, out, _) = meshguard(&["help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("docs/src/configuration.md") && out.contains("docs/src/cli.md"),
+        "{out}"
+    );
+    let dir = tempfile_dir();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "schemaVersion: 1\nroutes:\n  - name: web\n    canary:\n      variants: [{ name: a, weight: 5000 }, { name: b, weight: 5000 }]\n      revision: r1\n      analysis: { alpha: 2 }\n    breaker: { consecutiveFailures: 0 }\n",
+    );
+    let (code, out, err) = meshguard(&["validate", &bad]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "one line per problem on stdout: {out}"
+    );
+    assert!(
+        err.contains("meshguard: see docs/src/canary-analysis.md"),
+        "{err}"
+    );
+    assert!(
+        err.contains("meshguard: see docs/src/circuit-breaking.md"),
+        "{err}"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for line in err.lines() {
+        let page = line.trim_start_matches("meshguard: see ");
+        assert!(root.join(page).exists(), "{page}");
+    }
+}

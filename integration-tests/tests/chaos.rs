@@ -1,4 +1,4 @@
-//! Chaos drills against a real Envoy at `--concurrency 2` (README, Reliability):
+//! Chaos drills against a real Envoy at `--concurrency 2` (docs/src/operations.md, Reliability):
 //! upstreams that hang, reset mid-body, answer garbage or drop idle connections;
 //! clients that send 1,000 headers, 60 KiB values, obs-text bytes, pipelined
 //! requests, or disconnect at every stage of a request; a config reload every

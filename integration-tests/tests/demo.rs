@@ -1,4 +1,4 @@
-//! `envoy/demo.yaml` — what `make run` serves — does what the README says.
+//! `envoy/demo.yaml` — what `make run` serves — does what the docs say (docs/src/getting-started.md).
 //! Its fixed ports are swapped for free ones so the test never collides with a
 //! running demo.
 #![allow(clippy::unwrap_used)]

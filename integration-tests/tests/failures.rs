@@ -66,8 +66,11 @@ async fn grpc_failures_503s_and_resets_fill_the_failure_counter_the_ratios_and_t
     // Prometheus has the counters at 0 before any traffic (rate() counts only
     // increases it saw).
     assert_eq!(
-        prom.wait_for(r#"count(meshguard_request_failures_total{route="rpc"})"#, 1.0)
-            .await,
+        prom.wait_for(
+            r#"count(meshguard_request_failures_total{route="rpc"})"#,
+            1.0
+        )
+        .await,
         1.0,
         "{}",
         prom.log()

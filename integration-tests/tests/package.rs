@@ -163,7 +163,7 @@ fn the_image_round_trips_through_a_registry_byte_identical_with_the_pinned_diges
     assert_eq!(validate(plugin), Vec::<String>::new());
 }
 
-/// The module stays under 1 MiB (README, Cost per request: every worker's V8
+/// The module stays under 1 MiB (docs/src/performance.md: every worker's V8
 /// compiles all of it, and its size drives Envoy's memory and start time).
 #[test]
 fn the_module_stays_under_one_mebibyte() {

@@ -273,14 +273,14 @@ async fn forwarded_for_headers_do_not_make_new_clients_at_an_edge() {
     assert_eq!(ok, 5, "all 1000 requests share one bucket");
 }
 
-/// Why the README insists on `use_remote_address: true` at an edge: with Envoy's
+/// Why the docs insist on `use_remote_address: true` at an edge: with Envoy's
 /// default (false), Envoy itself takes `source.address` from the last XFF entry.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_envoy_defaults_the_client_address_follows_forwarded_for() {
     let ok = admitted_with_random_xff(serde_json::json!({})).await;
     assert_eq!(
         ok, 1_000,
-        "Envoy's default trusts XFF; if this changes, update the README"
+        "Envoy's default trusts XFF; if this changes, update docs/src/rate-limits.md"
     );
 }
 

@@ -157,7 +157,7 @@ async fn the_client_address_from_a_header_envoy_sets_cannot_be_spoofed() {
 }
 
 /// Without the filter in front, the header is whatever the client sent: meshguard
-/// takes it (that is why the README says to set it in Envoy), and falls back to
+/// takes it (that is why the docs say to set it in Envoy), and falls back to
 /// the connection's address when it is absent or not an address.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_filter_a_missing_or_bad_header_falls_back_to_the_connection() {

@@ -38,6 +38,9 @@ RENDER OPTIONS:
     --fleet-address HOST:PORT    the fleet service for a config with fleetService (default
                                  meshguard-rls.meshguard.svc.cluster.local:8081)
 
+Docs: docs/src/cli.md (this command), docs/src/configuration.md (every field);
+each problem validate prints is followed, on stderr, by the page that explains it.
+
 Exit status: 0 when every file is valid (status: fetched), 1 when any has a
 problem (status: unreachable or not a status document), 2 on usage errors.";
 
@@ -208,13 +211,23 @@ fn validate_files(files: &[String]) -> ExitCode {
     let mut failed = false;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let mut pages: Vec<&'static str> = Vec::new();
     for file in files {
         let problems = check_file(file);
         failed |= !problems.is_empty();
         for p in problems {
             // A closed stdout must not panic the CLI; the exit code still tells.
             let _ = writeln!(out, "{file}: {p}");
+            let page = meshguard_config::docs::page_of(&p.path);
+            if !pages.contains(&page) {
+                pages.push(page);
+            }
         }
+    }
+    // Where each problem's field is explained (stderr: stdout keeps one line
+    // per problem).
+    for page in pages {
+        eprintln!("meshguard: see {page}");
     }
     if failed {
         ExitCode::FAILURE

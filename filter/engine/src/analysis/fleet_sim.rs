@@ -1,7 +1,7 @@
 //! Seeded simulations of a fleet: N Envoys each judging its own slice of the
-//! traffic (the README's "judged alone"), against every Envoy's batches pooled
+//! traffic (the book's "judged alone"), against every Envoy's batches pooled
 //! through the fleet service's fold ([`fold_batches`], the code `meshguard-rls`
-//! runs). The README's fleet table is `make sim` (`fleet_simulation_report`);
+//! runs). The book's fleet table (docs/src/fleet.md) is `make sim` (`fleet_simulation_report`);
 //! smaller runs of the same experiments are tests.
 //!
 //! Traffic: `rps` requests a second over the whole fleet, Envoy `e` taking
@@ -170,7 +170,7 @@ fn pooled_false_rollbacks_stay_within_alpha_however_the_traffic_is_split() {
 #[test]
 fn envoys_judging_alone_roll_back_healthy_canaries_up_to_n_times_as_often() {
     // Ten Envoys, each at alpha, for an hour: the bound is 10 x alpha and the
-    // runs use a good part of it (the README's 4.5%); pooled, the same traffic
+    // runs use a good part of it (the 4.5%); pooled, the same traffic
     // stays within alpha (the test above).
     let r = rollout(ALPHA);
     let runs = 600;
@@ -223,7 +223,7 @@ fn summary(ts: &[Option<u64>], frac: f64, cap: u64) -> String {
     }
 }
 
-/// The README's fleet table: `make sim` (release, minutes).
+/// The book's fleet table (docs/src/fleet.md): `make sim` (release, minutes).
 #[test]
 #[ignore = "minutes of CPU; make sim runs it in release"]
 fn fleet_simulation_report() {

@@ -9,7 +9,7 @@
 //! long false-rollback runs use 1 s batches to stay fast (the sequential test's
 //! bound holds for any batching; checking more often can only use more of it).
 //!
-//! `make sim` prints the README's table with more runs and tick-sized batches:
+//! `make sim` prints the book's table (docs/src/canary-analysis.md) with more runs and tick-sized batches:
 //! `cargo test -p meshguard-engine --release -- --ignored --nocapture simulation_report`.
 
 #![cfg(not(target_arch = "wasm32"))]
@@ -234,7 +234,7 @@ fn a_canary_failing_one_percent_against_a_tenth_is_caught_in_seconds() {
     assert!(seconds <= 60.0, "median {seconds} s");
 }
 
-/// The README's table (more runs, tick-sized batches): run with `make sim`.
+/// The book's table (more runs, tick-sized batches): run with `make sim`.
 #[test]
 #[ignore = "minutes of CPU; make sim runs it in release"]
 fn simulation_report() {

@@ -1,5 +1,5 @@
 //! A hostile host: a store that takes no more writes, and a clock that jumps by
-//! hours. Each has the behaviour the README documents (Operations, Failure modes).
+//! hours. Each has the behaviour docs/src/operations.md documents (Operations, Failure modes).
 
 use super::{plugin, send_at};
 use crate::glue::request::on_tick;
