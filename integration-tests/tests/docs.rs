@@ -203,6 +203,66 @@ fn every_config_block_in_the_docs_is_valid_or_fails_as_it_shows() {
     assert!(configs >= 9, "only {configs} config blocks of {seen}");
 }
 
+/// Every property name anywhere in a JSON Schema.
+fn schema_fields(schema: &serde_json::Value, out: &mut BTreeSet<String>) {
+    match schema {
+        serde_json::Value::Object(o) => {
+            if let Some(props) = o.get("properties").and_then(|p| p.as_object()) {
+                out.extend(props.keys().cloned());
+            }
+            o.values().for_each(|v| schema_fields(v, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| schema_fields(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_field_of_the_config_schema_is_described_in_the_book() {
+    let out = Command::new(cli())
+        .arg("schema")
+        .output()
+        .expect("meshguard schema");
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema JSON");
+    let mut fields = BTreeSet::new();
+    schema_fields(&schema, &mut fields);
+    assert!(fields.len() > 100, "{} fields", fields.len());
+    // A field is described where the book names it in code: `name`, a path
+    // such as `canary.fleet.whileUnreachable`, or an example block.
+    let words = |text: &str, out: &mut BTreeSet<String>| {
+        out.extend(
+            text.split(|ch: char| !(ch.is_alphanumeric() || ch == '_'))
+                .map(str::to_string),
+        );
+    };
+    let inline = regex::Regex::new(r"`([^`\n]+)`").unwrap();
+    let mut in_code = BTreeSet::new();
+    for doc in documents() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let mut prose = String::new();
+        for b in blocks(&text) {
+            words(&b.text, &mut in_code);
+        }
+        let mut fence = false;
+        for l in text.lines() {
+            if l.starts_with("```") {
+                fence = !fence;
+            } else if !fence {
+                prose.push_str(l);
+                prose.push('\n');
+            }
+        }
+        for c in inline.captures_iter(&prose) {
+            words(&c[1], &mut in_code);
+        }
+    }
+    let missing: Vec<_> = fields.difference(&in_code).collect();
+    assert!(
+        missing.is_empty(),
+        "config fields the book never names: {missing:?}"
+    );
+}
+
 /// Metric names (`meshguard_…`) a text uses, histogram suffixes folded.
 fn metrics_named(text: &str) -> BTreeSet<String> {
     let re = regex::Regex::new(r"\bmeshguard_[a-z_]+\b").unwrap();

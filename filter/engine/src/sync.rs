@@ -100,9 +100,6 @@ impl<I: Ids> Runtime<I> {
         sync: bool,
     ) -> Vec<Event> {
         let mut events = Vec::new();
-        if let (true, Some(service)) = (sync, &self.fleet_service) {
-            let _ = fleet::slot(store, &self.sync_key, service, self.owner.get(), now, false);
-        }
         let decoded = answer.and_then(|bytes| {
             SyncResponse::decode(bytes).map_err(|_| "an unreadable answer".to_owned())
         });
@@ -110,6 +107,11 @@ impl<I: Ids> Runtime<I> {
             Ok(reply) => self.take(store, &reply, now, &mut events),
             Err(e) => Some(e),
         };
+        // The slot is given back once the answer is taken, so the next sync
+        // sends the next batch, not this one again.
+        if let (true, Some(service)) = (sync, &self.fleet_service) {
+            let _ = fleet::slot(store, &self.sync_key, service, self.owner.get(), now, false);
+        }
         if self.sync_failing.replace(error.is_some()) != error.is_some() {
             events.push(Event::Warning(match &error {
                 Some(e) => format!(

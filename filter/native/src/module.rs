@@ -75,8 +75,11 @@ thread_local! {
     static INSTANCES: RefCell<Vec<Rc<Instance>>> = const { RefCell::new(Vec::new()) };
     /// Envoy's main thread: the copy of each loaded configuration that syncs
     /// with the fleet service (the configuration's own callout, which no
-    /// stream's end can cancel), by generation.
-    static MAIN: RefCell<Vec<(u64, Rc<Plugin>)>> = const { RefCell::new(Vec::new()) };
+    /// stream's end can cancel), with the configuration it belongs to (held,
+    /// so its hooks never read a freed one). Entries of destroyed
+    /// configurations are dropped here, on the main thread (Envoy may destroy
+    /// a configuration on the worker of its last stream).
+    static MAIN: RefCell<Vec<(Arc<Shared>, Rc<Plugin>)>> = const { RefCell::new(Vec::new()) };
     /// This worker's owner id for concurrency slots (0: not drawn yet).
     static OWNER: Cell<u64> = const { Cell::new(0) };
 }
@@ -191,11 +194,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         // through the configuration's scheduler.
         let fleet = main.syncs_fleet() && scheduler.is_some();
         if fleet {
-            MAIN.with(|m| m.borrow_mut().push((shared.generation, main)));
+            MAIN.with(|m| {
+                let mut m = m.borrow_mut();
+                m.retain(|(s, _)| !s.destroyed.load(Ordering::Acquire));
+                m.push((shared.clone(), main));
+            });
         } else if main.syncs_fleet() {
             log(
                 Level::Warn,
-                "meshguard: Envoy gave no scheduler on its main thread: fleet rollouts are judged by this Envoy alone",
+                "meshguard: Envoy gave no scheduler on its main thread: fleet rollouts cannot sync; each holds its configured split (or judges alone, whileUnreachable: local)",
             );
         }
         if let Some(scheduler) = scheduler {
@@ -227,7 +234,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
         }
         // Workers drop their copies on their next stream.
         shared.destroyed.store(true, Ordering::Release);
-        MAIN.with(|m| m.borrow_mut().retain(|(g, _)| *g != shared.generation));
     });
 }
 
@@ -688,8 +694,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
             // SAFETY: Envoy's live configuration of these metrics.
             ticker::FLUSH_EVENT => unsafe { shared.metrics.flush(config_envoy) },
             ticker::FLEET_EVENT => {
-                if let Some(plugin) = main_plugin(shared.generation) {
-                    sync(&main_host(config_envoy, shared, None), &plugin);
+                if let Some((shared, plugin)) = main_plugin(config) {
+                    sync(&main_host(config_envoy, &shared, None), &plugin);
                 }
             }
             _ => {}
@@ -697,13 +703,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     });
 }
 
-/// The main thread's copy of configuration `generation`, when it syncs.
-fn main_plugin(generation: u64) -> Option<Rc<Plugin>> {
+/// The main thread's copy of the configuration at `config` (Envoy's module
+/// pointer), when it syncs and is not destroyed; destroyed ones are dropped.
+fn main_plugin(config: ConfigModulePtr) -> Option<(Arc<Shared>, Rc<Plugin>)> {
     MAIN.with(|m| {
-        m.borrow()
-            .iter()
-            .find(|(g, _)| *g == generation)
-            .map(|(_, p)| p.clone())
+        let mut m = m.borrow_mut();
+        m.retain(|(s, _)| !s.destroyed.load(Ordering::Acquire));
+        m.iter()
+            .find(|(s, _)| Arc::as_ptr(s).cast::<std::ffi::c_void>() == config)
+            .map(|(s, p)| (s.clone(), p.clone()))
     })
 }
 
@@ -743,12 +751,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
     body_size: usize,
 ) {
     guarded("config_http_callout_done", (), || {
-        if config.is_null() {
-            return;
-        }
-        // SAFETY: the pointer `config_new` made, alive while Envoy calls its hooks.
-        let shared = unsafe { &*config.cast::<Shared>() };
-        let (Some(plugin), Ok(token)) = (main_plugin(shared.generation), u32::try_from(callout_id))
+        // The configuration as the main thread holds it (no raw pointer read).
+        let (Some((shared, plugin)), Ok(token)) = (main_plugin(config), u32::try_from(callout_id))
         else {
             return;
         };
@@ -756,7 +760,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
         let (code, message) =
             unsafe { read_answer(result, headers, headers_size, body, body_size) };
         let size = message.as_ref().map_or(0, Vec::len);
-        let host = main_host(config_envoy, shared, message.as_deref());
+        let host = main_host(config_envoy, &shared, message.as_deref());
         on_sync_answer(&host, &plugin, token, code, size);
     });
 }

@@ -44,11 +44,11 @@ impl Mixture {
         // A shortcut, not a rule: such a batch adds exactly 0 below (`w` is 0 or
         // 1, or no errors), which is why turning an `||` here into `&&` survives
         // the tests (cargo-mutants).
-        if n_c == 0 || n_b == 0 || e_c + e_b == 0 {
+        if n_c == 0 || n_b == 0 || e_c.saturating_add(e_b) == 0 {
             return;
         }
-        let w = n_c as f64 / (n_c + n_b) as f64;
-        let (e_c, e) = (e_c as f64, (e_c + e_b) as f64);
+        let w = n_c as f64 / n_c.saturating_add(n_b) as f64;
+        let (e_c, e) = (e_c as f64, e_c.saturating_add(e_b) as f64);
         for (llr, r) in self.llr.iter_mut().zip(GRID) {
             let d = r * w + 1.0 - w;
             *llr += e_c * r.ln() - e * d.ln();

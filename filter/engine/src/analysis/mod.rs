@@ -123,12 +123,17 @@ impl RolloutRuntime {
         };
         c.n = c.n.saturating_add(1);
         if let Some(a) = &rollout.analysis {
-            c.errors += u64::from(is_failure(&a.failures, end.code, grpc, end.flags));
-            c.slow += u64::from(
+            c.errors = c.errors.saturating_add(u64::from(is_failure(
+                &a.failures,
+                end.code,
+                grpc,
+                end.flags,
+            )));
+            c.slow = c.slow.saturating_add(u64::from(
                 a.slow_ns
                     .zip(duration_ns)
                     .is_some_and(|(limit, d)| d > limit),
-            );
+            ));
         }
     }
 

@@ -62,6 +62,7 @@ fn serve(request: &[u8], rec: &mut Record, seqs: &mut HashMap<u64, u64>) -> Vec<
         out.rollouts.push(RolloutState {
             key: r.key,
             acked_seq: seqs.get(&r.envoy).copied().unwrap_or(0),
+            envoy: r.envoy,
             version: 1,
             ..state_of(rec, &policy, &rollout, &[])
         });

@@ -43,6 +43,10 @@ pub const MAX_SPEC: usize = 64 * 1024;
 const MAX_SPECS: usize = 1024;
 /// Read-fold-write attempts before a group's batches are answered with an error.
 const MAX_ATTEMPTS: u32 = 16;
+/// Most batches folded in one read-fold-write (the rest wait for the next).
+const MAX_GROUP: usize = 256;
+/// Longest rollout key, bytes.
+const MAX_KEY: usize = 512;
 
 /// A rollout's compiled spec.
 struct Spec {
@@ -145,6 +149,19 @@ impl Inner {
             error,
             ..RolloutState::default()
         };
+        if r.key.is_empty() || r.key.len() > MAX_KEY {
+            return failed(format!("a key of {} bytes (1 to {MAX_KEY})", r.key.len()));
+        }
+        if let Some(c) = r
+            .counts
+            .iter()
+            .find(|c| c.errors > c.requests || c.slow > c.requests)
+        {
+            return failed(format!(
+                "counts with more errors ({}) or slow calls ({}) than requests ({})",
+                c.errors, c.slow, c.requests
+            ));
+        }
         let spec = match self.spec(&r.spec) {
             Ok(s) => s,
             Err(e) => return failed(e),
@@ -172,35 +189,41 @@ impl Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(job);
-        self.drain(&r.key, &queue).await;
+        // The fold runs in a task of its own: a caller that gives up (its
+        // Envoy's timeout) drops only its wait, never the queue's folding.
+        if !queue.folding.swap(true, Ordering::AcqRel) {
+            tokio::spawn(self.clone().drain(r.key.clone(), queue));
+        }
         rx.await
             .unwrap_or_else(|_| failed("the fold was abandoned".into()))
     }
 
-    /// Folds what waits in `queue` until it is empty, unless another task of
-    /// this replica already does.
-    async fn drain(&self, key: &str, queue: &Queue) {
+    /// Folds what waits in `queue`, at most [`MAX_GROUP`] batches at a time,
+    /// answering each group as it is written, until the queue is empty (this
+    /// task holds the queue's `folding` flag).
+    async fn drain(self: Arc<Self>, key: String, queue: Arc<Queue>) {
         loop {
-            if queue.folding.swap(true, Ordering::AcqRel) {
-                return;
-            }
             loop {
-                let jobs =
-                    std::mem::take(&mut *queue.jobs.lock().unwrap_or_else(|p| p.into_inner()));
+                let jobs: Vec<Job> = {
+                    let mut waiting = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = waiting.len().min(MAX_GROUP);
+                    waiting.drain(..n).collect()
+                };
                 if jobs.is_empty() {
                     break;
                 }
-                self.fold(key, jobs).await;
+                self.fold(&key, jobs).await;
             }
             queue.folding.store(false, Ordering::Release);
             // A job pushed after the last take and before the flag dropped
-            // would wait for ever: look once more.
-            if queue
+            // found the flag still set and relies on this task: look once
+            // more, and go on if it is there and no other task took over.
+            let waiting = !queue
                 .jobs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
+                .is_empty();
+            if !waiting || queue.folding.swap(true, Ordering::AcqRel) {
                 return;
             }
         }
@@ -325,6 +348,9 @@ impl Inner {
             }
         }
         let mut new_version = version;
+        // A read of a rollout nobody has counted for yet writes nothing (a
+        // record is made by the first batch).
+        let dirty = dirty && (field(1).is_some() || results.contains(&Folded::Folded));
         if dirty {
             let mut pairs: Vec<(String, Vec<u8>)> = vec![("rec".into(), rec.encode())];
             for (envoy, seq) in &seqs {
@@ -335,10 +361,19 @@ impl Inner {
                     pairs.push((format!("by:{}", v + 1), by.clone().into_bytes()));
                 }
             }
-            if !self.store.write(key, version, self.ttl, &pairs).await? {
+            // A settled record (every variant rolled back or promoted) is kept
+            // for good: an Envoy that starts months later must still route by it.
+            let settled = first
+                .spec
+                .policy
+                .rollout
+                .as_ref()
+                .is_some_and(|r| rec.settled(r));
+            let ttl = (!settled).then_some(self.ttl);
+            if !self.store.write(key, version, ttl, &pairs).await? {
                 return Ok(None);
             }
-            new_version = version + 1;
+            new_version = version.saturating_add(1);
         }
         let states = jobs
             .iter()
@@ -359,6 +394,7 @@ impl Inner {
                     (_, Some(rollout)) => RolloutState {
                         key: key.to_owned(),
                         acked_seq: seqs.get(&j.envoy).copied().unwrap_or(0),
+                        envoy: j.envoy,
                         version: new_version,
                         ..state_of(&rec, &j.spec.policy, rollout, &decided_by)
                     },

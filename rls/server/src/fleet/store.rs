@@ -20,13 +20,18 @@ return {t[1], t[2], redis.call('HMGET', KEYS[1], unpack(ARGV))}
 ";
 
 /// Writes `ARGV[3..]` (field, value pairs) to `KEYS[1]` and bumps its version,
-/// only if the version is still `ARGV[1]`; `ARGV[2]` is the time to live, ms.
-/// Returns 1 when written, 0 when another writer came first.
+/// only if the version is still `ARGV[1]`; `ARGV[2]` is the time to live, ms
+/// (0: none, the record is kept). Returns 1 when written, 0 when another writer
+/// came first.
 const WRITE: &str = r"
 local cur = redis.call('HGET', KEYS[1], 'ver') or '0'
 if cur ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'ver', tostring(tonumber(ARGV[1]) + 1), unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[2] == '0' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return 1
 ";
 
@@ -36,8 +41,12 @@ pub struct Read {
     pub fields: Vec<Option<Vec<u8>>>,
 }
 
-/// A record in memory: its version, fields and when it expires.
-pub type Entry = (u64, HashMap<String, Vec<u8>>, Instant);
+/// A record in memory: its version, fields and when it expires (`None`: never).
+pub type Entry = (u64, HashMap<String, Vec<u8>>, Option<Instant>);
+
+fn live(e: &Entry, now: Instant) -> bool {
+    e.2.is_none_or(|t| t > now)
+}
 
 /// Where records live.
 pub enum Store {
@@ -125,7 +134,8 @@ impl Store {
             }
             Store::Memory(map) => {
                 let map = map.lock().map_err(|_| "store poisoned".to_string())?;
-                let entry = map.get(&Self::hash(key)).filter(|e| e.2 > Instant::now());
+                let now = Instant::now();
+                let entry = map.get(&Self::hash(key)).filter(|e| live(e, now));
                 let fields = fields
                     .iter()
                     .map(|f| match (f.as_str(), entry) {
@@ -142,16 +152,18 @@ impl Store {
         }
     }
 
-    /// Writes `pairs` to `key` if its version is still `version`; true when
-    /// written.
+    /// Writes `pairs` to `key` if its version is still `version`, to expire
+    /// `ttl` after (`None`: never); true when written.
     pub async fn write(
         &self,
         key: &str,
         version: u64,
-        ttl: Duration,
+        ttl: Option<Duration>,
         pairs: &[(String, Vec<u8>)],
     ) -> Result<bool, String> {
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = ttl.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
         match self {
             Store::Redis(redis) => {
                 let script = redis::Script::new(WRITE);
@@ -167,16 +179,16 @@ impl Store {
                 let mut map = map.lock().map_err(|_| "store poisoned".to_string())?;
                 let now = Instant::now();
                 let hash = Self::hash(key);
-                let live = map.get(&hash).filter(|e| e.2 > now).map_or(0, |e| e.0);
-                if live != version {
+                let current = map.get(&hash).filter(|e| live(e, now)).map_or(0, |e| e.0);
+                if current != version {
                     return Ok(false);
                 }
-                let entry = map.entry(hash).or_insert_with(|| (0, HashMap::new(), now));
-                if entry.2 <= now {
+                let entry = map.entry(hash).or_insert_with(|| (0, HashMap::new(), None));
+                if !live(entry, now) {
                     entry.1.clear();
                 }
-                entry.0 = version + 1;
-                entry.2 = now + ttl;
+                entry.0 = version.saturating_add(1);
+                entry.2 = ttl.and_then(|t| now.checked_add(t));
                 for (f, v) in pairs {
                     entry.1.insert(f.clone(), v.clone());
                 }

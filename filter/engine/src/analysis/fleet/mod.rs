@@ -340,10 +340,13 @@ pub fn take(
     let mut changes = Vec::new();
     with_link(store, key, n, None, &mut |link, _, _| {
         let before = compose(link, p.rollout, now);
-        if link
-            .inflight
-            .as_ref()
-            .is_some_and(|b| b.seq <= answer.acked_seq)
+        // Only an acknowledgement for this link's id: a link made afresh (a new
+        // id, its numbers from 1 again) keeps its batch until its own comes.
+        if answer.envoy == link.envoy
+            && link
+                .inflight
+                .as_ref()
+                .is_some_and(|b| b.seq <= answer.acked_seq)
         {
             link.inflight = None;
         }
@@ -380,8 +383,10 @@ fn merge(held: Option<Record>, held_version: u64, new: Record, version: u64) -> 
         (old, new, held_version)
     };
     for (j, o) in out.variants.iter_mut().zip(&other.variants) {
-        if j.verdict.is_none() {
-            j.verdict = o.verdict;
+        // A verdict acted on wins over none and over a shadow one.
+        let acted = |v: Option<Verdict>| v.is_some_and(|d| !d.shadow);
+        if j.verdict.is_none() || (!acted(j.verdict) && acted(o.verdict)) {
+            j.verdict = o.verdict.or(j.verdict);
         }
     }
     if other.step > out.step {

@@ -73,6 +73,7 @@ impl Service {
             out.rollouts.push(RolloutState {
                 key: r.key,
                 acked_seq: seqs.get(&r.envoy).copied().unwrap_or(0),
+                envoy: r.envoy,
                 version: *version,
                 ..wire::state_of(rec, &policy, &rollout, &[])
             });
@@ -474,4 +475,45 @@ fn a_request_waits_for_the_first_fleet_state_only_until_the_service_counts_as_un
     assert!(f.workers[0].awaits_fleet());
     f.tick(T0 + 1_100 * MS);
     assert!(!f.workers[0].awaits_fleet());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn an_acknowledgement_for_another_id_leaves_the_batch_in_flight() {
+    let json = config(r#"{"minRequests":1000000}"#, "");
+    let mut e = Envoy::new(&json, 1, T0);
+    e.count(0, 1, false, T0);
+    e.tick(T0);
+    let (w, m) = e.syncs(T0).pop().expect("a sync");
+    let mut svc = Service::default();
+    let mut answer = SyncResponse::decode(svc.sync(&m, T0).as_slice()).unwrap();
+    // The link was made afresh meanwhile (another id): an answer for the old
+    // id acknowledges nothing of the new one.
+    answer.rollouts[0].envoy ^= 1;
+    e.answer(w, T0, T0 + MS, Ok(&answer.encode_to_vec()));
+    assert!(e.link().inflight.is_some(), "still to be acknowledged");
+    answer.rollouts[0].envoy ^= 1;
+    e.answer(w, T0, T0 + 2 * MS, Ok(&answer.encode_to_vec()));
+    assert!(e.link().inflight.is_none());
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_verdict_acted_on_wins_over_a_shadow_one_in_either_order() {
+    let acted = Verdict {
+        cause: Cause::Manual,
+        at: 1,
+        shadow: false,
+    };
+    let shadow = Verdict {
+        cause: Cause::Errors,
+        at: 2,
+        shadow: true,
+    };
+    let mut a = Record::new(2);
+    a.variants[0].verdict = Some(acted);
+    let mut b = Record::new(2);
+    b.variants[0].verdict = Some(shadow);
+    let (newer_shadow, _) = merge(Some(a.clone()), 1, b.clone(), 2);
+    assert_eq!(newer_shadow.variants[0].verdict, Some(acted));
+    let (newer_acted, _) = merge(Some(b), 1, a, 2);
+    assert_eq!(newer_acted.variants[0].verdict, Some(acted));
 }
