@@ -74,7 +74,7 @@ setup:
 	@mdbook --version 2>/dev/null | grep -q " v$(MDBOOK_VERSION)$$" || { echo "setup: installing mdbook $(MDBOOK_VERSION) (the book, make docs; a few minutes once)"; cargo install -q mdbook --locked --version "$(MDBOOK_VERSION)"; }
 
 build:
-	cargo build --release --target wasm32-wasip1 -p meshguard-filter -p meshguard-bench-passthrough -p meshguard-bench-probe
+	cargo build --release --target wasm32-wasip1 -p meshguard-wasm -p meshguard-bench-passthrough -p meshguard-bench-probe
 	cargo build --release -p meshguard-config --bin meshguard
 	cargo build --release -p meshguard-rls -p meshguard-fleet-load
 	cargo build --profile native -p meshguard-native -p meshguard-bench-noop-native
@@ -102,9 +102,9 @@ mutants:
 
 fuzz:
 	@end=$$(( $$(date +%s) + $(FUZZ_SECONDS) )); rounds=0; start=$$(date +%s); \
-	cargo test -q --release -p meshguard-config -p meshguard-engine -p meshguard-filter --lib --no-run; \
+	cargo test -q --release -p meshguard-config -p meshguard-engine -p meshguard-core --lib --no-run; \
 	while [ $$(date +%s) -lt $$end ]; do \
-	  if ! PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p meshguard-config -p meshguard-engine -p meshguard-filter --lib properties > target/fuzz.log 2>&1; then \
+	  if ! PROPTEST_CASES=$(FUZZ_CASES) cargo test --release -p meshguard-config -p meshguard-engine -p meshguard-core --lib properties > target/fuzz.log 2>&1; then \
 	    cat target/fuzz.log; echo "fuzz: FAILED in round $$((rounds+1)) (the case is saved under proptest-regressions/)"; exit 1; \
 	  fi; \
 	  rounds=$$((rounds+1)); \
@@ -145,7 +145,7 @@ manifests: package
 
 # TEST ONLY: a wasm that traps on `x-meshguard-trap: 1`, for the failure-policy drill.
 build-trap:
-	cargo build --release --target wasm32-wasip1 -p meshguard-filter --features trap-drill --target-dir target/trap-drill
+	cargo build --release --target wasm32-wasip1 -p meshguard-wasm --features trap-drill --target-dir target/trap-drill
 	cargo build --profile native -p meshguard-native --features panic-drill --target-dir target/panic-drill
 	cp target/panic-drill/native/libmeshguard_native.so target/panic-drill/native/libmeshguard.so
 
@@ -204,7 +204,7 @@ test-native-module:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p meshguard-filter -p meshguard-engine --lib -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p meshguard-wasm -p meshguard-core -p meshguard-engine --lib -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown -p meshguard-config -p meshguard-engine --lib --tests -- -D warnings
 
 clean:

@@ -127,7 +127,7 @@ for call in PRICES:
 
 
 # --replay: the host calls each meshguard scenario makes per request in steady state
-# (asserted in filter/src/glue/budget.rs), made by bench/probe without meshguard's
+# (asserted in filter/core/src/glue/tests/budget.rs), made by bench/probe without meshguard's
 # code; "meshguard - replay" is what meshguard's own code and memory cost.
 RED = ["current_time*1", "response_status_header*1", "log_current_time*1", "histogram*1"]
 REPLAYS = {

@@ -5,6 +5,10 @@
 //! the top down in list order. With the usual two variants, raising the canary's
 //! weight only grows its slice downwards into the baseline's: users move from
 //! stable to canary and never back (a monotone ramp).
+//!
+//! A policy's rollout is compiled with it, in `canary::rollout` (and its spec for
+//! the fleet service written in `canary::fleet_spec`); other crates name both
+//! through [`crate::rollout`].
 
 use std::collections::HashSet;
 
@@ -13,7 +17,10 @@ use crate::matcher::{value_condition, ValueCondition};
 use crate::names::{check_header_name, check_name, check_param_name, ALL_VARIANTS, NO_VARIANT};
 use crate::problem::{bounded_list, exactly_one, in_range, index, join, Problems};
 use crate::raw::{Canary, CanaryRule, Sticky};
-use crate::rollout::{compile_rollout, CompiledRollout};
+use rollout::{compile_rollout, CompiledRollout};
+
+pub(crate) mod fleet_spec;
+pub(crate) mod rollout;
 
 /// Variant labels meshguard uses itself: `none` (no canary policy) and `all` (one
 /// breaker for every variant).

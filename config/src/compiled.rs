@@ -6,6 +6,7 @@ use crate::breaker::CompiledBreaker;
 use crate::canary::CompiledCanary;
 use crate::matcher::{HeaderMatcher, HostPattern, StringMatcher};
 use crate::ratelimit::CompiledRateLimit;
+use crate::raw::{Latency, Protocol};
 
 /// A validated, compiled plugin configuration.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct CompiledRoute {
     /// Circuit breaker, if any.
     pub breaker: Option<CompiledBreaker>,
     /// How the route treats gRPC.
-    pub protocol: crate::grpc::Protocol,
+    pub protocol: Protocol,
     /// What its duration histogram measures.
-    pub latency: crate::route::Latency,
+    pub latency: Latency,
 }

@@ -3,11 +3,12 @@
 //! callers that ask, a debug log line) and a live status document at a path only
 //! trusted callers can read. See docs/src/explanations.md.
 
-use serde::{Deserialize, Serialize};
-
 use crate::cidr::Cidr;
 use crate::names::check_header_name;
 use crate::problem::{join, Problems};
+
+// `explain` as written: a raw config type.
+pub use crate::raw::Explain;
 
 /// The request header a trusted caller sends to ask for the decision header.
 pub const DEFAULT_ASK_HEADER: &str = "x-meshguard-explain";
@@ -17,38 +18,6 @@ pub const DEFAULT_DECISION_HEADER: &str = "x-meshguard-decision";
 pub const FILTER_STATE_KEY: &str = "meshguard.decision";
 /// Longest status path accepted.
 pub const MAX_STATUS_PATH: usize = 256;
-
-/// How meshguard explains itself (all off by default).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Explain {
-    /// Callers (CIDR blocks or addresses, from the client address meshguard uses)
-    /// who may ask for the decision header and read the status document.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trusted_sources: Vec<String>,
-    /// Write every decision to Envoy filter state `wasm.meshguard.decision`, for
-    /// access logs: `%FILTER_STATE(wasm.meshguard.decision:PLAIN)%`.
-    #[serde(default)]
-    pub filter_state: bool,
-    /// Answer a trusted caller that sends `askHeader` with the decision record in
-    /// the `decisionHeader` response header.
-    #[serde(default)]
-    pub header: bool,
-    /// The request header that asks (any value; default `x-meshguard-explain`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ask_header: Option<String>,
-    /// The response header that answers (default `x-meshguard-decision`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision_header: Option<String>,
-    /// Log every decision at debug level (Envoy's `wasm` logger).
-    #[serde(default)]
-    pub log: bool,
-    /// The path (without query) where trusted callers read the status document,
-    /// e.g. `/.well-known/meshguard/status`. Others get the path's normal treatment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_path: Option<String>,
-}
 
 /// `explain`, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]

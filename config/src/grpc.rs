@@ -2,9 +2,10 @@
 //! (`failureGrpcCodes`), which code a local reply to a gRPC request carries
 //! (`grpcStatus`), and how routes treat gRPC (`protocol`).
 
-use serde::{Deserialize, Serialize};
-
 use crate::problem::{index, Problems};
+
+// How a route treats gRPC (`routes[].protocol`): a raw config type.
+pub use crate::raw::Protocol;
 
 /// The 17 gRPC status codes by number, as the gRPC spec names them.
 pub const GRPC_CODES: [&str; 17] = [
@@ -36,22 +37,6 @@ pub const DEFAULT_FAILURE_GRPC_CODES: [u32; 5] = [2, 4, 13, 14, 15];
 pub const RESOURCE_EXHAUSTED: u32 = 8;
 /// `UNAVAILABLE`: an open breaker's default status for gRPC requests.
 pub const UNAVAILABLE: u32 = 14;
-
-/// How a route treats gRPC.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum Protocol {
-    /// A 200 response's `grpc-status` (in its headers or trailers) decides its
-    /// outcome when present (default).
-    #[default]
-    Auto,
-    /// As `auto`, and the route also counts `meshguard_grpc_requests_total` by
-    /// `grpc_status`.
-    Grpc,
-    /// Never look for `grpc-status` (one host call fewer per 200 response).
-    Http,
-}
 
 /// A code by name (`UNAVAILABLE`) or number (`"14"`).
 pub fn parse_code(s: &str) -> Option<u32> {

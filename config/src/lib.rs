@@ -14,6 +14,14 @@
 //! The filter runs [`load_json`] in `on_configure`; the `meshguard` CLI runs the
 //! same code natively, so a config that passes `meshguard validate` is one Envoy
 //! accepts. [`telemetry`] and [`render`] (CLI) describe what deployments need.
+//!
+//! The modules import one way, upwards: [`raw`] imports no other module; the
+//! module of each part ([`route`], [`canary`], [`breaker`], [`ratelimit`],
+//! [`fleet`], [`explain`], [`tuning`], ...) imports it and the small helpers
+//! ([`problem`], [`names`], [`grpc`], [`status`]); [`compiled`] gathers their
+//! compiled forms; [`reads`] and [`validate`] work on the whole; this root runs
+//! them. [`rollout`] alone stands above the root: it names a canary policy's
+//! rollout for other crates and reads fleet specs back with [`load_json`].
 
 pub mod breaker;
 pub mod canary;
@@ -31,6 +39,7 @@ pub mod names;
 pub mod problem;
 pub mod ratelimit;
 pub mod raw;
+pub mod reads;
 #[cfg(feature = "cli")]
 pub mod render;
 pub mod report;

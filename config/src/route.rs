@@ -14,18 +14,8 @@ use crate::names::{check_name, is_tchar, UNMATCHED_ROUTE};
 use crate::problem::{bounded_list, index, join, Problems};
 use crate::raw::{Route, RouteMatch};
 
-/// What a route's duration histogram measures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum Latency {
-    /// From the request headers to the stream's end (default).
-    #[default]
-    Stream,
-    /// From the request headers to the response headers: for routes of long
-    /// streams (server-sent events, gRPC streaming), whose length is not latency.
-    Headers,
-}
+// What a route's duration histogram measures (`routes[].latency`): a raw config type.
+pub use crate::raw::Latency;
 
 /// Most header conditions per route.
 pub const MAX_HEADER_MATCHES: usize = 32;

@@ -3,95 +3,15 @@
 //! address comes from, and when counters reach Envoy. Each choice trades a host
 //! call per request against something a user may want (docs/src/performance.md).
 
-use std::collections::BTreeSet;
-
-use serde::{Deserialize, Serialize};
-
-use crate::canary::{RuleSource, StickyKey};
-use crate::compiled::CompiledConfig;
 use crate::names::check_header_name;
 use crate::problem::Problems;
-use crate::ratelimit::KeyPart;
 use crate::raw::Config;
 
-/// Which routing headers a canary route writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum RoutingHeaders {
-    /// The variant header and the cluster header (default).
-    #[default]
-    Both,
-    /// Only the variant header (Istio VirtualService header matches, services that
-    /// propagate the variant).
-    Variant,
-    /// Only the cluster header (Envoy routes with `cluster_header`).
-    Cluster,
-}
-
-impl RoutingHeaders {
-    /// Whether the variant header is written.
-    pub fn variant(self) -> bool {
-        self != RoutingHeaders::Cluster
-    }
-    /// Whether the cluster header is written.
-    pub fn cluster(self) -> bool {
-        self != RoutingHeaders::Variant
-    }
-}
-
-/// How Envoy is made to pick the route again after the routing headers change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum RouteCache {
-    /// Rely on Envoy clearing the route cache itself when a module built for
-    /// Proxy-Wasm ABI 0.2.1 edits request headers; call `clear_route_cache` only
-    /// when the module targets another ABI (default).
-    #[default]
-    Auto,
-    /// Always call `clear_route_cache` after writing routing headers.
-    Clear,
-}
-
-/// How request headers are read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum RequestHeaders {
-    /// `all` when the config may read [`ALL_HEADERS_FROM`] or more headers per
-    /// request, else `each` (default).
-    #[default]
-    Auto,
-    /// One host call per header, when a condition first needs it.
-    Each,
-    /// Every request header in one host call, on the first read.
-    All,
-}
-
-/// When counters (and the in-flight gauge) reach Envoy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "camelCase")]
-pub enum CounterUpdates {
-    /// Each worker adds up its counts and hands them to Envoy on its next tick,
-    /// at most 50 ms late (default).
-    #[default]
-    Batched,
-    /// One host call per count, as it happens.
-    Immediate,
-}
-
-/// Where the client address comes from.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ClientAddress {
-    /// A request header that an earlier filter sets to the downstream address
-    /// (e.g. `request_headers_to_add` with `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`,
-    /// overwriting any client copy). Absent or unparsable: Envoy's `source.address`.
-    pub header: String,
-}
+// The choices as written live with the rest of the raw config; these are the
+// paths other crates name them by.
+pub use crate::raw::tuning::{
+    ClientAddress, CounterUpdates, RequestHeaders, RouteCache, RoutingHeaders, ALL_HEADERS_FROM,
+};
 
 /// The compiled choices.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,7 +29,8 @@ pub struct Tuning {
 }
 
 /// Checks the raw choices and returns them; `auto` header reads are resolved by
-/// [`resolve_header_reads`] once the rest is compiled.
+/// [`resolve_header_reads`](crate::reads::resolve_header_reads) once the rest is
+/// compiled.
 pub fn compile_tuning(raw: &Config, p: &mut Problems) -> Tuning {
     let client_address_header = raw.client_address.as_ref().and_then(|c| {
         check_header_name(&c.header, false)
@@ -129,96 +50,6 @@ pub fn compile_tuning(raw: &Config, p: &mut Problems) -> Tuning {
             .unwrap_or_default()
             == CounterUpdates::Batched,
     }
-}
-
-/// With `requestHeaders: auto`, configs that may read this many headers per request
-/// read them all in one call. Measured (`make bench --prices`, Envoy 1.40): one
-/// all-headers call costs 2.1 µs with a mesh call's 8 headers and 2.7 µs with a
-/// browser's 15, one single read 1.3 µs; so one call wins from three headers on.
-pub const ALL_HEADERS_FROM: usize = 3;
-
-/// Resolves `requestHeaders: auto` (see [`ALL_HEADERS_FROM`]).
-pub fn resolve_header_reads(raw: &Config, config: &mut CompiledConfig) {
-    if raw.request_headers.unwrap_or_default() == RequestHeaders::Auto {
-        config.tuning.read_all_headers = headers_read(config).len() >= ALL_HEADERS_FROM;
-    }
-}
-
-/// Every request header (pseudo-headers included) the config may read for some
-/// request: route conditions, canary rules and sticky keys, the routing header of
-/// trusted callers, rate-limit keys, the client-address header, and what
-/// `explain` reads (its ask header, `:path` for the status path).
-pub fn headers_read(config: &CompiledConfig) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let client_address = |names: &mut BTreeSet<String>| {
-        if let Some(h) = &config.tuning.client_address_header {
-            names.insert(h.clone());
-        }
-    };
-    // Several routes: choosing one reads what their conditions need.
-    for r in &config.routes {
-        if r.authority.is_some() {
-            names.insert(":authority".into());
-        }
-        if r.path.is_some() {
-            names.insert(":path".into());
-        }
-        if r.methods.is_some() {
-            names.insert(":method".into());
-        }
-        names.extend(r.headers.iter().map(|h| h.name.clone()));
-        let Some(c) = &r.canary else { continue };
-        for rule in &c.rules {
-            names.insert(match &rule.source {
-                RuleSource::Header(h) => h.clone(),
-                RuleSource::Cookie(_) => "cookie".into(),
-                RuleSource::Query(_) => ":path".into(),
-            });
-        }
-        match c.sticky.as_ref().map(|s| &s.key) {
-            Some(StickyKey::Header(h)) => {
-                names.insert(h.clone());
-            }
-            Some(StickyKey::Cookie(_)) => {
-                names.insert("cookie".into());
-            }
-            Some(StickyKey::ClientAddress) => client_address(&mut names),
-            None => {}
-        }
-        if !c.trusted.is_empty() {
-            names.insert(config.variant_header.clone());
-            client_address(&mut names);
-        }
-    }
-    if let Some(e) = &config.explain {
-        if let Some((ask, _)) = &e.header {
-            names.insert(ask.clone());
-        }
-        if e.status_path.is_some() {
-            names.insert(":path".into());
-        }
-        if e.header.is_some() || e.status_path.is_some() {
-            client_address(&mut names);
-        }
-    }
-    for l in &config.rate_limits {
-        for part in &l.key {
-            match part {
-                KeyPart::Header(h) => {
-                    names.insert(h.clone());
-                }
-                KeyPart::Path => {
-                    names.insert(":path".into());
-                }
-                KeyPart::Method => {
-                    names.insert(":method".into());
-                }
-                KeyPart::ClientAddress { .. } => client_address(&mut names),
-                KeyPart::Route | KeyPart::Constant(_) => {}
-            }
-        }
-    }
-    names
 }
 
 #[cfg(test)]
@@ -304,61 +135,5 @@ mod tests {
                 "{json}: {got:?}"
             );
         }
-    }
-
-    #[test]
-    fn auto_reads_all_headers_from_three_names_on() {
-        let canary = |rules: &str| {
-            format!(
-                r#"[{{"name":"web","match":{{"pathPrefix":"/"}},"canary":{{"variants":[{{"name":"a","weight":5000}},{{"name":"b","weight":5000}}],"sticky":{{"header":"x-user-id"}}{rules}}}}}]"#
-            )
-        };
-        let two = compiled("", &canary(""));
-        assert_eq!(
-            super::headers_read(&two).into_iter().collect::<Vec<_>>(),
-            [":path", "x-user-id"]
-        );
-        assert!(!two.tuning.read_all_headers);
-        let three = compiled(
-            "",
-            &canary(r#","rules":[{"variant":"b","cookie":{"name":"beta","present":true}}]"#),
-        );
-        assert_eq!(super::headers_read(&three).len(), 3);
-        assert!(three.tuning.read_all_headers);
-        let each = compiled(r#","requestHeaders":"each""#, &three_routes());
-        assert!(!each.tuning.read_all_headers);
-        // The client-address header counts once a policy reads the address.
-        let limited = compiled(
-            r#","clientAddress":{"header":"x-client-ip"},"rateLimits":[{"name":"per-ip","key":[{"clientAddress":{}},{"header":"x-tenant"}],"limit":{"burst":5,"rate":5,"per":"second"}}]"#,
-            r#"[{"name":"web","match":{"pathPrefix":"/"}}]"#,
-        );
-        assert_eq!(
-            super::headers_read(&limited)
-                .into_iter()
-                .collect::<Vec<_>>(),
-            [":path", "x-client-ip", "x-tenant"]
-        );
-        assert!(limited.tuning.read_all_headers);
-    }
-
-    #[test]
-    fn explain_reads_the_client_address_for_its_header_or_its_status_path() {
-        let read = |explain: &str| {
-            let c = compiled(
-                &format!(
-                    r#","clientAddress":{{"header":"x-client-ip"}},"explain":{{"trustedSources":["10.0.0.0/8"]{explain}}}"#
-                ),
-                r#"[{"name":"web"}]"#,
-            );
-            super::headers_read(&c)
-        };
-        assert!(read(r#","header":true"#).contains("x-client-ip"));
-        let status = read(r#","statusPath":"/.well-known/meshguard/status""#);
-        assert!(status.contains("x-client-ip") && status.contains(":path"));
-        assert!(!read("").contains("x-client-ip"));
-    }
-
-    fn three_routes() -> String {
-        r#"[{"name":"a","match":{"pathPrefix":"/a","authority":["a.example"]}},{"name":"b","match":{"methods":["GET"]}}]"#.into()
     }
 }

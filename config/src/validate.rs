@@ -15,8 +15,9 @@ use crate::names::check_header_name;
 use crate::problem::{at_most, index, join, Problem, Problems};
 use crate::ratelimit::{compile_rate_limit, compile_service};
 use crate::raw::{Config, RateLimit, SCHEMA_VERSION};
+use crate::reads::resolve_header_reads;
 use crate::route::compile_route;
-use crate::tuning::{compile_tuning, resolve_header_reads};
+use crate::tuning::compile_tuning;
 
 /// Default request header for the chosen variant.
 pub const DEFAULT_VARIANT_HEADER: &str = "x-meshguard-variant";

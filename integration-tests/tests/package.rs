@@ -172,7 +172,7 @@ fn the_module_stays_under_one_mebibyte() {
 }
 
 /// `routeCache: auto` skips `clear_route_cache` because the module targets
-/// Proxy-Wasm ABI 0.2.1 (`filter/build.rs`, from Cargo.lock): the built module must
+/// Proxy-Wasm ABI 0.2.1 (`filter/wasm/build.rs`, from Cargo.lock): the built module must
 /// export exactly that ABI's marker, or Envoy would not clear the route cache by
 /// itself and canary routing would silently stay on the first route.
 #[test]

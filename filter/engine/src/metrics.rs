@@ -1,15 +1,18 @@
-//! Metric names, their label values, and the Envoy `stats_tags` that turn them
-//! into Prometheus labels.
+//! Metric series, their label values, and the Envoy `stats_tags` that turn
+//! flat names into Prometheus labels.
 //!
-//! Proxy-Wasm metrics have no labels, so labels are encoded in the name as
+//! A series is a family and its `(label, value)` pairs ([`Series`]); each host
+//! defines it as its proxy allows. Proxy-Wasm metrics have no labels, so the
+//! Wasm host defines the flat name [`Series::flat_name`], with the labels as
 //! `.label.value` pairs after the metric's own name:
-//! `meshguard.ratelimit_requests_total.policy.api.outcome.limited`. Envoy stores it
-//! as `wasmcustom.meshguard.…`; one `stats_tags` regex per label, anchored at the
-//! start of that full name and stepping over earlier pairs two segments at a
+//! `meshguard.ratelimit_requests_total.policy.api.outcome.limited`. Envoy stores
+//! it as `wasmcustom.meshguard.…`; one `stats_tags` regex per label, anchored at
+//! the start of that full name and stepping over earlier pairs two segments at a
 //! time, removes `.label.value` and keeps the value as the tag. Prometheus then
-//! sees `meshguard_ratelimit_requests_total{policy="api",outcome="limited"}`.
-//! Label values come only from config names (`A-Z a-z 0-9 _ -`) and the fixed
-//! enums here ([`Label`]), so the series count is fixed at configure time.
+//! sees `meshguard_ratelimit_requests_total{policy="api",outcome="limited"}`. The
+//! native host defines the family and its labels as they are. Label values come
+//! only from config names (`A-Z a-z 0-9 _ -`) and the fixed enums here
+//! ([`Label`]), so the series count is fixed at configure time.
 
 use std::marker::PhantomData;
 
@@ -18,6 +21,43 @@ pub use meshguard_config::telemetry::{
     histogram_buckets, native_histogram_buckets, stats_tags, tag_regex, DURATION_BUCKETS_MS,
     DURATION_STORED_PREFIX, LABELS,
 };
+
+/// One series: a metric family and its label values, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Series {
+    /// The family without the `meshguard` prefix (`requests_total`).
+    pub family: &'static str,
+    /// `(label, value)` pairs, in order.
+    pub labels: Vec<(&'static str, String)>,
+}
+
+impl Series {
+    fn new(family: &'static str, labels: &[(&'static str, &str)]) -> Series {
+        Series {
+            family,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        }
+    }
+
+    /// `meshguard.<family>(.<label>.<value>)*`: the name on a host whose
+    /// metrics have no labels (Proxy-Wasm), cut back into labels by
+    /// [`stats_tags`].
+    pub fn flat_name(&self) -> String {
+        let mut name = format!("meshguard.{}", self.family);
+        for (label, value) in &self.labels {
+            name.push('.');
+            name.push_str(label);
+            name.push('.');
+            name.push_str(value);
+        }
+        name
+    }
+
+    /// `meshguard_<family>`: the family as Prometheus shows it.
+    pub fn family_name(&self) -> String {
+        format!("meshguard_{}", self.family)
+    }
+}
 
 /// A fixed set of label values (an enum whose every value is a series).
 pub trait Label: Copy + 'static {
@@ -190,51 +230,55 @@ impl CodeClass {
 }
 
 /// `meshguard.ratelimit_requests_total.policy.<policy>.outcome.<outcome>`.
-pub fn ratelimit_requests(policy: &str, outcome: RateLimitOutcome) -> String {
-    format!(
-        "meshguard.ratelimit_requests_total.policy.{policy}.outcome.{}",
-        outcome.label()
+pub fn ratelimit_requests(policy: &str, outcome: RateLimitOutcome) -> Series {
+    Series::new(
+        "ratelimit_requests_total",
+        &[("policy", policy), ("outcome", outcome.label())],
     )
 }
 
 /// `meshguard.ratelimit_rpc_duration_milliseconds.policy.<policy>` (histogram).
-pub fn ratelimit_rpc_duration(policy: &str) -> String {
-    format!("meshguard.ratelimit_rpc_duration_milliseconds.policy.{policy}")
+pub fn ratelimit_rpc_duration(policy: &str) -> Series {
+    Series::new("ratelimit_rpc_duration_milliseconds", &[("policy", policy)])
 }
 
 /// `meshguard.ratelimit_leases_total.policy.<policy>`.
-pub fn ratelimit_leases(policy: &str) -> String {
-    format!("meshguard.ratelimit_leases_total.policy.{policy}")
+pub fn ratelimit_leases(policy: &str) -> Series {
+    Series::new("ratelimit_leases_total", &[("policy", policy)])
 }
 
 /// `meshguard.ratelimit_overflow_total.policy.<policy>`: charges that went to the
 /// shared overflow bucket (every candidate slot busy: `maxKeys` exhausted).
-pub fn ratelimit_overflow(policy: &str) -> String {
-    format!("meshguard.ratelimit_overflow_total.policy.{policy}")
+pub fn ratelimit_overflow(policy: &str) -> Series {
+    Series::new("ratelimit_overflow_total", &[("policy", policy)])
 }
 
 /// `meshguard.ratelimit_table_keys.policy.<policy>`: slots of the table that a key
 /// has taken since Envoy started (a gauge every worker adds to).
-pub fn ratelimit_table_keys(policy: &str) -> String {
-    format!("meshguard.ratelimit_table_keys.policy.{policy}")
+pub fn ratelimit_table_keys(policy: &str) -> Series {
+    Series::new("ratelimit_table_keys", &[("policy", policy)])
 }
 
 /// `meshguard.ratelimit_store_conflicts_total.policy.<policy>`: charges that gave
 /// up after their compare-and-swap retries ran out.
-pub fn ratelimit_store_conflicts(policy: &str) -> String {
-    format!("meshguard.ratelimit_store_conflicts_total.policy.{policy}")
+pub fn ratelimit_store_conflicts(policy: &str) -> Series {
+    Series::new("ratelimit_store_conflicts_total", &[("policy", policy)])
 }
 
 /// `meshguard.ratelimit_cached_rejections_total.policy.<policy>`.
-pub fn ratelimit_cached_rejections(policy: &str) -> String {
-    format!("meshguard.ratelimit_cached_rejections_total.policy.{policy}")
+pub fn ratelimit_cached_rejections(policy: &str) -> Series {
+    Series::new("ratelimit_cached_rejections_total", &[("policy", policy)])
 }
 
 /// `meshguard.requests_total.route.<r>.variant.<v>.code_class.<c>`.
-pub fn requests_total(route: &str, variant: &str, class: CodeClass) -> String {
-    format!(
-        "meshguard.requests_total.route.{route}.variant.{variant}.code_class.{}",
-        class.label()
+pub fn requests_total(route: &str, variant: &str, class: CodeClass) -> Series {
+    Series::new(
+        "requests_total",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("code_class", class.label()),
+        ],
     )
 }
 
@@ -296,107 +340,140 @@ impl GrpcLabel {
 }
 
 /// `meshguard.grpc_requests_total.route.<r>.variant.<v>.grpc_status.<s>`.
-pub fn grpc_requests_total(route: &str, variant: &str, status: GrpcLabel) -> String {
-    format!(
-        "meshguard.grpc_requests_total.route.{route}.variant.{variant}.grpc_status.{}",
-        status.label()
+pub fn grpc_requests_total(route: &str, variant: &str, status: GrpcLabel) -> Series {
+    Series::new(
+        "grpc_requests_total",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("grpc_status", status.label()),
+        ],
     )
 }
 
 /// `meshguard.request_failures_total.route.<r>.variant.<v>`: requests that
 /// failed, as the route's breaker and analysis count failures.
-pub fn request_failures_total(route: &str, variant: &str) -> String {
-    format!("meshguard.request_failures_total.route.{route}.variant.{variant}")
+pub fn request_failures_total(route: &str, variant: &str) -> Series {
+    Series::new(
+        "request_failures_total",
+        &[("route", route), ("variant", variant)],
+    )
 }
 
 /// `meshguard.request_duration_milliseconds.route.<r>.variant.<v>`.
-pub fn request_duration(route: &str, variant: &str) -> String {
-    format!("meshguard.request_duration_milliseconds.route.{route}.variant.{variant}")
+pub fn request_duration(route: &str, variant: &str) -> Series {
+    Series::new(
+        "request_duration_milliseconds",
+        &[("route", route), ("variant", variant)],
+    )
 }
 
 /// `meshguard.requests_in_flight.route.<r>`.
-pub fn requests_in_flight(route: &str) -> String {
-    format!("meshguard.requests_in_flight.route.{route}")
+pub fn requests_in_flight(route: &str) -> Series {
+    Series::new("requests_in_flight", &[("route", route)])
 }
 
 /// `meshguard.breaker_state.route.<route>.variant.<variant>` (gauge 0/1/2).
-pub fn breaker_state(route: &str, variant: &str) -> String {
-    format!("meshguard.breaker_state.route.{route}.variant.{variant}")
+pub fn breaker_state(route: &str, variant: &str) -> Series {
+    Series::new("breaker_state", &[("route", route), ("variant", variant)])
 }
 
 /// `meshguard.breaker_transitions_total.route.<r>.variant.<v>.state.<target>`.
-pub fn breaker_transitions(route: &str, variant: &str, target: crate::Phase) -> String {
-    format!(
-        "meshguard.breaker_transitions_total.route.{route}.variant.{variant}.state.{}",
-        target.label()
+pub fn breaker_transitions(route: &str, variant: &str, target: crate::Phase) -> Series {
+    Series::new(
+        "breaker_transitions_total",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("state", target.label()),
+        ],
     )
 }
 
 /// `meshguard.breaker_rejected_total.route.<r>.variant.<v>.outcome.<why>`.
-pub fn breaker_rejected(route: &str, variant: &str, why: RejectKind) -> String {
-    format!(
-        "meshguard.breaker_rejected_total.route.{route}.variant.{variant}.outcome.{}",
-        why.label()
+pub fn breaker_rejected(route: &str, variant: &str, why: RejectKind) -> Series {
+    Series::new(
+        "breaker_rejected_total",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("outcome", why.label()),
+        ],
     )
 }
 
 /// `meshguard.canary_weight.route.<r>.variant.<v>` (gauge, basis points).
-pub fn canary_weight(route: &str, variant: &str) -> String {
-    format!("meshguard.canary_weight.route.{route}.variant.{variant}")
+pub fn canary_weight(route: &str, variant: &str) -> Series {
+    Series::new("canary_weight", &[("route", route), ("variant", variant)])
 }
 
 /// `meshguard.canary_state.route.<r>.variant.<v>.state.<s>` (gauge, 1 in the state).
-pub fn canary_state(route: &str, variant: &str, state: CanaryState) -> String {
-    format!(
-        "meshguard.canary_state.route.{route}.variant.{variant}.state.{}",
-        state.label()
+pub fn canary_state(route: &str, variant: &str, state: CanaryState) -> Series {
+    Series::new(
+        "canary_state",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("state", state.label()),
+        ],
     )
 }
 
 /// `meshguard.canary_transitions_total.route.<r>.variant.<v>.state.<target>`.
-pub fn canary_transitions(route: &str, variant: &str, state: CanaryState) -> String {
-    format!(
-        "meshguard.canary_transitions_total.route.{route}.variant.{variant}.state.{}",
-        state.label()
+pub fn canary_transitions(route: &str, variant: &str, state: CanaryState) -> Series {
+    Series::new(
+        "canary_transitions_total",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("state", state.label()),
+        ],
     )
 }
 
 /// `meshguard.canary_evidence_permille.route.<r>.variant.<v>.signal.<s>` (gauge:
 /// the sequential test's progress to its threshold on a log scale, 1000 = verdict).
-pub fn canary_evidence(route: &str, variant: &str, signal: Signal) -> String {
-    format!(
-        "meshguard.canary_evidence_permille.route.{route}.variant.{variant}.signal.{}",
-        signal.label()
+pub fn canary_evidence(route: &str, variant: &str, signal: Signal) -> Series {
+    Series::new(
+        "canary_evidence_permille",
+        &[
+            ("route", route),
+            ("variant", variant),
+            ("signal", signal.label()),
+        ],
     )
 }
 
 /// `meshguard.canary_shadow_verdict.route.<r>.variant.<v>` (gauge, 1 when a
 /// shadow analysis would have rolled the variant back).
-pub fn canary_shadow_verdict(route: &str, variant: &str) -> String {
-    format!("meshguard.canary_shadow_verdict.route.{route}.variant.{variant}")
+pub fn canary_shadow_verdict(route: &str, variant: &str) -> Series {
+    Series::new(
+        "canary_shadow_verdict",
+        &[("route", route), ("variant", variant)],
+    )
 }
 
 /// `meshguard.fleet_state.route.<r>.state.<mode>` (gauge, 1 in the mode a
 /// fleet rollout is judged in now).
-pub fn fleet_state(route: &str, mode: FleetMode) -> String {
-    format!("meshguard.fleet_state.route.{route}.state.{}", mode.label())
+pub fn fleet_state(route: &str, mode: FleetMode) -> Series {
+    Series::new("fleet_state", &[("route", route), ("state", mode.label())])
 }
 
 /// `meshguard.fleet_syncs_total.outcome.<o>`: this Envoy's syncs with the
 /// fleet service.
-pub fn fleet_syncs(outcome: SyncOutcome) -> String {
-    format!("meshguard.fleet_syncs_total.outcome.{}", outcome.label())
+pub fn fleet_syncs(outcome: SyncOutcome) -> Series {
+    Series::new("fleet_syncs_total", &[("outcome", outcome.label())])
 }
 
 /// `meshguard.fleet_sync_duration_milliseconds` (histogram of the syncs).
-pub fn fleet_sync_duration() -> String {
-    "meshguard.fleet_sync_duration_milliseconds".into()
+pub fn fleet_sync_duration() -> Series {
+    Series::new("fleet_sync_duration_milliseconds", &[])
 }
 
 /// `meshguard.fleet_last_sync_seconds` (gauge: when the service last answered,
 /// Unix seconds).
-pub fn fleet_last_sync() -> String {
-    "meshguard.fleet_last_sync_seconds".into()
+pub fn fleet_last_sync() -> Series {
+    Series::new("fleet_last_sync_seconds", &[])
 }
 
 #[cfg(test)]
@@ -405,14 +482,32 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
 
     #[wasm_bindgen_test(unsupported = test)]
-    fn names_put_labels_after_the_metric_name() {
+    fn flat_names_put_labels_after_the_metric_name() {
         assert_eq!(
-            ratelimit_requests("per-client", RateLimitOutcome::ShadowLimited),
+            ratelimit_requests("per-client", RateLimitOutcome::ShadowLimited).flat_name(),
             "meshguard.ratelimit_requests_total.policy.per-client.outcome.shadow_limited"
         );
         assert_eq!(
-            breaker_rejected("web", "all", RejectKind::HalfOpen),
+            breaker_rejected("web", "all", RejectKind::HalfOpen).flat_name(),
             "meshguard.breaker_rejected_total.route.web.variant.all.outcome.half_open"
+        );
+        assert_eq!(
+            fleet_sync_duration().flat_name(),
+            "meshguard.fleet_sync_duration_milliseconds"
+        );
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_series_keeps_its_family_and_labels_apart() {
+        let s = requests_total("web", "canary", CodeClass::of(503));
+        assert_eq!(s.family_name(), "meshguard_requests_total");
+        assert_eq!(
+            s.labels,
+            vec![
+                ("route", "web".to_owned()),
+                ("variant", "canary".to_owned()),
+                ("code_class", "5xx".to_owned())
+            ]
         );
     }
 

@@ -7,18 +7,33 @@
 //! module run on that binary. Envoy 1.40 loads a module with `RTLD_NOW`: a
 //! callback declared here that the running Envoy does not export makes the load
 //! fail with `undefined symbol: …` (a clear error, never a crash), so this list
-//! is the module's whole coupling to the Envoy version. The hooks Envoy calls are
-//! in `module.rs`.
+//! is the module's whole coupling to the Envoy version.
+//!
+//! This module is the only code of the crate with `unsafe`: the declarations
+//! below, [`envoy`] (every callback behind a safe handle, or a mock of it in
+//! unit tests) and `exports` (the hooks Envoy calls, each handing over to the
+//! module's safe [`FilterConfig`] and [`HttpFilter`] under one
+//! `catch_unwind`).
 
 #![allow(unsafe_code)] // the C boundary itself
-#![allow(missing_docs)] // the names are Envoy's; their meaning is in abi.h
+#![allow(missing_docs)]
+// the names are Envoy's; their meaning is in abi.h
+// Unit tests run the module on mocks: Envoy's callbacks are not linked there.
+#![cfg_attr(test, allow(dead_code))]
+
+pub mod envoy;
+#[cfg(not(test))]
+mod exports;
+mod hooks;
+#[cfg(test)]
+pub mod mock;
+
+pub use hooks::{FilterConfig, Flow, Hook, HttpFilter};
 
 use std::ffi::c_void;
 
 /// The ABI version this module is built for, returned by `on_program_init`.
 pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
-/// The Envoy release whose ABI this is.
-pub const ENVOY_VERSION: &str = "1.40";
 
 /// Bytes owned by Envoy (valid for the hook that handed them over).
 #[repr(C)]
@@ -140,6 +155,7 @@ pub mod metrics_result {
     pub const SUCCESS: u32 = 0;
 }
 
+#[cfg(not(test))]
 unsafe extern "C" {
     pub fn envoy_dynamic_module_callback_log_v2(
         level: u32,

@@ -1,14 +1,14 @@
 //! TEST ONLY (feature `panic-drill`): panics on `x-meshguard-trap`, so a test
 //! shows that a panic stays inside the module (`integration-tests`, native).
 
-use meshguard::host::Host;
+use meshguard_core::host::HttpStream;
 
 /// Panics when the request asks for it: `x-meshguard-trap: 1` in the request
 /// hook, `x-meshguard-trap: body` in the request-body hook (after the decision,
 /// the request already on its way upstream), `x-meshguard-trap: response` in
 /// the response hook (after the decision, with a concurrency slot held).
 #[allow(clippy::panic)] // the point of this build is to panic on demand
-pub fn panic_on_demand(host: &impl Host, stage: &[u8]) {
+pub fn panic_on_demand(host: &impl HttpStream, stage: &[u8]) {
     if host
         .request_header("x-meshguard-trap")
         .ok()

@@ -1,25 +1,29 @@
-//! meshguard native: the same engine, glue and configuration as the Wasm filter,
-//! as an Envoy dynamic module (`libmeshguard.so`, Envoy 1.40, ABI `v0.2.0`).
+//! meshguard native: the core's glue and the engine as an Envoy dynamic module
+//! (`libmeshguard.so`, Envoy 1.40, ABI `v0.2.0`). This crate is thin on
+//! purpose, and depends on the core only:
 //!
-//! Its parts, each small:
-//!
-//! - [`abi`]: the declarations of the Envoy callbacks used, written here and
-//!   checked against the 1.40 binary's exports;
-//! - [`host`]: the glue's `Host` trait over those callbacks;
-//! - `module`: the hooks Envoy calls, each handing over to the glue functions
-//!   the Wasm contexts call, under `catch_unwind` (all but the version string
-//!   and the empty hooks of what meshguard does not use);
-//! - [`grpc`]: rate limit service calls as HTTP callouts in gRPC's wire format;
+//! - `abi`: the Envoy callbacks used (declared here, checked against the 1.40
+//!   binary's exports), every one behind a safe handle, and the hooks Envoy
+//!   calls, each under one `catch_unwind`: the only `unsafe` code of the crate;
+//! - [`host`]: the core's host traits over those handles, one type per scope,
+//!   and the configuration's metrics;
+//! - `module`: the wiring: each hook hands over to the core's glue, as the
+//!   Wasm build's contexts do;
+//! - [`ticker`]: ticks, and the main thread's writes, posted by one thread;
+//! - [`grpc`]: gRPC calls as HTTP callouts in gRPC's wire format;
 //! - [`store`]: the process-wide compare-and-swap store that replaces
-//!   proxy-wasm shared data, and [`names`]: metric names split into labels;
-//! - `ticker`: the thread that posts every worker's and configuration's tick.
+//!   Proxy-Wasm shared data.
 
-pub mod abi;
+mod abi;
 #[cfg(feature = "panic-drill")]
 mod drill;
 pub mod grpc;
 pub mod host;
 mod module;
-pub mod names;
+pub mod shared;
 pub mod store;
-mod ticker;
+pub mod ticker;
+
+/// The Envoy callbacks this module binds, for the check against the Envoy
+/// binary's exports.
+pub use abi::CALLBACKS;
