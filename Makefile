@@ -17,7 +17,7 @@ CLI  := target/release/meshguard
 # wasm-bindgen-test-runner must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3}' Cargo.lock)
 # Debian packages the tests use (installed only when missing).
-APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl valgrind
+APT_PACKAGES := nodejs npm prometheus docker-registry skopeo umoci wrk redis-server curl valgrind binaryen
 NEXTEST_PROFILE := $(if $(CI),ci,default)
 # The book (docs/): make docs builds it; a test builds it with no warning.
 MDBOOK_VERSION := 0.4.52
@@ -73,8 +73,17 @@ setup:
 	@command -v oha >/dev/null || { echo "setup: installing oha (load generator for make bench, a few minutes once)"; cargo install -q oha --locked; }
 	@mdbook --version 2>/dev/null | grep -q " v$(MDBOOK_VERSION)$$" || { echo "setup: installing mdbook $(MDBOOK_VERSION) (the book, make docs; a few minutes once)"; cargo install -q mdbook --locked --version "$(MDBOOK_VERSION)"; }
 
+# Binaryen's wasm-opt after rustc: -O2 over the module rustc built (read from
+# its copy in deps/, so every `make build` optimizes the same input, rebuilt or
+# not). 13% smaller than rustc's output alone (1.05 MB -> 0.91 MB, 2026-12-07),
+# which every worker's V8 compiles; the features are the ones Rust enables for
+# wasm32-wasip1 and V8 runs.
+WASM_OPT := wasm-opt -O2 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
+  --enable-mutable-globals --enable-multivalue --enable-reference-types
+
 build:
 	cargo build --release --target wasm32-wasip1 -p meshguard-wasm -p meshguard-bench-passthrough -p meshguard-bench-probe
+	$(WASM_OPT) target/wasm32-wasip1/release/deps/meshguard.wasm -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	cargo build --release -p meshguard-config --bin meshguard
 	cargo build --release -p meshguard-rls -p meshguard-fleet-load
 	cargo build --profile native -p meshguard-native -p meshguard-bench-noop-native

@@ -9,10 +9,9 @@
 use std::borrow::Cow;
 
 use crate::analysis::rollout::Change;
-use crate::analysis::VariantStatus;
 use crate::breaker::Ticket;
 use crate::canary::Reason;
-use crate::metrics::{CodeClass, RateLimitOutcome, RejectKind};
+use crate::metrics::{CanaryState, CodeClass, RateLimitOutcome, RejectKind};
 use crate::ratelimit::PendingCall;
 use crate::Transition;
 
@@ -329,4 +328,16 @@ pub struct LogRecord {
     pub red: Option<RedSample>,
     /// Breaker transitions and warnings.
     pub events: Vec<Event>,
+}
+/// One variant's status, as the gauges show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantStatus {
+    /// Effective weight, basis points.
+    pub weight: u32,
+    /// Its state (`None` for the baseline).
+    pub state: Option<CanaryState>,
+    /// Each sequential test's progress to its threshold, ‰ (errors, slow).
+    pub evidence: [u32; 2],
+    /// A shadow verdict was reached.
+    pub shadow: bool,
 }

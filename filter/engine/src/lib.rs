@@ -37,13 +37,13 @@ mod view;
 pub use analysis::fleet::service::{fold_batches, Batch as FleetBatch, Decided, Folded};
 pub use analysis::fleet::wire::{cause_from_pb, counts_from_pb, state_of};
 pub use analysis::rollout::{Cause, Change, Counts, Record};
-pub use analysis::VariantStatus;
 pub use breaker::local::{Local, MAX_DELAY_NS, STALE_NS};
 pub use breaker::machine::Transition;
 pub use breaker::state::{snapshot as breaker_snapshot, Phase, Snapshot as BreakerSnapshot};
 pub use breaker::window::Totals;
 pub use breaker::Ticket;
 pub use canary::{parse_source_address, Reason};
+pub use decision::VariantStatus;
 pub use decision::{
     Advertised, Completion, Event, GrpcReply, LocalReply, LogRecord, RedSample, RedSlot,
     ReplyReason, RequestEffects, ResponseEdits, ResponseHead, ResponseReads, StreamState,

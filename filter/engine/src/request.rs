@@ -17,6 +17,7 @@ use crate::decision::{
     Completion, Event, LogRecord, RedSample, RedSlot, RequestEffects, ResponseEdits, ResponseHead,
     ResponseReads, StreamState,
 };
+use crate::explain;
 use crate::grpc;
 use crate::metrics::{CodeClass, GrpcLabel};
 use crate::outcome::{flags_matter, is_failure};
@@ -34,6 +35,13 @@ const NO_CLOCK: &str =
     "meshguard: the clock is unavailable; rate limits, breakers and the duration are skipped for this request";
 
 impl<I: Ids> Runtime<I> {
+    /// Whether a request must wait for the fleet's state: some fleet rollout
+    /// has never read one, and the service is not yet unreachable. Reads
+    /// only what the last tick left (no host call).
+    pub fn awaits_fleet(&self) -> bool {
+        self.fleet_rollouts().any(|(_, rt, _)| rt.awaiting.get())
+    }
+
     /// Decides a request on its headers at `now` (`None`: the clock failed, and
     /// the time-dependent steps, rate limits and breakers, are skipped).
     pub fn decide<'rt>(
@@ -44,8 +52,8 @@ impl<I: Ids> Runtime<I> {
         now: Option<u64>,
     ) -> (StreamState, RequestEffects<'rt>) {
         let mut fx = RequestEffects::default();
-        if self.wants_status(req) {
-            fx.reply = Some(self.status_reply(store, now));
+        if explain::wants_status(self, req) {
+            fx.reply = Some(explain::status_reply(self, store, now));
             let state = StreamState {
                 rejected: true,
                 ..StreamState::default()
@@ -66,10 +74,10 @@ impl<I: Ids> Runtime<I> {
         if now.is_none() && route.is_some() {
             fx.events.push(Event::Warning(NO_CLOCK.into()));
         }
-        state.asked = self.asks_decision(req);
+        state.asked = explain::asks_decision(self, req);
         let Some((i, route)) = index.zip(route) else {
             self.routing_headers(None, None, &mut fx);
-            self.explain_decision(&mut state, &[], &mut fx);
+            explain::explain_decision(self, &mut state, &[], &mut fx);
             return (state, fx);
         };
         if let Some(now) = now {
@@ -82,7 +90,7 @@ impl<I: Ids> Runtime<I> {
                     grpc::shape(&mut reply, grpc::is_grpc_request(req));
                     state.rejected = true;
                     fx.reply = Some(reply);
-                    self.explain_decision(&mut state, &[], &mut fx);
+                    explain::explain_decision(self, &mut state, &[], &mut fx);
                     return (state, fx);
                 }
             }
@@ -110,7 +118,7 @@ impl<I: Ids> Runtime<I> {
             if let Some(reply) = &mut fx.reply {
                 grpc::shape(reply, grpc::is_grpc_request(req));
             }
-            self.explain_decision(&mut state, &[], &mut fx);
+            explain::explain_decision(self, &mut state, &[], &mut fx);
         } else {
             state.grpc_request = grpc::is_grpc_request(req);
             if self.explain.is_some() {
@@ -154,7 +162,7 @@ impl<I: Ids> Runtime<I> {
             }
         }
         let earlier = std::mem::take(&mut state.earlier);
-        self.explain_decision(state, &earlier, &mut fx);
+        explain::explain_decision(self, state, &earlier, &mut fx);
         fx
     }
 

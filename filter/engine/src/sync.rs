@@ -1,6 +1,6 @@
 //! The fleet sync, as the engine decides it: which worker syncs and what it
-//! sends ([`Runtime::fleet_sync`]), a request's wait for the first fleet state
-//! ([`Runtime::awaits_fleet`], [`Runtime::fleet_read`]) and the answer
+//! sends ([`Runtime::fleet_sync`]), the read a request waits for before the
+//! first fleet state ([`Runtime::fleet_read`]; `request.rs` says when) and the answer
 //! ([`Runtime::fleet_answer`]). The glue sends the call and hands the answer
 //! back; everything that touches shared data happens here, through
 //! `analysis::fleet`.
@@ -16,7 +16,9 @@ use crate::store::SharedStore;
 
 impl<I: Ids> Runtime<I> {
     /// Every fleet rollout not yet settled: its route index, runtime and parts.
-    fn fleet_rollouts(&self) -> impl Iterator<Item = (usize, &RolloutRuntime, Parts<'_>)> {
+    pub(crate) fn fleet_rollouts(
+        &self,
+    ) -> impl Iterator<Item = (usize, &RolloutRuntime, Parts<'_>)> {
         let service = self.fleet_service.as_ref();
         self.routes.iter().enumerate().filter_map(move |(i, r)| {
             let rt = &r.rollout.as_ref()?.state;
@@ -35,13 +37,6 @@ impl<I: Ids> Runtime<I> {
     /// Whether some fleet rollout is not yet settled: the sync goes on.
     pub fn syncs_fleet(&self) -> bool {
         self.fleet_rollouts().next().is_some()
-    }
-
-    /// Whether a request must wait for the fleet's state: some fleet rollout
-    /// has never read one, and the service is not yet unreachable. Reads
-    /// only what the last tick left (no host call).
-    pub fn awaits_fleet(&self) -> bool {
-        self.fleet_rollouts().any(|(_, rt, _)| rt.awaiting.get())
     }
 
     /// The sync this worker makes now: when one is due and no other worker's

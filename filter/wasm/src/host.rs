@@ -14,6 +14,7 @@
 //! call per tick instead of one per request.
 
 use meshguard_config::tuning::RouteCache;
+use meshguard_core::glue::worker::TICK_MS;
 use meshguard_core::host::counts::Counts;
 use meshguard_core::host::pairs::HeaderPairs;
 use meshguard_core::host::{
@@ -53,6 +54,14 @@ impl<'c> ProxyHost<'c> {
     /// Hands every batched count to Envoy (the root context's tick).
     pub fn flush_counts(&self) {
         self.counts.flush(increment);
+    }
+
+    /// After a tick: the timer stops when neither the core wants ticks
+    /// (`ticking`) nor counts wait for one.
+    pub fn idle_timer(&self, ticking: bool) {
+        if self.counts.timer() && !ticking && !self.counts.holds() {
+            let _ = self.set_tick_period(0);
+        }
     }
 
     /// No tick of this root context runs again: counts go to Envoy now, and
@@ -132,7 +141,11 @@ impl Process for ProxyHost<'_> {
 
 impl Metrics for ProxyHost<'_> {
     fn add(&self, id: u32, delta: i64) {
-        self.counts.add(id, delta, increment);
+        // The first count held starts the root context's timer, which hands
+        // the counts over (`root.rs`).
+        self.counts.add(id, delta, increment, || {
+            hostcalls::set_tick_period(std::time::Duration::from_millis(TICK_MS)).is_ok()
+        });
     }
 
     fn increment(&self, id: u32, delta: i64) -> Result<(), HostError> {
@@ -213,11 +226,17 @@ impl Configuration for ProxyHost<'_> {
 
 impl Timer for ProxyHost<'_> {
     fn set_tick_period(&self, period_ms: u64) -> Result<(), HostError> {
-        hostcalls::set_tick_period(std::time::Duration::from_millis(period_ms)).map_err(|s| {
-            // No tick will hand batched counts over: they go at once.
-            self.write_counts_at_once();
-            err("set_tick_period", &period_ms.to_string(), s)
-        })
+        match hostcalls::set_tick_period(std::time::Duration::from_millis(period_ms)) {
+            Ok(()) => {
+                self.counts.set_timer(period_ms > 0);
+                Ok(())
+            }
+            Err(s) => {
+                // No tick will hand batched counts over: they go at once.
+                self.write_counts_at_once();
+                Err(err("set_tick_period", &period_ms.to_string(), s))
+            }
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use meshguard_core::glue::request::{
     on_grpc_response, on_request_headers, on_response_headers, on_response_trailers, on_stream_end,
     Stream,
 };
+use meshguard_core::glue::tick::wake;
 use meshguard_core::host::counts::Counts;
 use meshguard_engine::Rng;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -54,7 +55,10 @@ impl HttpContext for Http {
         #[cfg(feature = "trap-drill")]
         drill::trap_on_demand();
         if let Some(plugin) = &self.plugin {
-            self.stream = on_request_headers(&ProxyHost::new(&self.counts), plugin, &self.rng);
+            let host = ProxyHost::new(&self.counts);
+            // A worker whose tick had stopped ticks once first (`tick::wake`).
+            wake(&host, plugin);
+            self.stream = on_request_headers(&host, plugin, &self.rng);
         }
         if self.stream.must_pause() {
             Action::Pause // a local reply was sent, or the rate limit service is asked

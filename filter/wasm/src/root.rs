@@ -112,6 +112,7 @@ impl RootContext for Root {
             sync(&host, plugin);
         }
         host.flush_counts();
+        host.idle_timer(self.worker.ticking());
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

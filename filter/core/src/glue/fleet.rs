@@ -8,7 +8,7 @@
 use meshguard_rls_proto::fleet::{METHOD, SERVICE};
 
 use super::plugin::Plugin;
-use super::record::record_events;
+use super::record::{record_events, Writes};
 use crate::host::{Calls, Metrics, Process};
 
 /// Sends the sync when one is due for this worker (the engine claims it in
@@ -55,16 +55,21 @@ pub fn on_sync_answer(
         return false;
     }
     plugin.fleet_call.set(None);
-    take_answer(host, plugin, sent, status, size, true);
+    take_answer(host, plugin, sent, status, size, true).apply(host, plugin);
     true
 }
 
 /// Starts a read of the fleet's state for a request that must wait for it:
-/// its token and when it was sent, or `None` (the request goes on now) when
-/// the call could not be sent.
-pub fn start_read(host: &(impl Process + Metrics + Calls), plugin: &Plugin) -> Option<(u32, u64)> {
-    let service = plugin.runtime.fleet_service.as_ref()?;
-    let now = host.now_ns().ok()?;
+/// its token and when it was sent, or (the request goes on now) what the
+/// failure records, when the call could not be sent.
+pub fn start_read(
+    host: &(impl Process + Metrics + Calls),
+    plugin: &Plugin,
+) -> Result<(u32, u64), Writes> {
+    let mut writes = Writes::default();
+    let (Some(service), Ok(now)) = (plugin.runtime.fleet_service.as_ref(), host.now_ns()) else {
+        return Err(writes);
+    };
     let message = plugin.runtime.fleet_read();
     match host.dispatch_grpc_call(
         &service.cluster,
@@ -73,19 +78,20 @@ pub fn start_read(host: &(impl Process + Metrics + Calls), plugin: &Plugin) -> O
         &message,
         service.timeout_ms,
     ) {
-        Ok(token) => Some((token, now)),
+        Ok(token) => Ok((token, now)),
         Err(e) => {
             let events =
                 plugin
                     .runtime
                     .fleet_answer(&mut host.store(), now, now, Err(e.to_string()), false);
-            record_events(host, plugin, &events);
-            None
+            writes.events(plugin, &events);
+            Err(writes)
         }
     }
 }
 
-/// Hands an answer (or its failure) to the engine and applies what it says.
+/// Hands an answer (or its failure) to the engine: what it records, for the
+/// caller to apply.
 pub fn take_answer(
     host: &(impl Process + Metrics + Calls),
     plugin: &Plugin,
@@ -93,7 +99,7 @@ pub fn take_answer(
     status: u32,
     size: usize,
     sync: bool,
-) {
+) -> Writes {
     let answer = if status != 0 {
         Err(format!("gRPC status {status}"))
     } else {
@@ -110,5 +116,7 @@ pub fn take_answer(
         answer.as_deref().map_err(Clone::clone),
         sync,
     );
-    record_events(host, plugin, &events);
+    let mut writes = Writes::default();
+    writes.events(plugin, &events);
+    writes
 }

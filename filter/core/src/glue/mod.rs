@@ -11,11 +11,13 @@
 
 pub mod apply;
 pub mod configure;
+pub mod decide;
 pub mod fleet;
 pub mod ids;
 pub mod plugin;
 pub mod record;
 pub mod request;
+pub mod stream;
 pub mod tick;
 pub mod worker;
 

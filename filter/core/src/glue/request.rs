@@ -1,40 +1,21 @@
 //! The request path: each stream hook reads what the engine needs, asks the
-//! engine once, and has its decision applied in one place (`apply.rs`).
+//! engine once, and has its decision applied in one place (`apply.rs`). A
+//! request is decided in `decide.rs`; the hosts deliver a tick before it when
+//! the worker's tick had stopped (`tick::wake`).
 
 use meshguard_engine::{
     parse_grpc_status, rls_reply, Completion, ResponseHead, RlsReply, Rng, StreamState,
 };
-use meshguard_rls_proto::{METHOD, SERVICE};
 
-use super::apply::{apply_log, apply_request, apply_response, warn_on_err};
+use super::apply::{apply_log, apply_response, resume, warn_on_err};
+use super::decide::decide;
 use super::fleet;
 use super::plugin::Plugin;
-use super::record::in_flight;
-use super::tick::{keep_ticking, now, wake};
-use crate::host::view::{CachedRequest, ReadPlan};
+use super::record::Writes;
+use super::tick::{keep_ticking, now};
 use crate::host::{HostError, HttpStream};
 
-/// A stream as the glue keeps it: the engine's state, and the calls to the rate
-/// limit service it waits for (`token`, `reply`, in the order of `state.pending`).
-#[derive(Debug, Default)]
-pub struct Stream {
-    /// What the engine decided so far.
-    pub state: StreamState,
-    /// Per pending call: its token (none when dispatch failed) and its reply.
-    pub calls: Vec<(Option<u32>, Option<RlsReply>)>,
-    /// A read of the fleet's first state the request waits for before it is
-    /// decided: its token and when it was sent.
-    pub fleet_read: Option<(u32, u64)>,
-}
-
-impl Stream {
-    /// The request must wait: for a reply, or (answered locally) for ever.
-    pub fn must_pause(&self) -> bool {
-        self.state.rejected
-            || self.fleet_read.is_some()
-            || self.calls.iter().any(|(_, r)| r.is_none())
-    }
-}
+pub use super::stream::Stream;
 
 /// `on_http_request_headers`: decide the request and apply the decision; when
 /// global policies must ask the rate limit service, send their calls (the stream
@@ -42,64 +23,20 @@ impl Stream {
 /// first state is known (a fleet rollout on an Envoy that just started), the
 /// request waits for a read of it, then is decided.
 pub fn on_request_headers(host: &impl HttpStream, plugin: &Plugin, rng: &Rng) -> Stream {
-    wake(host, plugin);
-    if plugin.runtime.awaits_fleet() {
-        if let Some(read) = fleet::start_read(host, plugin) {
-            return Stream {
-                fleet_read: Some(read),
-                ..Stream::default()
-            };
+    let earlier = if plugin.runtime.awaits_fleet() {
+        match fleet::start_read(host, plugin) {
+            Ok(read) => {
+                return Stream {
+                    fleet_read: Some(read),
+                    ..Stream::default()
+                }
+            }
+            Err(failed) => failed,
         }
-    }
-    decide(host, plugin, rng)
-}
-
-/// Decides the request and applies the decision (see [`on_request_headers`]).
-fn decide(host: &impl HttpStream, plugin: &Plugin, rng: &Rng) -> Stream {
-    // A clock failure is reported by the engine, with what it skips.
-    let now = host.now_ns().ok();
-    let tuning = &plugin.runtime.tuning;
-    let mut view = CachedRequest::planned(
-        host,
-        ReadPlan {
-            all_at_once: tuning.read_all_headers,
-            client_address_header: tuning.client_address_header.as_deref(),
-        },
-    );
-    let (state, effects) = plugin
-        .runtime
-        .decide(&mut view, &mut host.store(), rng, now);
-    in_flight(
-        host,
-        plugin,
-        state.red.and_then(|slot| plugin.runtime.red(slot)),
-        1,
-    );
-    apply_request(host, plugin, effects);
-    keep_ticking(host, plugin);
-    let mut stream = Stream {
-        state,
-        ..Stream::default()
+    } else {
+        Writes::default()
     };
-    if let Some(service) = &plugin.runtime.rate_limit_service {
-        for call in &stream.state.pending {
-            let sent = host.dispatch_grpc_call(
-                &service.cluster,
-                SERVICE,
-                METHOD,
-                &call.message,
-                service.timeout_ms,
-            );
-            stream.calls.push(match sent {
-                Ok(token) => (Some(token), None),
-                Err(e) => (None, Some(RlsReply::Error(e.to_string()))),
-            });
-        }
-    }
-    if !stream.calls.is_empty() && !stream.must_pause() {
-        resume(host, plugin, &mut stream); // every dispatch failed: decide now
-    }
-    stream
+    decide(host, plugin, rng, earlier)
 }
 
 /// `on_grpc_call_response`: the rate limit service answered call `token` with gRPC
@@ -116,8 +53,8 @@ pub fn on_grpc_response(
     let (token, status, size) = call;
     if let Some((t, sent)) = stream.fleet_read {
         if t == token {
-            fleet::take_answer(host, plugin, sent, status, size, false);
-            *stream = decide(host, plugin, rng);
+            let read = fleet::take_answer(host, plugin, sent, status, size, false);
+            *stream = decide(host, plugin, rng, read);
             if !stream.must_pause() {
                 warn_on_err(host, host.resume_request());
                 return true;
@@ -145,20 +82,6 @@ pub fn on_grpc_response(
         warn_on_err(host, host.resume_request());
     }
     true
-}
-
-fn resume(host: &impl HttpStream, plugin: &Plugin, stream: &mut Stream) {
-    let replies: Vec<RlsReply> = stream
-        .calls
-        .iter()
-        .map(|(_, r)| r.clone().unwrap_or(RlsReply::Error("no answer".into())))
-        .collect();
-    let now = host.now_ns().ok();
-    let effects = plugin
-        .runtime
-        .resume(&mut stream.state, &replies, &mut host.store(), now);
-    apply_request(host, plugin, effects);
-    keep_ticking(host, plugin);
 }
 
 /// `on_http_response_headers`: note the status for stream end and add what the

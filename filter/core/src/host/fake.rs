@@ -21,6 +21,7 @@ use super::pairs::HeaderPairs;
 use super::{
     Calls, Configuration, HostError, HttpStream, Level, MetricKind, Metrics, Process, Timer,
 };
+use crate::glue::worker::TICK_MS;
 
 /// A local reply: status, headers, body.
 pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
@@ -310,9 +311,13 @@ impl Process for FakeHost {
 
 impl Metrics for FakeHost {
     fn add(&self, id: u32, delta: i64) {
-        self.world
-            .counts
-            .add(id, delta, |id, delta| self.write_count(id, delta));
+        // As the Wasm host: the first count held starts its timer.
+        self.world.counts.add(
+            id,
+            delta,
+            |id, delta| self.write_count(id, delta),
+            || self.set_tick_period(TICK_MS).is_ok(),
+        );
     }
 
     fn increment(&self, id: u32, delta: i64) -> Result<(), HostError> {
@@ -405,6 +410,7 @@ impl Timer for FakeHost {
             });
         }
         self.tick_period_ms.set(Some(period_ms));
+        self.world.counts.set_timer(period_ms > 0);
         Ok(())
     }
 }

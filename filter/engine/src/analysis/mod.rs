@@ -25,7 +25,7 @@ use meshguard_config::canary::{slices, CompiledCanary};
 use meshguard_config::fleet::CompiledFleetService;
 use meshguard_config::rollout::CompiledRollout;
 
-use crate::decision::{Completion, Event};
+use crate::decision::{Completion, Event, VariantStatus};
 use crate::metrics::{CanaryState, FleetMode, Signal};
 use crate::outcome::is_failure;
 use crate::store::{update, SharedStore};
@@ -46,19 +46,6 @@ pub struct View {
     /// Nothing can change any more (every variant rolled back or promoted): the
     /// worker stops counting and reading.
     pub settled: bool,
-}
-
-/// One variant's status, as the gauges show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VariantStatus {
-    /// Effective weight, basis points.
-    pub weight: u32,
-    /// Its state (`None` for the baseline).
-    pub state: Option<CanaryState>,
-    /// Each sequential test's progress to its threshold, ‰ (errors, slow).
-    pub evidence: [u32; 2],
-    /// A shadow verdict was reached.
-    pub shadow: bool,
 }
 
 /// A worker's side of one rollout.

@@ -11,6 +11,7 @@ use meshguard_core::host::MetricKind;
 use super::*;
 use crate::abi::envoy::MetricOp;
 use crate::abi::mock::{take_logs, MockConfig, MockStream};
+use crate::abi::{Flow, Hook, HttpFilter};
 
 const LIMITED: &str = r#"{"schemaVersion":1,"rateLimits":[{"name":"one",
     "key":[{"route":true}],"limit":{"burst":1,"rate":1,"per":"hour"}}],

@@ -6,7 +6,9 @@ use meshguard_engine::ReplyReason;
 use super::{plugin, rng};
 use crate::glue::apply::apply_request;
 use crate::glue::plugin::Plugin;
+use crate::glue::record::Writes;
 use crate::glue::request::on_log;
+use crate::glue::stream::Stream;
 use crate::host::fake::FakeHost;
 use crate::host::view::CachedRequest;
 use crate::host::Process;
@@ -32,7 +34,12 @@ fn decide(
     );
     let reason = effects.reply.as_ref().map(|r| r.reason);
     assert_eq!(state.rejected, reason.is_some());
-    apply_request(&h, p, effects);
+    let mut stream = Stream {
+        state,
+        ..Stream::default()
+    };
+    apply_request(&h, p, &mut stream, effects, Writes::default(), false);
+    let state = stream.state;
     if !state.rejected {
         h.properties
             .borrow_mut()
@@ -117,7 +124,11 @@ fn breaker_open_half_open_and_concurrency_replies_go_through_the_apply_step() {
         );
         let reason = effects.reply.as_ref().map(|r| r.reason);
         assert_eq!(state.rejected, reason.is_some());
-        apply_request(&h, &p, effects);
+        let mut stream = Stream {
+            state,
+            ..Stream::default()
+        };
+        apply_request(&h, &p, &mut stream, effects, Writes::default(), false);
         (reason, h)
     };
     assert_eq!(later(&probe_world).0, None, "the probe");
@@ -138,7 +149,11 @@ fn breaker_open_half_open_and_concurrency_replies_go_through_the_apply_step() {
         Some(SEC),
     );
     assert!(!held.rejected);
-    apply_request(&h, &p, effects);
+    let mut stream = Stream {
+        state: held,
+        ..Stream::default()
+    };
+    apply_request(&h, &p, &mut stream, effects, Writes::default(), false);
     let (reason, h) = decide(&p, &busy, &[]);
     assert_eq!(reason, Some(ReplyReason::Concurrency));
     let (status, headers) = only_reply(&h);

@@ -4,7 +4,7 @@
 use super::{plugin, rng};
 use crate::glue::configure::configure;
 use crate::glue::request::{on_log, on_request_headers};
-use crate::glue::tick::on_tick;
+use crate::glue::tick::{on_tick, wake};
 use crate::glue::worker::IDLE_TICKS;
 use crate::glue::worker::TICK_MS;
 use crate::host::fake::FakeHost;
@@ -43,6 +43,7 @@ fn an_idle_worker_stops_its_tick_and_a_request_starts_it_with_one_tick_first() {
     // Nothing ticks now; a request sets the tick again and ticks first, reading
     // the rollout's shared record before it is decided.
     host.calls.borrow_mut().clear();
+    wake(&host, &p); // as each host does before the request is decided
     let s = on_request_headers(&host, &p, &rng(9)).state;
     on_log(&host, &p, &s);
     let calls = host.calls.take();
@@ -81,10 +82,12 @@ fn held_counts_keep_the_tick_alive_until_handed_over() {
 
 #[test]
 fn a_worker_whose_tick_is_refused_counts_at_once_and_says_so_once() {
+    const BREAKER: &str = r#"{"schemaVersion":1,"routes":[{"name":"web","breaker":{}}]}"#;
     let host = FakeHost::new().at(1_000 * MS);
     host.tick_fails.set(true);
-    let p = plugin(METRICS, &host);
+    let p = plugin(BREAKER, &host);
     for _ in 0..3 {
+        wake(&host, &p);
         let s = on_request_headers(&host, &p, &rng(1)).state;
         on_log(&host, &p, &s);
     }
@@ -106,7 +109,21 @@ fn a_worker_whose_tick_is_refused_counts_at_once_and_says_so_once() {
         .iter()
         .filter(|c| c.starts_with("set_tick_period"))
         .count();
-    assert_eq!(attempts, 1);
+    assert_eq!(attempts, 1, "{:?}", host.calls.borrow());
+    // A host whose own timer is refused (the core asked for none) counts at
+    // once too.
+    let quiet = FakeHost::new().at(1_000 * MS);
+    quiet.tick_fails.set(true);
+    let p = plugin(METRICS, &quiet);
+    for _ in 0..2 {
+        let s = on_request_headers(&quiet, &p, &rng(1)).state;
+        on_log(&quiet, &p, &s);
+    }
+    assert!(!quiet.holds_counts() && !p.worker.refused_tick());
+    assert_eq!(
+        quiet.metric_now("meshguard.requests_total.route.web.variant.none.code_class.none"),
+        2
+    );
 }
 
 #[test]
@@ -207,12 +224,13 @@ fn a_host_that_writes_counts_at_once_leaves_the_tick_to_breakers_and_rollouts() 
 }
 
 #[test]
-fn counts_a_host_holds_ask_for_the_tick_as_the_request_is_decided() {
+fn counts_a_host_holds_start_its_timer_as_the_request_is_decided() {
     let host = FakeHost::new().at(1_000 * MS);
     let p = plugin(METRICS, &host);
     let stream = on_request_headers(&host, &p, &rng(1));
     assert!(host.holds_counts(), "the in-flight gauge's +1");
     assert_eq!(host.tick_period_ms.get(), Some(TICK_MS));
-    assert!(p.worker.ticking());
+    assert!(host.world().counts.timer());
+    assert!(!p.worker.ticking(), "the core itself needs no tick");
     on_log(&host, &p, &stream.state);
 }
