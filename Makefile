@@ -200,12 +200,12 @@ test-native:
 # out, each for a reason (docs/src/native.md):
 #   failure_policy, a_rollback_survives_a_vm_reload: Wasm VM traps and reloads
 #     (the native build has no VM; native.rs shows a caught panic instead);
-#   demo, shipped_configs, envoy_configs, deploy, package, bench_smoke, native:
+#   demo, shipped_configs, envoy_configs, deploy, package, bench_smoke, native, layout:
 #     they run the shipped Wasm artefacts or no Envoy, or pick the build
 #     themselves, so one pass covers them.
 NATIVE_SKIP := binary(failure_policy) | test(a_rollback_survives_a_vm_reload) | \
   binary(demo) | binary(shipped_configs) | binary(envoy_configs) | binary(deploy) | \
-  binary(package) | binary(bench_smoke) | binary(native)
+  binary(package) | binary(bench_smoke) | binary(native) | binary(layout)
 test-native-module:
 	MESHGUARD_HOST=native cargo nextest run -p meshguard-integration-tests --profile $(NEXTEST_PROFILE) \
 	  -E 'not ($(NATIVE_SKIP))'

@@ -2,7 +2,7 @@
 //! `proxy_get_header_map_pairs` buffer parsed in place ([`HeaderPairs::parse`]),
 //! or a dynamic module's header views copied once ([`HeaderPairs::from_pairs`]).
 //!
-//! Parsed here rather than by the SDK: `proxy_wasm::hostcalls::get_map_bytes`
+//! Parsed here rather than by the SDK: the Proxy-Wasm SDK's `get_map_bytes`
 //! panics (trapping the VM) on a status other than `Ok` and on a header name that is
 //! not UTF-8, which an earlier filter can set. This parses the buffer without
 //! panicking; names and values stay bytes, looked up in place.
