@@ -166,7 +166,7 @@ mod tests {
             (
                 "stable",
                 r#""variants":[{"name":"stable"},{"name":"canary"}],"analysis":{"alpha":0.0005,"minRequests":7,
-                "slowCallMs":250,"shadow":true,"successRate":{"min":99.25,"intervalSeconds":30,"intervals":4},
+                "slowCallMs":250,"shadow":true,"method":"changepoint","horizonSeconds":7200,"successRate":{"min":99.25,"intervalSeconds":30,"intervals":4},
                 "zTest":{"z":2.5,"intervalSeconds":10}},"ramp":{"steps":[100,2500,10000],"holdSeconds":30,"minRequests":9},"pause":true"#,
             ),
             (

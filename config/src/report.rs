@@ -120,6 +120,10 @@ pub struct CanaryStatus {
     /// before its first answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_age_ms: Option<u64>,
+    /// How the analysis judges the sequential evidence, `test` or
+    /// `changepoint` (`analysis.method`), with an analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// Baseline first.
     pub variants: Vec<VariantStatus>,
 }
@@ -143,6 +147,24 @@ pub struct VariantStatus {
     /// A shadow verdict was reached (judged, not acted on).
     #[serde(default)]
     pub shadow_verdict: bool,
+    /// The verdict, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictStatus>,
+}
+
+/// What decided a verdict, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerdictStatus {
+    /// `errors`, `slow`, `success_rate`, `z_test` or `manual`.
+    pub cause: String,
+    /// The window that decided: seconds into the rollout.
+    pub at_seconds: u64,
+    /// A changepoint verdict: seconds into the rollout since which the
+    /// evidence grew, an estimate of when the change began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_seconds: Option<u64>,
 }
 
 /// Evidence against a canary, per mille of the threshold.
@@ -371,6 +393,9 @@ impl RouteStatus {
             if let Some(ms) = c.fleet_age_ms {
                 c_o.num("fleetAgeMs", ms);
             }
+            if let Some(m) = &c.method {
+                c_o.str("method", m);
+            }
             c_o.list("variants", &c.variants, |out, v| {
                 let mut o = Obj::new(out);
                 o.str("name", &v.name);
@@ -383,6 +408,15 @@ impl RouteStatus {
                     e_o.end();
                 }
                 o.bool("shadowVerdict", v.shadow_verdict);
+                if let Some(d) = &v.verdict {
+                    let mut d_o = Obj::new(o.key("verdict"));
+                    d_o.str("cause", &d.cause);
+                    d_o.num("atSeconds", d.at_seconds);
+                    if let Some(since) = d.since_seconds {
+                        d_o.num("sinceSeconds", since);
+                    }
+                    d_o.end();
+                }
                 o.end();
             });
             c_o.end();
@@ -473,7 +507,11 @@ pub fn render_table(s: &Status) -> String {
                 (Some(j), None) => format!(", judged by: {j}, no fleet state yet"),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "  canary ({kind}{judged}){step}");
+            let method = c
+                .method
+                .as_ref()
+                .map_or(String::new(), |m| format!(", method: {m}"));
+            let _ = writeln!(out, "  canary ({kind}{method}{judged}){step}");
             let _ = writeln!(
                 out,
                 "    {:<16} {:>7}  {:<12} {:>9} {:>9}",
@@ -488,9 +526,15 @@ pub fn render_table(s: &Status) -> String {
                 } else {
                     ""
                 };
+                let verdict = v.verdict.as_ref().map_or(String::new(), |d| {
+                    let since = d
+                        .since_seconds
+                        .map_or(String::new(), |s| format!(", growing since {s} s"));
+                    format!("  by {} at {} s{since}", d.cause, d.at_seconds)
+                });
                 let _ = writeln!(
                     out,
-                    "    {:<16} {:>6.2}%  {:<12} {:>9} {:>9}{shadow}",
+                    "    {:<16} {:>6.2}%  {:<12} {:>9} {:>9}{shadow}{verdict}",
                     v.name,
                     f64::from(v.weight) / 100.0,
                     v.state,
@@ -577,6 +621,21 @@ mod tests {
         for want in [
             "canary (rollout, judged by: fleet, fleet state 120 ms old)",
             "canary (rollout, judged by: local, no fleet state yet)",
+        ] {
+            assert!(t.contains(want), "{want:?} not in\n{t}");
+        }
+        let judged: Status = serde_json::from_str(
+            r#"{"schema":"meshguard.status/v1","plugin":"mg1.demo","revision":"00000000000000ab",
+                "routes":[{"name":"a","canary":{"rollout":true,"method":"changepoint",
+                  "variants":[{"name":"stable","weight":10000,"state":"baseline"},
+                    {"name":"canary","weight":0,"state":"rolled_back","evidence":{"errors":1000,"slow":0},
+                     "verdict":{"cause":"errors","atSeconds":1812,"sinceSeconds":1800}}]}}],"policies":[]}"#,
+        )
+        .unwrap();
+        let t = render_table(&judged);
+        for want in [
+            "canary (rollout, method: changepoint)",
+            "by errors at 1812 s, growing since 1800 s",
         ] {
             assert!(t.contains(want), "{want:?} not in\n{t}");
         }
@@ -671,6 +730,7 @@ mod round_trip {
                         step: Some(2),
                         judged_by: Some("hold".into()),
                         fleet_age_ms: Some(1_500),
+                        method: Some("changepoint".into()),
                         variants: vec![
                             VariantStatus {
                                 name: "stable".into(),
@@ -678,6 +738,7 @@ mod round_trip {
                                 state: "baseline".into(),
                                 evidence: None,
                                 shadow_verdict: false,
+                                verdict: None,
                             },
                             VariantStatus {
                                 name: "canary".into(),
@@ -685,6 +746,11 @@ mod round_trip {
                                 state: "ramping".into(),
                                 evidence: Some(Evidence { errors: 5, slow: 6 }),
                                 shadow_verdict: true,
+                                verdict: Some(VerdictStatus {
+                                    cause: "errors".into(),
+                                    at_seconds: 1812,
+                                    since_seconds: Some(1800),
+                                }),
                             },
                         ],
                     }),

@@ -10,10 +10,11 @@
 pub use crate::canary::fleet_spec::fleet_spec;
 pub use crate::canary::rollout::{
     compile_rollout, CompiledAnalysis, CompiledFleet, CompiledRamp, CompiledRollout, SuccessGate,
-    ZGate, DEFAULT_ALPHA, DEFAULT_HOLD_SECONDS, DEFAULT_INTERVALS, DEFAULT_MIN_REQUESTS,
-    DEFAULT_STEP_REQUESTS, DEFAULT_Z, MAX_HOLD_SECONDS, MAX_INTERVAL_SECONDS, MAX_MIN_REQUESTS,
-    MAX_SLOW_CALL_MS, MAX_STEPS,
+    ZGate, DEFAULT_ALPHA, DEFAULT_HOLD_SECONDS, DEFAULT_HORIZON_SECONDS, DEFAULT_INTERVALS,
+    DEFAULT_MIN_REQUESTS, DEFAULT_STEP_REQUESTS, DEFAULT_Z, HORIZON_SECONDS, MAX_HOLD_SECONDS,
+    MAX_INTERVAL_SECONDS, MAX_MIN_REQUESTS, MAX_SLOW_CALL_MS, MAX_STEPS,
 };
+pub use crate::raw::Method;
 
 use crate::canary::CompiledCanary;
 use crate::load_json;

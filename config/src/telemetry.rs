@@ -3,7 +3,7 @@
 //! filter) because `meshguard render` writes it into deployment manifests.
 
 /// Every label any meshguard metric uses, in the order they appear in names.
-pub const LABELS: [&str; 8] = [
+pub const LABELS: [&str; 9] = [
     "route",
     "variant",
     "code_class",
@@ -12,6 +12,7 @@ pub const LABELS: [&str; 8] = [
     "outcome",
     "state",
     "signal",
+    "method",
 ];
 
 /// Default duration-histogram buckets, in milliseconds.

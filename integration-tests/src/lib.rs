@@ -147,7 +147,7 @@ pub fn trap_wasm_path() -> PathBuf {
 /// Every metric family the filter defines, as Prometheus names them (the
 /// observability test checks it against a real scrape; the docs test checks the
 /// book names no other and documents each).
-pub const METRIC_FAMILIES: [&str; 24] = [
+pub const METRIC_FAMILIES: [&str; 25] = [
     "meshguard_requests_total",
     "meshguard_request_failures_total",
     "meshguard_request_duration_milliseconds",
@@ -167,6 +167,7 @@ pub const METRIC_FAMILIES: [&str; 24] = [
     "meshguard_canary_state",
     "meshguard_canary_transitions_total",
     "meshguard_canary_evidence_permille",
+    "meshguard_canary_analysis",
     "meshguard_canary_shadow_verdict",
     "meshguard_fleet_state",
     "meshguard_fleet_syncs_total",

@@ -7,7 +7,8 @@
 //! - `x-test-size: 10485760` answer with that many bytes of [`pattern`], chunked
 //!
 //! [`Upstream::start_failing`] makes an upstream that fails every Nth request
-//! itself (a canary with a known error rate, whatever the client sends).
+//! itself (a canary with a known error rate, whatever the client sends);
+//! [`Upstream::fail_every`] changes that while it runs.
 //!
 //! Every answer carries `x-upstream: <name>`. The default body is JSON:
 //! `{"upstream": name, "method", "path", "headers": [{"name", "value", "hex"}]}` where
@@ -35,6 +36,7 @@ pub struct Upstream {
     /// Where it listens (127.0.0.1, a free port).
     pub addr: SocketAddr,
     count: Arc<AtomicU64>,
+    fail_every: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -57,6 +59,8 @@ impl Upstream {
 
     fn start_inner(name: &str, default_status: u16, fail_every: u64) -> Upstream {
         let count = Arc::new(AtomicU64::new(0));
+        let fail_every = Arc::new(AtomicU64::new(fail_every));
+        let thread_fail = fail_every.clone();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread_name = name.to_string();
@@ -78,10 +82,12 @@ impl Upstream {
                             let Ok((stream, _)) = accepted else { continue };
                             let name = thread_name.clone();
                             let count = thread_count.clone();
+                            let fail = thread_fail.clone();
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| {
                                     let name = name.clone();
                                     let count = count.clone();
+                                    let fail_every = fail.load(Ordering::SeqCst);
                                     async move { Ok::<_, Infallible>(answer(&name, &count, default_status, fail_every, req).await) }
                                 });
                                 let _ = http1::Builder::new()
@@ -101,8 +107,15 @@ impl Upstream {
             name: name.to_string(),
             addr,
             count,
+            fail_every,
             stop: Some(stop_tx),
         }
+    }
+
+    /// From now on answers 503 to every `every`-th request it receives (0:
+    /// none), as a new build of the upstream would: nothing else changes.
+    pub fn fail_every(&self, every: u64) {
+        self.fail_every.store(every, Ordering::SeqCst);
     }
 
     /// How many requests this upstream has received.

@@ -157,6 +157,57 @@ async fn a_failing_canary_is_rolled_back_and_its_traffic_stops_one_tick_after_th
     assert!(rig.envoy.wasm_failures().is_empty());
 }
 
+/// The p95 of canary requests from the turn to the verdict that the engine's
+/// seeded simulation of this scenario gives
+/// (`filter/engine/src/analysis/sim.rs`, `LATE_CHANGE_P95_REQUESTS`).
+const LATE_CHANGE_P95_REQUESTS: u64 = 110;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_healthy_at_its_first_step_and_failing_at_the_next_is_rolled_back_by_the_change_detector(
+) {
+    let rig = rig(
+        &config(
+            r#"[{"name":"stable"},{"name":"canary"}]"#,
+            r#""revision":"r1","analysis":{"method":"changepoint","horizonSeconds":600},
+            "ramp":{"steps":[1000,5000,10000],"holdSeconds":3,"minRequests":20}"#,
+        ),
+        0,
+    );
+    let analysis =
+        "wasmcustom.meshguard.canary_analysis.route.web.variant.canary.method.changepoint";
+    assert_eq!(
+        rig.envoy.stat(analysis),
+        Some(1),
+        "the metric names the method"
+    );
+    // A healthy first step; the ramp moves on.
+    let rounds = load_until(&rig.envoy, 400, |e| weight(e, "canary") == Some(5_000)).await;
+    assert!(rounds < 400, "no second step:\n{}", rig.envoy.log());
+    // The canary's new build fails every fourth request: only the upstream changes.
+    let before = rig.canary.requests();
+    rig.canary.fail_every(4);
+    let rounds = load_until(&rig.envoy, 400, |e| weight(e, "canary") == Some(0)).await;
+    assert!(rounds < 400, "not rolled back:\n{}", rig.envoy.log());
+    let log = rig.envoy.log();
+    let judged = requests_at_verdict(&log);
+    let after = judged.saturating_sub(before);
+    eprintln!("{before} healthy canary requests, {after} failing ones judged to the verdict");
+    // Within the simulated p95, plus a tick's worth (50 ms at ~200 canary
+    // requests/s on each of two workers, and the 6 requests in flight).
+    assert!(
+        after <= LATE_CHANGE_P95_REQUESTS + 30,
+        "{after} canary requests after the change ({judged} judged)"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("-> rolled_back"))
+        .unwrap_or_default();
+    eprintln!("{line}");
+    assert!(line.contains("errors: e-detector"), "{line}");
+    assert!(line.contains("method changepoint, window"), "{line}");
+    assert!(line.contains("evidence growing since"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_healthy_canary_ramps_through_every_step_to_promoted() {
     let rig = rig(

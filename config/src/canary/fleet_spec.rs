@@ -2,7 +2,7 @@
 //! a compiled fleet rollout carries to the service, which reads it back with
 //! [`crate::rollout::compile_fleet_spec`].
 
-use crate::raw::{Canary, SCHEMA_VERSION};
+use crate::raw::{Canary, Method, SCHEMA_VERSION};
 
 /// The rollout of canary `c` on route `route` as the fleet service compiles it:
 /// a meshguard config (JSON) of one route whose canary keeps what judging needs
@@ -39,6 +39,8 @@ pub fn fleet_spec(c: &Canary, route: &str) -> String {
         w.value("minRequests", shown(&a.min_requests));
         w.value("slowCallMs", shown(&a.slow_call_ms));
         w.value("sequential", shown(&a.sequential));
+        w.string("method", a.method.map(Method::name));
+        w.value("horizonSeconds", shown(&a.horizon_seconds));
         if let Some(g) = &a.success_rate {
             w.open("successRate");
             w.value("min", Some(&g.min));

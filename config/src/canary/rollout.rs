@@ -8,7 +8,7 @@ use crate::fingerprint::fingerprint_bytes;
 use crate::grpc::failure_codes;
 use crate::names::check_name;
 use crate::problem::{in_range, index, join, Problems};
-use crate::raw::{Analysis, Canary, Ramp, WhileUnreachable};
+use crate::raw::{Analysis, Canary, Method, Ramp, WhileUnreachable};
 use crate::status::{default_failure_statuses, failure_statuses, FailureStatuses};
 
 /// Default false-rollback bound.
@@ -33,6 +33,10 @@ pub const DEFAULT_HOLD_SECONDS: u32 = 60;
 pub const DEFAULT_STEP_REQUESTS: u32 = 100;
 /// Longest hold, seconds (one day).
 pub const MAX_HOLD_SECONDS: u32 = 86_400;
+/// Default horizon of `method: changepoint`, seconds (one hour).
+pub const DEFAULT_HORIZON_SECONDS: u32 = 3_600;
+/// Shortest and longest horizon, seconds (a minute, 30 days).
+pub const HORIZON_SECONDS: (u32, u32) = (60, 2_592_000);
 
 /// The success-rate gate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,6 +78,10 @@ pub struct CompiledAnalysis {
     pub shadow: bool,
     /// Run the sequential test.
     pub sequential: bool,
+    /// How the sequential evidence is judged.
+    pub method: Method,
+    /// `method: changepoint`: the time over which `alpha` bounds false rollbacks, ns.
+    pub horizon_ns: u64,
     /// The success-rate gate.
     pub success_rate: Option<SuccessGate>,
     /// The z-test gate.
@@ -308,8 +316,26 @@ fn compile_analysis(a: &Analysis, path: &str, p: &mut Problems) -> Option<Compil
             "false leaves nothing to judge by: add successRate or zTest, or keep it",
         );
     }
+    let method = a.method.unwrap_or_default();
+    let horizon = a.horizon_seconds.unwrap_or(DEFAULT_HORIZON_SECONDS);
+    if let Some(h) = a.horizon_seconds {
+        let at = join(path, "horizonSeconds");
+        if method == Method::Changepoint {
+            in_range(&mut local, &at, h, HORIZON_SECONDS, "");
+        } else {
+            local.push(at, "applies to method: changepoint only");
+        }
+    }
+    if method == Method::Changepoint && !sequential {
+        local.push(
+            join(path, "method"),
+            "changepoint judges the sequential evidence, which sequential: false turns off",
+        );
+    }
     local.merge_into(p).then(|| CompiledAnalysis {
         alpha,
+        method,
+        horizon_ns: u64::from(horizon) * SEC,
         min_requests: u64::from(min_requests),
         failures,
         own_failures,

@@ -32,7 +32,7 @@ pub use ratelimit::{
     ClientAddress, Descriptor, FailureMode, GlobalLease, GlobalLimit, Limit, LimitHeaders,
     LimitResponse, RateLimit, RateLimitService,
 };
-pub use rollout::{Analysis, Ramp, SuccessRateGate, ZTestGate};
+pub use rollout::{Analysis, Method, Ramp, SuccessRateGate, ZTestGate};
 pub use route::{Latency, Protocol, Route, RouteMatch};
 pub use tuning::{CounterUpdates, RequestHeaders, RouteCache, RoutingHeaders};
 

@@ -35,6 +35,22 @@ pub struct Analysis {
     /// gates alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<bool>,
+    /// How the sequential evidence is judged. `test` (default): one test over the
+    /// whole rollout; a variant as good as the baseline is rolled back with
+    /// probability at most `alpha` however long the rollout runs, but healthy
+    /// traffic piles up evidence of health, so a variant that turns bad late is
+    /// caught more slowly. `changepoint`: a change detector; a variant that turns
+    /// bad is caught as fast after hours of health as when fresh, and one as good
+    /// as the baseline is rolled back with probability at most `alpha` within
+    /// `horizonSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// With `method: changepoint`: the time over which the false-rollback bound
+    /// `alpha` holds (60 to 2592000 seconds, default 3600); on average a variant as
+    /// good as the baseline is falsely rolled back no sooner than
+    /// `horizonSeconds / alpha`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub horizon_seconds: Option<u32>,
     /// Roll back when the variant's success rate stays below `min` percent for
     /// `intervals` consecutive intervals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +59,28 @@ pub struct Analysis {
     /// baseline's, re-run every interval, exceeds `z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub z_test: Option<ZTestGate>,
+}
+
+/// How the sequential evidence is judged (`analysis.method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// One anytime-valid test over the whole rollout.
+    #[default]
+    Test,
+    /// A change detector (an e-detector of Shiryaev-Roberts type).
+    Changepoint,
+}
+
+impl Method {
+    /// Its name in config, logs, metrics and the status document.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Test => "test",
+            Method::Changepoint => "changepoint",
+        }
+    }
 }
 
 /// An absolute success-rate floor, judged per interval.

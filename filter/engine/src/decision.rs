@@ -340,4 +340,18 @@ pub struct VariantStatus {
     pub evidence: [u32; 2],
     /// A shadow verdict was reached.
     pub shadow: bool,
+    /// The verdict, once there is one.
+    pub verdict: Option<VerdictInfo>,
+}
+
+/// A verdict as the status document shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictInfo {
+    /// What decided it (`errors`, `slow`, `success_rate`, `z_test`, `manual`).
+    pub cause: &'static str,
+    /// The window that decided: seconds into the rollout.
+    pub at_s: u64,
+    /// A changepoint verdict: seconds into the rollout since which the
+    /// evidence grew (an estimate of when the change began).
+    pub since_s: Option<u64>,
 }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use meshguard_config::explain::CompiledExplain;
 use meshguard_config::report::{
     BreakerStatus, CanaryStatus, Decision, Evidence, LimitDecision, PolicyStatus, RouteStatus,
-    Status, TableStatus, VariantStatus, WindowCounts, STATUS_SCHEMA,
+    Status, TableStatus, VariantStatus, VerdictStatus, WindowCounts, STATUS_SCHEMA,
 };
 
 use crate::breaker::shared::in_flight;
@@ -314,6 +314,11 @@ fn canary_status<I: Ids>(
                     _ => None,
                 },
                 shadow_verdict: s.shadow,
+                verdict: s.verdict.map(|d| VerdictStatus {
+                    cause: d.cause.into(),
+                    at_seconds: d.at_s,
+                    since_seconds: d.since_s,
+                }),
             });
         }
         let step = ro.state.view.borrow().record.step;
@@ -324,6 +329,7 @@ fn canary_status<I: Ids>(
             judged_by: ro.state.mode.get().map(|m| m.label().to_owned()),
             fleet_age_ms: (config.fleet.is_some() && answered > 0)
                 .then(|| now.saturating_sub(answered) / 1_000_000),
+            method: config.analysis.as_ref().map(|a| a.method.name().into()),
             variants,
         };
     }
@@ -334,6 +340,7 @@ fn canary_status<I: Ids>(
             state: if i == 0 { "baseline" } else { "static" }.into(),
             evidence: None,
             shadow_verdict: false,
+            verdict: None,
         });
     }
     CanaryStatus {

@@ -43,11 +43,11 @@ pub use breaker::state::{snapshot as breaker_snapshot, Phase, Snapshot as Breake
 pub use breaker::window::Totals;
 pub use breaker::Ticket;
 pub use canary::{parse_source_address, Reason};
-pub use decision::VariantStatus;
 pub use decision::{
     Advertised, Completion, Event, GrpcReply, LocalReply, LogRecord, RedSample, RedSlot,
     ReplyReason, RequestEffects, ResponseEdits, ResponseHead, ResponseReads, StreamState,
 };
+pub use decision::{VariantStatus, VerdictInfo};
 pub use hash::mix64;
 pub use metrics::{
     ByLabel, CanaryState, CodeClass, FleetMode, GrpcLabel, Label, RateLimitOutcome, RejectKind,

@@ -444,6 +444,16 @@ pub fn canary_evidence(route: &str, variant: &str, signal: Signal) -> Series {
     )
 }
 
+/// `meshguard.canary_analysis.route.<r>.variant.<v>.method.<m>` (gauge, 1): how
+/// the analysis judges the variant's sequential evidence (`test` or
+/// `changepoint`).
+pub fn canary_analysis(route: &str, variant: &str, method: &str) -> Series {
+    Series::new(
+        "canary_analysis",
+        &[("route", route), ("variant", variant), ("method", method)],
+    )
+}
+
 /// `meshguard.canary_shadow_verdict.route.<r>.variant.<v>` (gauge, 1 when a
 /// shadow analysis would have rolled the variant back).
 pub fn canary_shadow_verdict(route: &str, variant: &str) -> Series {

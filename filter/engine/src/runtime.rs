@@ -63,12 +63,14 @@ pub trait DefineIds<I: Ids> {
     /// The metrics of rate-limit policy `policy` (global ones have more).
     fn policy(&mut self, policy: &CompiledRateLimit) -> Result<I::Policy, Self::Error>;
     /// The rollout metrics of `route`'s canary policy with `variants` (baseline
-    /// first); `fleet`: judged by the fleet (its mode gauge too).
+    /// first); `fleet`: judged by the fleet (its mode gauge too); `method`: how
+    /// its analysis judges, when it has one.
     fn rollout(
         &mut self,
         route: &str,
         variants: &[&str],
         fleet: bool,
+        method: Option<&str>,
     ) -> Result<I::Rollout, Self::Error>;
     /// The metrics of the sync with the fleet service.
     fn fleet(&mut self) -> Result<I::Fleet, Self::Error>;
@@ -474,7 +476,12 @@ fn build_route<I: Ids, D: DefineIds<I>>(
                     route.name, r.fingerprint
                 );
                 Some(Rollout {
-                    ids: define.rollout(&route.name, &names, r.fleet.is_some())?,
+                    ids: define.rollout(
+                        &route.name,
+                        &names,
+                        r.fleet.is_some(),
+                        r.analysis.as_ref().map(|a| a.method.name()),
+                    )?,
                     state: RolloutRuntime::new(policy, r, key),
                 })
             }
@@ -529,7 +536,13 @@ pub mod testing {
         fn policy(&mut self, _: &CompiledRateLimit) -> Result<(), Self::Error> {
             Ok(())
         }
-        fn rollout(&mut self, _: &str, _: &[&str], _: bool) -> Result<(), Self::Error> {
+        fn rollout(
+            &mut self,
+            _: &str,
+            _: &[&str],
+            _: bool,
+            _: Option<&str>,
+        ) -> Result<(), Self::Error> {
             Ok(())
         }
         fn fleet(&mut self) -> Result<(), Self::Error> {

@@ -3,12 +3,12 @@
 
 use meshguard_config::ratelimit::CompiledRateLimit;
 use meshguard_engine::metrics::{
-    breaker_rejected, breaker_state, breaker_transitions, canary_evidence, canary_shadow_verdict,
-    canary_state, canary_transitions, canary_weight, fleet_last_sync, fleet_state,
-    fleet_sync_duration, fleet_syncs, grpc_requests_total, ratelimit_cached_rejections,
-    ratelimit_leases, ratelimit_overflow, ratelimit_requests, ratelimit_rpc_duration,
-    ratelimit_store_conflicts, ratelimit_table_keys, request_duration, request_failures_total,
-    requests_in_flight, requests_total, Series,
+    breaker_rejected, breaker_state, breaker_transitions, canary_analysis, canary_evidence,
+    canary_shadow_verdict, canary_state, canary_transitions, canary_weight, fleet_last_sync,
+    fleet_state, fleet_sync_duration, fleet_syncs, grpc_requests_total,
+    ratelimit_cached_rejections, ratelimit_leases, ratelimit_overflow, ratelimit_requests,
+    ratelimit_rpc_duration, ratelimit_store_conflicts, ratelimit_table_keys, request_duration,
+    request_failures_total, requests_in_flight, requests_total, Series,
 };
 use meshguard_engine::{
     ByLabel, CanaryState, CodeClass, DefineIds, FleetMode, GrpcLabel, Ids, Phase, RateLimitOutcome,
@@ -95,6 +95,8 @@ pub struct JudgedIds {
     pub evidence: ByLabel<Signal, u32>,
     /// `canary_shadow_verdict`.
     pub shadow: u32,
+    /// `canary_analysis` of the analysis' method, with an analysis.
+    pub method: Option<u32>,
 }
 
 /// RED metric ids of one route (or of unmatched requests).
@@ -225,6 +227,7 @@ impl<H: Configuration> DefineIds<HostIds> for Definer<'_, H> {
         route: &str,
         variants: &[&str],
         fleet: bool,
+        method: Option<&str>,
     ) -> Result<RolloutIds, HostError> {
         let host = self.0;
         let gauge = |series: &Series| host.define_metric(MetricKind::Gauge, series);
@@ -248,6 +251,10 @@ impl<H: Configuration> DefineIds<HostIds> for Definer<'_, H> {
                         })?,
                         evidence: ByLabel::try_new(|s| gauge(&canary_evidence(route, v, s)))?,
                         shadow: gauge(&canary_shadow_verdict(route, v))?,
+                        method: match method {
+                            Some(m) => Some(gauge(&canary_analysis(route, v, m))?),
+                            None => None,
+                        },
                     })
                 };
                 Ok(CanaryIds {

@@ -280,6 +280,9 @@ impl Writes {
             }
         }
         self.value(j.shadow, u64::from(status.shadow));
+        if let Some(id) = j.method {
+            self.value(id, 1);
+        }
     }
 
     /// Gathers one RED sample: the in-flight gauge down, the request counted

@@ -10,6 +10,7 @@
 //! - this module: a worker's side ([`RolloutRuntime`]): its counts since its last
 //!   tick, the record it last read, and the split derived from it.
 
+pub mod detector;
 pub mod fleet;
 #[cfg(test)]
 mod fleet_sim;
@@ -25,7 +26,7 @@ use meshguard_config::canary::{slices, CompiledCanary};
 use meshguard_config::fleet::CompiledFleetService;
 use meshguard_config::rollout::CompiledRollout;
 
-use crate::decision::{Completion, Event, VariantStatus};
+use crate::decision::{Completion, Event, VariantStatus, VerdictInfo};
 use crate::metrics::{CanaryState, FleetMode, Signal};
 use crate::outcome::is_failure;
 use crate::store::{update, SharedStore};
@@ -230,26 +231,32 @@ impl RolloutRuntime {
     /// Every variant's status as the worker last read it.
     pub fn status(&self, rollout: &CompiledRollout) -> Vec<VariantStatus> {
         let view = self.view.borrow();
-        let alpha = rollout
+        let analysis = rollout
             .analysis
             .as_ref()
-            .map(|a| alpha_per_test(a, view.record.variants.len()));
+            .map(|a| (a, alpha_per_test(a, view.record.variants.len())));
         view.weights
             .iter()
             .enumerate()
             .map(|(v, &weight)| {
                 let judged = v.checked_sub(1).and_then(|i| view.record.variants.get(i));
                 let evidence = |s: Signal| {
-                    judged.zip(alpha).map_or(0, |(j, alpha)| match s {
-                        Signal::Errors => j.errors.permille(alpha),
-                        Signal::Slow => j.slow.permille(alpha),
-                    })
+                    judged
+                        .zip(analysis)
+                        .map_or(0, |(j, (a, alpha))| j.permille(s, a, alpha))
                 };
+                let started = view.record.started;
+                let secs = |ns: u64| ns.saturating_sub(started) / 1_000_000_000;
                 VariantStatus {
                     weight,
                     state: judged.map(|_| view.record.state(rollout, v)),
                     evidence: [evidence(Signal::Errors), evidence(Signal::Slow)],
                     shadow: judged.and_then(|j| j.verdict).is_some_and(|d| d.shadow),
+                    verdict: judged.and_then(|j| j.verdict).map(|d| VerdictInfo {
+                        cause: d.cause.key(),
+                        at_s: secs(d.at),
+                        since_s: (d.since > 0).then(|| secs(d.since)),
+                    }),
                 }
             })
             .collect()

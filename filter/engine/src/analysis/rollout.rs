@@ -7,14 +7,17 @@
 //! every other worker reads on its next tick.
 
 use meshguard_config::canary::CompiledCanary;
-use meshguard_config::rollout::{CompiledAnalysis, CompiledRollout};
+use meshguard_config::rollout::{CompiledAnalysis, CompiledRollout, Method};
 
+use super::detector::{log_threshold, Detector, WINDOW_NS};
 use super::gates::{below_floor, z_statistic};
 use super::mixture::Mixture;
 use crate::le::Reader;
 use crate::metrics::{CanaryState, Signal};
 
-const VERSION: u8 = 1;
+/// The record's layout: 2 added the change detectors (a version-1 record is
+/// read with fresh detectors).
+const VERSION: u8 = 2;
 
 /// Requests, errors and slow calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,7 +86,18 @@ impl Cause {
         })
     }
 
-    /// Its name in logs and the status document.
+    /// Its key in the status document.
+    pub fn key(self) -> &'static str {
+        match self {
+            Cause::Errors => "errors",
+            Cause::Slow => "slow",
+            Cause::SuccessRate => "success_rate",
+            Cause::ZTest => "z_test",
+            Cause::Manual => "manual",
+        }
+    }
+
+    /// Its name in logs.
     pub fn name(self) -> &'static str {
         match self {
             Cause::Errors => "errors",
@@ -104,6 +118,10 @@ pub struct Verdict {
     pub at: u64,
     /// Only reported (shadow mode): the variant keeps its weight.
     pub shadow: bool,
+    /// A changepoint verdict: the last time before it that the detector's
+    /// evidence was below 1, ns (an estimate of when the change began); 0 for
+    /// other causes.
+    pub since: u64,
 }
 
 /// One non-baseline variant's judgement.
@@ -115,12 +133,43 @@ pub struct Judged {
     pub errors: Mixture,
     /// The sequential test on slow calls.
     pub slow: Mixture,
+    /// The change detector on errors.
+    pub errors_cp: Detector,
+    /// The change detector on slow calls.
+    pub slow_cp: Detector,
     /// Everything it served since the rollout started.
     pub total: Counts,
     /// What it served in the success-rate gate's current interval.
     pub interval: Counts,
     /// Consecutive intervals below the success-rate floor.
     pub bad_intervals: u16,
+}
+
+impl Judged {
+    /// The natural log of the evidence on `signal` as `method` judges it: the
+    /// sequential test's e-value, or the change detector's.
+    pub fn log_evidence(&self, signal: Signal, method: Method) -> f64 {
+        match (method, signal) {
+            (Method::Test, Signal::Errors) => self.errors.log_e(),
+            (Method::Test, Signal::Slow) => self.slow.log_e(),
+            (Method::Changepoint, Signal::Errors) => self.errors_cp.log_m(),
+            (Method::Changepoint, Signal::Slow) => self.slow_cp.log_m(),
+        }
+    }
+
+    /// Progress of the evidence on `signal` towards its threshold, per mille.
+    pub fn permille(&self, signal: Signal, a: &CompiledAnalysis, alpha: f64) -> u32 {
+        match (a.method, signal) {
+            (Method::Test, Signal::Errors) => self.errors.permille(alpha),
+            (Method::Test, Signal::Slow) => self.slow.permille(alpha),
+            (Method::Changepoint, Signal::Errors) => {
+                self.errors_cp.permille(log_threshold(a.horizon_ns, alpha))
+            }
+            (Method::Changepoint, Signal::Slow) => {
+                self.slow_cp.permille(log_threshold(a.horizon_ns, alpha))
+            }
+        }
+    }
 }
 
 /// A rollout's shared state.
@@ -243,7 +292,7 @@ impl Record {
 
     /// Bytes for shared data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.variants.len() * 260);
+        let mut out = Vec::with_capacity(64 + self.variants.len() * 500);
         out.push(VERSION);
         out.extend_from_slice(&(self.variants.len() as u16).to_le_bytes());
         for n in [self.started, self.step_since, self.step_requests] {
@@ -270,6 +319,15 @@ impl Record {
             put_counts(&mut out, &j.total);
             put_counts(&mut out, &j.interval);
             out.extend_from_slice(&j.bad_intervals.to_le_bytes());
+            out.extend_from_slice(&j.verdict.map_or(0, |v| v.since).to_le_bytes());
+            for d in [&j.errors_cp, &j.slow_cp] {
+                for l in d.log_r {
+                    out.extend_from_slice(&l.to_bits().to_le_bytes());
+                }
+                out.extend_from_slice(&d.window.to_le_bytes());
+                out.extend_from_slice(&d.cusum.to_bits().to_le_bytes());
+                out.extend_from_slice(&d.calm.to_le_bytes());
+            }
         }
         out
     }
@@ -279,7 +337,8 @@ impl Record {
     /// version's): the caller starts afresh and says so.
     pub fn decode(bytes: &[u8], variants: usize) -> Option<Record> {
         let mut r = Reader::new(bytes);
-        if r.u8()? != VERSION || usize::from(r.u16()?) + 1 != variants {
+        let version = r.u8()?;
+        if !(1..=VERSION).contains(&version) || usize::from(r.u16()?) + 1 != variants {
             return None;
         }
         let mut rec = Record {
@@ -296,12 +355,13 @@ impl Record {
             let cause = r.u8()?;
             let shadow = r.u8()?;
             let at = r.u64()?;
-            let verdict = match cause {
+            let mut verdict = match cause {
                 0 => None,
                 c => Some(Verdict {
                     cause: Cause::from_code(c)?,
                     at,
                     shadow: shadow != 0,
+                    since: 0,
                 }),
             };
             let mut errors = Mixture::default();
@@ -314,13 +374,37 @@ impl Record {
                     }
                 }
             }
+            let total = read_counts(&mut r)?;
+            let interval = read_counts(&mut r)?;
+            let bad_intervals = r.u16()?;
+            let mut detectors = [Detector::default(); 2];
+            if version >= 2 {
+                let since = r.u64()?;
+                if let Some(v) = verdict.as_mut() {
+                    v.since = since;
+                }
+                for d in &mut detectors {
+                    for l in d.log_r.iter_mut() {
+                        *l = f64::from_bits(r.u64()?);
+                    }
+                    d.window = r.u64()?;
+                    d.cusum = f64::from_bits(r.u64()?);
+                    d.calm = r.u64()?;
+                    if !d.valid() {
+                        return None;
+                    }
+                }
+            }
+            let [errors_cp, slow_cp] = detectors;
             rec.variants.push(Judged {
                 verdict,
                 errors,
                 slow,
-                total: read_counts(&mut r)?,
-                interval: read_counts(&mut r)?,
-                bad_intervals: r.u16()?,
+                errors_cp,
+                slow_cp,
+                total,
+                interval,
+                bad_intervals,
             });
         }
         r.done().then_some(rec)
@@ -374,6 +458,7 @@ pub fn fold(
                     cause: Cause::Manual,
                     at: now,
                     shadow: false,
+                    since: 0,
                 });
                 *r = Some("rollback: true in the config".into());
             }
@@ -383,9 +468,13 @@ pub fn fold(
         let since = now.saturating_sub(rec.started);
         let gate_interval = a.success_rate.map(|g| since / g.interval_ns.max(1));
         let z_interval = a.z_test.map(|g| since / g.interval_ns.max(1));
+        let alpha = alpha_per_test(a, rec.variants.len());
         let ctx = Ctx {
             a,
-            alpha: alpha_per_test(a, rec.variants.len()),
+            alpha,
+            log_a: log_threshold(a.horizon_ns, alpha),
+            now,
+            started: rec.started,
             base,
             baseline: rec.baseline,
             gate_rolled: gate_interval.is_some_and(|k| k != rec.gate_interval),
@@ -399,7 +488,7 @@ pub fn fold(
                 continue;
             }
             let b = batch.get(i + 1).copied().unwrap_or_default();
-            let Some((cause, reason)) = j.judge(&ctx, &b) else {
+            let Some((cause, reason, since)) = j.judge(&ctx, &b) else {
                 continue;
             };
             if j.verdict.is_some() {
@@ -409,6 +498,7 @@ pub fn fold(
                 cause,
                 at: now,
                 shadow: a.shadow,
+                since,
             });
             if a.shadow {
                 changes.push(Change::Shadow {
@@ -457,6 +547,12 @@ struct Ctx<'a> {
     a: &'a CompiledAnalysis,
     /// Each sequential test's share of alpha.
     alpha: f64,
+    /// `ln A`, the change detectors' threshold for that share.
+    log_a: f64,
+    /// When the batch is folded, ns.
+    now: u64,
+    /// When the rollout started, ns.
+    started: u64,
     /// The baseline's part of this batch.
     base: Counts,
     /// Everything the baseline served, this batch included.
@@ -470,33 +566,21 @@ struct Ctx<'a> {
 impl Judged {
     /// Adds batch `b` to the sequential tests and the gates; the cause of a verdict
     /// and its reason (the statistic and the counts), if one is reached.
-    fn judge(&mut self, ctx: &Ctx<'_>, b: &Counts) -> Option<(Cause, String)> {
+    fn judge(&mut self, ctx: &Ctx<'_>, b: &Counts) -> Option<(Cause, String, u64)> {
         let (a, base, baseline) = (ctx.a, &ctx.base, &ctx.baseline);
         self.errors.update(b.n, b.errors, base.n, base.errors);
         self.slow.update(b.n, b.slow, base.n, base.slow);
+        self.errors_cp
+            .update(ctx.now, b.n, b.errors, base.n, base.errors);
+        self.slow_cp.update(ctx.now, b.n, b.slow, base.n, base.slow);
         let mut total = self.total;
         total.add(b);
         let ready = total.n >= a.min_requests;
-        let mut found: Option<(Cause, String)> = None;
+        let mut found: Option<(Cause, String, u64)> = None;
         if a.sequential && ready {
-            let slow = a.slow_ns.map(|_| (Signal::Slow, &self.slow, Cause::Slow));
-            let tests = std::iter::once((Signal::Errors, &self.errors, Cause::Errors)).chain(slow);
-            found = tests
-                .filter(|(_, m, _)| m.rejects(ctx.alpha))
-                .map(|(signal, m, cause)| {
-                    let reason = format!(
-                        "{}: e-value {} reached 1/alpha = {:.0} after {} requests with {} {} (baseline {} with {})",
-                        cause.name(),
-                        e_value(m.log_e()),
-                        1.0 / ctx.alpha,
-                        total.n,
-                        total.of(signal),
-                        signal_noun(signal),
-                        baseline.n,
-                        baseline.of(signal),
-                    );
-                    (cause, reason)
-                })
+            let signals = std::iter::once(Signal::Errors).chain(a.slow_ns.map(|_| Signal::Slow));
+            found = signals
+                .filter_map(|signal| self.sequential(ctx, signal, &total))
                 .next();
         }
         if let Some(g) = a.success_rate {
@@ -518,6 +602,7 @@ impl Judged {
                             self.interval.errors,
                             self.interval.n
                         ),
+                        0,
                     ));
                 }
                 self.interval = Counts::default();
@@ -533,10 +618,84 @@ impl Judged {
                         "z-test gate: z = {z:.2} > {} ({} of {} failed, baseline {} of {})",
                         g.z, total.errors, total.n, baseline.errors, baseline.n
                     ),
+                    0,
                 ));
             }
         }
         found
+    }
+}
+
+impl Judged {
+    /// The sequential evidence on `signal` as the analysis' method judges it:
+    /// the verdict's cause, its reason (the statistic, the method, the window
+    /// that decided, the counts) and, for a change detector, when the
+    /// evidence began growing (ns), once it reached its threshold.
+    fn sequential(
+        &self,
+        ctx: &Ctx<'_>,
+        signal: Signal,
+        total: &Counts,
+    ) -> Option<(Cause, String, u64)> {
+        let cause = match signal {
+            Signal::Errors => Cause::Errors,
+            Signal::Slow => Cause::Slow,
+        };
+        let secs = |ns: u64| ns.saturating_sub(ctx.started) / 1_000_000_000;
+        let (statistic, since) = match ctx.a.method {
+            Method::Test => {
+                let m = match signal {
+                    Signal::Errors => &self.errors,
+                    Signal::Slow => &self.slow,
+                };
+                if !m.rejects(ctx.alpha) {
+                    return None;
+                }
+                let s = format!(
+                    "e-value {} reached 1/alpha = {:.0}",
+                    e_value(m.log_e()),
+                    1.0 / ctx.alpha
+                );
+                (s, 0)
+            }
+            Method::Changepoint => {
+                let d = match signal {
+                    Signal::Errors => &self.errors_cp,
+                    Signal::Slow => &self.slow_cp,
+                };
+                if !d.alarms(ctx.log_a) {
+                    return None;
+                }
+                let s = format!(
+                    "e-detector {} reached horizon/alpha = {}",
+                    e_value(d.log_m()),
+                    e_value(ctx.log_a)
+                );
+                // The change began after the CUSUM's last calm window.
+                let since = match d.calm {
+                    0 => 0,
+                    w => w.saturating_add(1).saturating_mul(WINDOW_NS),
+                };
+                (s, since)
+            }
+        };
+        let growing = if since > 0 {
+            format!(", evidence growing since {} s", secs(since))
+        } else {
+            String::new()
+        };
+        let reason = format!(
+            "{}: {statistic} after {} requests with {} {} (baseline {} with {}); method {}, window {} s into the rollout{growing}",
+            cause.name(),
+            total.n,
+            total.of(signal),
+            signal_noun(signal),
+            ctx.baseline.n,
+            ctx.baseline.of(signal),
+            ctx.a.method.name(),
+            secs(ctx.now),
+        );
+        Some((cause, reason, since))
     }
 }
 

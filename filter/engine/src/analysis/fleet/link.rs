@@ -235,6 +235,7 @@ mod tests {
             cause: Cause::Errors,
             at: 3,
             shadow: false,
+            since: 0,
         });
         l.fleet = Some(fleet);
         l.local.baseline.n = 40;

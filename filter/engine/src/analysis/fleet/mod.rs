@@ -190,6 +190,7 @@ pub fn compose(link: &Link, rollout: &CompiledRollout, now: u64) -> Record {
                 cause: Cause::Manual,
                 at: now,
                 shadow: false,
+                since: 0,
             });
         }
     }

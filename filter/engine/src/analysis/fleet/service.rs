@@ -127,6 +127,7 @@ fn adopt_local(
             cause,
             at: now,
             shadow,
+            since: 0,
         });
         let reason = format!(
             "{}: judged by {} on its own counts while the fleet service was unreachable",

@@ -414,6 +414,7 @@ fn an_older_answer_never_takes_a_verdict_or_a_step_back() {
         cause: Cause::Errors,
         at: 1,
         shadow: false,
+        since: 0,
     });
     let older = Record::new(2);
     let (kept, v) = merge(Some(rec.clone()), 9, older.clone(), 7);
@@ -502,11 +503,13 @@ fn a_verdict_acted_on_wins_over_a_shadow_one_in_either_order() {
         cause: Cause::Manual,
         at: 1,
         shadow: false,
+        since: 0,
     };
     let shadow = Verdict {
         cause: Cause::Errors,
         at: 2,
         shadow: true,
+        since: 0,
     };
     let mut a = Record::new(2);
     a.variants[0].verdict = Some(acted);
@@ -516,4 +519,96 @@ fn a_verdict_acted_on_wins_over_a_shadow_one_in_either_order() {
     assert_eq!(newer_shadow.variants[0].verdict, Some(acted));
     let (newer_acted, _) = merge(Some(b), 1, a, 2);
     assert_eq!(newer_acted.variants[0].verdict, Some(acted));
+}
+
+/// Seconds from the canary's turn to the fleet's verdict, folding four Envoys'
+/// batches of one second each as the service does; errors spread evenly (1 in
+/// 1,000 at the baseline, 1 in `canary_every` on the canary from `turn` on).
+fn fleet_seconds_to_verdict(method: &str, turn: u64, canary_every: u64) -> (u64, Verdict) {
+    let spec = format!(
+        r#"{{"schemaVersion":1,"routes":[{{"name":"web","canary":{{
+        "variants":[{{"name":"stable","weight":9500}},{{"name":"canary","weight":500}}],
+        "revision":"r1","analysis":{{"method":"{method}","minRequests":20}}}}}}]}}"#
+    );
+    let (_, policy) = meshguard_config::rollout::compile_fleet_spec(spec.as_bytes()).unwrap();
+    let rollout = policy.rollout.clone().unwrap();
+    let mut rec = Record::new(2);
+    let mut seqs = HashMap::new();
+    let (mut base_n, mut canary_n, mut canary_bad) = (0u64, 0u64, 0u64);
+    for second in 1..=turn + 600 {
+        let now = T0 + second * SEC;
+        let mut batches = Vec::new();
+        let mut all = Vec::new();
+        for envoy in 1..=4u64 {
+            // 250 req/s through each Envoy, 5% (12 or 13) to the canary.
+            let c = if envoy == 1 { 13 } else { 12 };
+            let b = 250 - c;
+            let b_errors = (base_n + b) / 1000 - base_n / 1000;
+            base_n += b;
+            let c_errors = if second > turn {
+                let e = (canary_bad + c) / canary_every - canary_bad / canary_every;
+                canary_bad += c;
+                e
+            } else {
+                let e = (canary_n + c) / 1000 - canary_n / 1000;
+                canary_n += c;
+                e
+            };
+            all.push((
+                envoy,
+                vec![
+                    Counts {
+                        n: b,
+                        errors: b_errors,
+                        slow: 0,
+                    },
+                    Counts {
+                        n: c,
+                        errors: c_errors,
+                        slow: 0,
+                    },
+                ],
+            ));
+        }
+        for (envoy, counts) in &all {
+            batches.push(service::Batch {
+                envoy: *envoy,
+                name: "envoy",
+                seq: second,
+                counts,
+                local: &[],
+            });
+        }
+        service::fold_batches(&mut rec, &mut seqs, &rollout, &batches, now);
+        if let Some(v) = rec.variants[0].verdict {
+            assert!(second > turn, "{method}: a false rollback at {second} s");
+            return (second - turn, v);
+        }
+    }
+    panic!("{method}: no verdict 10 minutes after the turn");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_fleet_fold_catches_a_late_change_with_the_change_detector_as_fast_as_a_fresh_one() {
+    // The canary fails 1 in 20 (5%) against 1 in 1,000.
+    let (fresh, _) = fleet_seconds_to_verdict("changepoint", 0, 20);
+    let (late, v) = fleet_seconds_to_verdict("changepoint", 1_800, 20);
+    let (test_late, _) = fleet_seconds_to_verdict("test", 1_800, 20);
+    eprintln!("fleet: changepoint fresh {fresh} s, after 30 min {late} s; test after 30 min {test_late} s");
+    assert!(
+        late <= fresh + 2,
+        "changepoint: {late} s late, {fresh} s fresh"
+    );
+    assert!(
+        test_late > late,
+        "the test decays while healthy: {test_late} s, changepoint {late} s"
+    );
+    assert_eq!(v.cause, Cause::Errors);
+    // The onset estimate: within a few seconds of the turn.
+    let turn = T0 + 1_800 * SEC;
+    assert!(
+        v.since >= turn - 5 * SEC && v.since <= turn + 5 * SEC,
+        "since {} s from the turn",
+        (v.since as i64 - turn as i64) / SEC as i64
+    );
 }

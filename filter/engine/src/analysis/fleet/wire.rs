@@ -1,16 +1,19 @@
 //! The fleet API's messages (`meshguard.fleet.v1`) to and from the engine's own
 //! types: a stored [`Record`] becomes the [`RolloutState`] the service answers
 //! with, and an Envoy turns that answer back into a record it routes by (a
-//! mirror: its step, verdicts and totals are the fleet's; each sequential
-//! test's evidence is kept as its log e-value, which is all the status shows).
+//! mirror: its step, verdicts and totals are the fleet's; each signal's
+//! evidence is kept as its log, as the analysis' method judges it, which is all
+//! the status shows).
 
 use meshguard_config::canary::CompiledCanary;
-use meshguard_config::rollout::CompiledRollout;
+use meshguard_config::rollout::{CompiledRollout, Method};
 use meshguard_rls_proto::fleet::{self as pb, RolloutState, VariantState};
 
+use crate::analysis::detector::Detector;
 use crate::analysis::mixture::Mixture;
 use crate::analysis::rollout::{Cause, Counts, Judged, Record, Verdict};
 use crate::metrics::CanaryState;
+use crate::metrics::Signal;
 
 /// The proto's counts.
 pub fn counts_to_pb(c: &Counts) -> pb::Counts {
@@ -87,9 +90,10 @@ pub fn state_of(
                 verdict_at_ns: j.verdict.map_or(0, |v| v.at),
                 shadow: j.verdict.is_some_and(|v| v.shadow),
                 total: Some(counts_to_pb(&j.total)),
-                log_e_errors: j.errors.log_e(),
-                log_e_slow: j.slow.log_e(),
+                log_e_errors: j.log_evidence(Signal::Errors, method(rollout)),
+                log_e_slow: j.log_evidence(Signal::Slow, method(rollout)),
                 decided_by: decided_by.get(i).cloned().unwrap_or_default(),
+                verdict_since_ns: j.verdict.map_or(0, |v| v.since),
             })
             .collect(),
         weights: rec.weights(policy, rollout),
@@ -118,9 +122,12 @@ pub fn mirror(state: &RolloutState, variants: usize) -> Option<Record> {
                     cause,
                     at: v.verdict_at_ns,
                     shadow: v.shadow,
+                    since: v.verdict_since_ns,
                 }),
                 errors: evidence(v.log_e_errors),
                 slow: evidence(v.log_e_slow),
+                errors_cp: detected(v.log_e_errors),
+                slow_cp: detected(v.log_e_slow),
                 total: counts_from_pb(v.total.as_ref()),
                 ..Judged::default()
             })
@@ -136,6 +143,20 @@ fn evidence(log_e: f64) -> Mixture {
     Mixture {
         llr: [l; crate::analysis::mixture::GRID.len()],
     }
+}
+
+/// A change detector whose evidence is `exp(log_m)`, as [`evidence`] does for
+/// the test (whichever the method, the status reads the one it judges by).
+fn detected(log_m: f64) -> Detector {
+    let l = if log_m.is_nan() { 0.0 } else { log_m };
+    Detector {
+        log_r: [l; crate::analysis::mixture::GRID.len()],
+        ..Detector::default()
+    }
+}
+
+fn method(rollout: &CompiledRollout) -> Method {
+    rollout.analysis.as_ref().map_or(Method::Test, |a| a.method)
 }
 
 #[cfg(test)]
@@ -178,6 +199,7 @@ mod tests {
             cause: Cause::Errors,
             at: 42,
             shadow: false,
+            since: 0,
         });
         let state = state_of(&rec, &p, &r, &["envoy-1".into()]);
         assert_eq!(state.weights, vec![10_000, 0]);

@@ -101,6 +101,7 @@ fn every_verdict_cause_survives_the_record_encoding() {
             cause,
             at: 7,
             shadow: true,
+            since: 0,
         });
         let decoded = Record::decode(&rec.encode(), 2);
         assert_eq!(
@@ -149,6 +150,7 @@ fn records_round_trip_and_anything_else_reads_as_none() {
         cause: Cause::Errors,
         at: 1,
         shadow: false,
+        since: 0,
     });
     let mut b = bad_cause.encode();
     let cause_at = 1 + 2 + 3 * 8 + 2 + 3 * 8 + 2 * 8;
@@ -554,4 +556,118 @@ fn a_failing_success_rate_interval_holds_the_ramp() {
     // A good interval clears it, and the ramp moves on.
     let moved = fold(&mut rec, &r, &[counts(95, 0), counts(10, 0)], T0 + 2 * SEC);
     assert_eq!(steps(&moved), 1, "{moved:?}");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_version_1_record_is_read_with_fresh_detectors() {
+    let (_, r) = policy(TWO, r#""analysis":{"method":"changepoint"}"#);
+    let mut rec = Record::new(2);
+    let mut at = T0;
+    run(&mut rec, &r, &[counts(95, 1), counts(5, 1)], 40, &mut at);
+    assert!(rec.variants[0].errors_cp.window > 0);
+    let v2 = rec.encode();
+    // Version 1 ended each variant before the verdict's `since` and the two
+    // detectors (12 logs, the window, the CUSUM and its calm window each).
+    let extra = 8 + 2 * (12 * 8 + 3 * 8);
+    let mut v1 = v2[..v2.len() - extra].to_vec();
+    v1[0] = 1;
+    let old = Record::decode(&v1, 2).expect("a version-1 record reads");
+    assert_eq!(old.variants[0].errors, rec.variants[0].errors);
+    assert_eq!(old.variants[0].total, rec.variants[0].total);
+    assert_eq!(old.variants[0].errors_cp, Detector::default());
+    // A detector that this code cannot have written reads as no record.
+    let mut broken = rec.clone();
+    broken.variants[0].slow_cp.cusum = f64::NAN;
+    assert_eq!(Record::decode(&broken.encode(), 2), None);
+    let mut since = rec.clone();
+    since.variants[0].verdict = Some(Verdict {
+        cause: Cause::Errors,
+        at: 9,
+        shadow: false,
+        since: 4 * SEC,
+    });
+    assert_eq!(Record::decode(&since.encode(), 2), Some(since));
+}
+
+/// Feeds one batch a second: `healthy` seconds with both failing 0.1%, then the
+/// canary failing `rate`; the seconds from the change to the verdict.
+fn late_verdict(method: &str, healthy: u64, rate_per_mille: u64) -> Option<(u64, String)> {
+    let (_, r) = policy(TWO, &format!(r#""analysis":{{"method":"{method}"}}"#));
+    let mut rec = Record::new(2);
+    let mut at = T0;
+    for t in 0..healthy + 3_600 {
+        let canary_errors = if t < healthy {
+            0
+        } else {
+            50 * rate_per_mille / 1_000
+        };
+        // Deterministic counts: 950 baseline requests with 1 error, 50 canary.
+        let changes = fold(
+            &mut rec,
+            &r,
+            &[counts(950, 1), counts(50, canary_errors)],
+            at,
+        );
+        at += SEC;
+        if let Some(Change::State { reason, .. }) = changes.first() {
+            return Some((t.saturating_sub(healthy), reason.clone()));
+        }
+    }
+    None
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_late_change_is_caught_by_the_change_detector_as_fast_as_a_fresh_one() {
+    // The canary fails 4% (2 of its 50 requests a second) after being healthy.
+    let (fresh, _) = late_verdict("changepoint", 0, 40).unwrap();
+    let (late, reason) = late_verdict("changepoint", 1_800, 40).unwrap();
+    assert!(late <= fresh + 2, "fresh {fresh} s, after 30 min {late} s");
+    assert!(reason.contains("e-detector"), "{reason}");
+    assert!(reason.contains("method changepoint, window 18"), "{reason}");
+    assert!(reason.contains("evidence growing since 1800 s"), "{reason}");
+    // The test over the whole rollout slows down with the healthy time.
+    let (test_fresh, r) = late_verdict("test", 0, 40).unwrap();
+    let (test_late, _) = late_verdict("test", 1_800, 40).unwrap();
+    assert!(
+        test_late > 3 * test_fresh.max(1),
+        "test: fresh {test_fresh} s, late {test_late} s"
+    );
+    assert!(r.contains("method test, window "), "{r}");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn the_change_detector_judges_slow_calls_too_and_the_status_reads_its_progress() {
+    let (_, r) = policy(
+        TWO,
+        r#""analysis":{"method":"changepoint","slowCallMs":100,"horizonSeconds":600}"#,
+    );
+    let a = r.analysis.as_ref().unwrap();
+    assert_eq!(a.horizon_ns, 600 * SEC);
+    let mut rec = Record::new(2);
+    let mut at = T0;
+    let mut verdict = None;
+    for _ in 0..600 {
+        let b = [
+            Counts {
+                n: 950,
+                errors: 0,
+                slow: 1,
+            },
+            Counts {
+                n: 50,
+                errors: 0,
+                slow: 5,
+            },
+        ];
+        if let Some(Change::State { reason, .. }) = fold(&mut rec, &r, &b, at).first() {
+            verdict = Some(reason.clone());
+            break;
+        }
+        at += SEC;
+    }
+    let reason = verdict.expect("slow calls are judged");
+    assert!(reason.starts_with("slow calls: e-detector"), "{reason}");
+    let j = &rec.variants[0];
+    assert_eq!(j.permille(Signal::Slow, a, alpha_per_test(a, 1)), 1000);
+    assert!(j.permille(Signal::Errors, a, alpha_per_test(a, 1)) < 1000);
 }
