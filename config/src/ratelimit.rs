@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use crate::fingerprint::fingerprint;
-use crate::names::{check_header_name, check_name};
+use crate::names::{check_header_name, check_name, check_param_name};
 use crate::problem::{bounded_list, exactly_one, in_range, join, Problems};
 use crate::raw::{Descriptor, FailureMode, Limit, RateLimit, RateLimitService};
 
@@ -46,6 +46,10 @@ pub enum KeyPart {
     Route,
     /// A constant.
     Constant(Vec<u8>),
+    /// A cookie, by name.
+    Cookie(String),
+    /// A query parameter, by name.
+    Query(String),
 }
 
 /// Most hits a global policy's lease asks for at once.
@@ -141,6 +145,7 @@ pub fn default_entry_key(part: &KeyPart) -> &str {
         KeyPart::Method => "method",
         KeyPart::Route => "route",
         KeyPart::Constant(_) => "generic_key",
+        KeyPart::Cookie(name) | KeyPart::Query(name) => name,
     }
 }
 
@@ -190,10 +195,11 @@ fn bucket(l: &Limit, path: &str, p: &mut Problems) -> (u64, u64) {
         "second" => 1_000_000_000,
         "minute" => 60_000_000_000,
         "hour" => 3_600_000_000_000,
+        "day" => 86_400_000_000_000,
         other => {
             p.push(
                 join(path, "per"),
-                format!("must be second, minute or hour, got {other:?}"),
+                format!("must be second, minute, hour or day, got {other:?}"),
             );
             1_000_000_000
         }
@@ -377,6 +383,8 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
         ("method", d.method),
         ("route", d.route),
         ("constant", d.constant.is_some()),
+        ("cookie", d.cookie.is_some()),
+        ("query", d.query.is_some()),
     ];
     exactly_one(path, &choices, p)?;
     if let Some(ca) = &d.client_address {
@@ -396,6 +404,12 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
             }
         };
     }
+    if let Some(name) = &d.cookie {
+        return param_name(name, "cookie", "cookie", path, p).map(KeyPart::Cookie);
+    }
+    if let Some(name) = &d.query {
+        return param_name(name, "query", "query parameter", path, p).map(KeyPart::Query);
+    }
     if let Some(c) = &d.constant {
         if c.is_empty() {
             p.push(join(path, "constant"), "must not be empty");
@@ -410,6 +424,17 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
     } else {
         KeyPart::Route
     })
+}
+
+/// `name` if it can name a cookie or query parameter, else a problem at `field`.
+fn param_name(name: &str, field: &str, kind: &str, path: &str, p: &mut Problems) -> Option<String> {
+    match check_param_name(name, kind) {
+        Ok(()) => Some(name.to_owned()),
+        Err(e) => {
+            p.push(join(path, field), e);
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -81,8 +81,11 @@ pub fn headers_read(config: &CompiledConfig) -> BTreeSet<String> {
                 KeyPart::Header(h) => {
                     names.insert(h.clone());
                 }
-                KeyPart::Path => {
+                KeyPart::Path | KeyPart::Query(_) => {
                     names.insert(":path".into());
+                }
+                KeyPart::Cookie(_) => {
+                    names.insert("cookie".into());
                 }
                 KeyPart::Method => {
                     names.insert(":method".into());

@@ -235,6 +235,57 @@ async fn two_clients_have_independent_budgets() {
     assert_eq!(codes_b, vec![200, 200, 200, 429]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cookie_and_a_query_parameter_key_their_own_daily_budgets_and_a_missing_one_skips_the_policy(
+) {
+    let (up, envoy) = start(
+        r#"{"name":"per-tenant-plan","key":[{"cookie":"tenant"},{"query":"plan"}],"limit":{"burst":2,"rate":1,"per":"day"}}"#,
+    );
+    let client = from("127.0.0.1");
+    let base = envoy.url("");
+    let codes = |cookie: &'static str, path: &'static str, n: usize| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let mut req = Req::get(path);
+                if !cookie.is_empty() {
+                    req = req.header("cookie", cookie);
+                }
+                out.push(send(&client, &base, &req).await.status);
+            }
+            out
+        }
+    };
+    assert_eq!(
+        codes("sid=1; tenant=a", "/?plan=x", 3).await,
+        vec![200, 200, 429]
+    );
+    // The same tenant and plan however the cookie and the query are written.
+    assert_eq!(
+        codes("tenant=a; sid=2", "/other?y=1&plan=%78", 1).await,
+        vec![429]
+    );
+    assert_eq!(codes("tenant=b", "/?plan=x", 2).await, vec![200, 200]);
+    assert_eq!(codes("tenant=a", "/?plan=y", 1).await, vec![200]);
+    // Without the cookie or the parameter the policy does not apply.
+    assert_eq!(codes("", "/?plan=x", 4).await, vec![200; 4]);
+    assert_eq!(codes("tenant=a", "/", 4).await, vec![200; 4]);
+    // One token a day: the next one comes in a day.
+    let r = send(
+        &client,
+        &base,
+        &Req::get("/?plan=x").header("cookie", "tenant=a"),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((86_300..=86_400).contains(&retry), "retry-after {retry}");
+    assert_eq!(counter(&envoy, "per-tenant-plan", "allowed"), 5);
+    assert_eq!(counter(&envoy, "per-tenant-plan", "limited"), 3);
+    assert_eq!(up.requests(), 13);
+}
+
 /// 1,000 requests from one connection with 1,000 random X-Forwarded-For values:
 /// admitted as `burst` (one bucket) or as every request (a bucket per XFF value).
 async fn admitted_with_random_xff(hcm: serde_json::Value) -> u32 {
@@ -361,7 +412,7 @@ fn envoy_refuses_malformed_policies_with_their_paths() {
     let bad = config(
         r#"{"name":"a","limit":{"burst":0,"rate":5,"per":"second"}},
            {"name":"b","limit":{"burst":5,"rate":0,"per":"fortnight"}},
-           {"name":"c","key":[{"cookie":"x"}],"limit":{"burst":5,"rate":5,"per":"second"}}"#,
+           {"name":"c","key":[{"jwtClaim":"x"}],"limit":{"burst":5,"rate":5,"per":"second"}}"#,
     );
     let b = Bootstrap::new(&bad).cluster("api", "127.0.0.1:9".parse().unwrap());
     let (status, log) = Envoy::run_expecting_exit(&b, Duration::from_secs(60));
@@ -369,21 +420,24 @@ fn envoy_refuses_malformed_policies_with_their_paths() {
     // A shape error (unknown descriptor) stops parsing before semantic checks.
     assert!(
         log.contains(
-            "meshguard: invalid configuration: rateLimits[2].key[0].cookie: unknown field `cookie`"
+            "meshguard: invalid configuration: rateLimits[2].key[0].jwtClaim: unknown field `jwtClaim`"
         ),
         "{log}"
     );
     let semantic = config(
         r#"{"name":"a","limit":{"burst":0,"rate":5,"per":"second"}},
-           {"name":"b","limit":{"burst":5,"rate":0,"per":"fortnight"}}"#,
+           {"name":"b","limit":{"burst":5,"rate":0,"per":"fortnight"}},
+           {"name":"c","key":[{"cookie":"a;b"},{"query":""}],"limit":{"burst":5,"rate":5,"per":"day"}}"#,
     );
     let b = Bootstrap::new(&semantic).cluster("api", "127.0.0.1:9".parse().unwrap());
     let (status, log) = Envoy::run_expecting_exit(&b, Duration::from_secs(60));
     assert!(!status.success());
     for line in [
         "rateLimits[0].limit.burst: must be 1 to 1000000000, got 0",
-        "rateLimits[1].limit.per: must be second, minute or hour, got \"fortnight\"",
+        "rateLimits[1].limit.per: must be second, minute, hour or day, got \"fortnight\"",
         "rateLimits[1].limit.rate: must be 1 to 1000000000, got 0",
+        "rateLimits[2].key[0].cookie: \"a;b\" is not a usable cookie name",
+        "rateLimits[2].key[1].query: \"\" is not a usable query parameter name",
     ] {
         assert!(
             log.contains(&format!("meshguard: invalid configuration: {line}")),

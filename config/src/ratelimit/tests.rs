@@ -1,3 +1,4 @@
+use crate::ratelimit::KeyPart;
 use crate::{load_json, Problem};
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -38,6 +39,31 @@ fn a_complete_policy_compiles_with_derived_numbers() {
     assert_eq!(r.window_s, 120_000); // 100 tokens at 20 minutes each
     assert_eq!(r.max_keys, 50);
     assert!(r.shadow);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_daily_limit_keyed_by_cookie_and_query_compiles() {
+    let c = load_json(
+        br#"{"schemaVersion":1,"rateLimits":[{"name":"daily","key":[{"cookie":"tenant"},{"query":"plan"}],
+             "limit":{"burst":1000,"rate":1000,"per":"day"}}]}"#,
+    )
+    .unwrap();
+    let d = &c.rate_limits[0];
+    assert_eq!(d.interval_ns, 86_400_000_000);
+    assert_eq!(d.window_s, 86_400);
+    assert_eq!(
+        d.key,
+        vec![
+            KeyPart::Cookie("tenant".into()),
+            KeyPart::Query("plan".into())
+        ]
+    );
+    // The most a day can hold keeps its numbers in range.
+    let max = load_json(
+        br#"{"schemaVersion":1,"rateLimits":[{"name":"m","limit":{"burst":1000000000,"rate":1,"per":"day"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(max.rate_limits[0].window_s, 86_400_000_000_000);
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -92,21 +118,29 @@ fn negative_rate_is_refused_with_its_path() {
 fn bad_period_is_refused() {
     assert_eq!(
         policy(r#""limit":{"burst":5,"rate":5,"per":"fortnight"}"#),
-        vec!["rateLimits[0].limit.per: must be second, minute or hour, got \"fortnight\""]
+        vec!["rateLimits[0].limit.per: must be second, minute, hour or day, got \"fortnight\""]
     );
 }
 
 #[wasm_bindgen_test(unsupported = test)]
 fn unknown_descriptor_is_refused() {
-    let got = policy(&format!(r#""key":[{{"cookie":"x"}}],{LIMIT}"#));
+    let got = policy(&format!(r#""key":[{{"jwtClaim":"x"}}],{LIMIT}"#));
     assert_eq!(got.len(), 1);
     assert!(
-        got[0].starts_with("rateLimits[0].key[0].cookie: unknown field `cookie`"),
+        got[0].starts_with("rateLimits[0].key[0].jwtClaim: unknown field `jwtClaim`"),
         "{got:?}"
     );
     assert_eq!(
         policy(&format!(r#""key":[{{}}],{LIMIT}"#)),
-        vec!["rateLimits[0].key[0]: give exactly one of clientAddress, header, path, method, route, constant; got none"]
+        vec!["rateLimits[0].key[0]: give exactly one of clientAddress, header, path, method, route, constant, cookie, query; got none"]
+    );
+    assert_eq!(
+        policy(&format!(r#""key":[{{"cookie":"a;b"}},{{"query":""}},{{"cookie":"s","query":"q"}}],{LIMIT}"#)),
+        vec![
+            "rateLimits[0].key[0].cookie: \"a;b\" is not a usable cookie name",
+            "rateLimits[0].key[1].query: \"\" is not a usable query parameter name",
+            "rateLimits[0].key[2]: give exactly one of clientAddress, header, path, method, route, constant, cookie, query; got cookie, query",
+        ]
     );
     assert_eq!(
         policy(&format!(r#""key":[{{"header":"X-Api-Key"}},{{"constant":""}},{{"clientAddress":{{"ipv6Prefix":0}}}}],{LIMIT}"#)),

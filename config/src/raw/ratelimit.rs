@@ -64,8 +64,15 @@ pub struct Descriptor {
     /// A fixed value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constant: Option<String>,
+    /// A cookie's value, by the cookie's name (from the `Cookie` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// A query parameter's first value, percent-decoded, by the parameter's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// For global policies: the descriptor entry's key (defaults: `remote_address`,
-    /// the header's name, `path`, `method`, `route`, `generic_key`).
+    /// the header's name, `path`, `method`, `route`, `generic_key`, the cookie's
+    /// name, the query parameter's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub descriptor_key: Option<String>,
 }
@@ -92,7 +99,7 @@ pub struct Limit {
     pub burst: u64,
     /// Tokens added per `per` (at least 1).
     pub rate: u64,
-    /// `second`, `minute` or `hour`.
+    /// `second`, `minute`, `hour` or `day`.
     pub per: String,
 }
 

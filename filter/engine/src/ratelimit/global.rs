@@ -25,6 +25,7 @@ use prost::Message;
 
 use super::key::masked_address;
 use crate::canary::parse_source_address;
+use crate::params::{cookie, query};
 use crate::view::RequestView;
 
 /// Keys a worker remembers per global policy.
@@ -336,6 +337,8 @@ pub fn entries(
                 KeyPart::Method => entry_value(req.header(":method")?),
                 KeyPart::Route => route.to_string(),
                 KeyPart::Constant(c) => entry_value(c),
+                KeyPart::Cookie(name) => entry_value(cookie(req.header("cookie")?, name)?),
+                KeyPart::Query(name) => entry_value(&query(req.header(":path")?, name)?),
             };
             Some((key.clone(), value))
         })

@@ -6,6 +6,7 @@ use meshguard_config::matcher::path_only;
 use meshguard_config::ratelimit::KeyPart;
 
 use crate::canary::parse_source_address;
+use crate::params::{cookie, query};
 use crate::RequestView;
 
 /// The key bytes for `parts`, or `None` when a part is missing (the policy then
@@ -27,6 +28,8 @@ pub fn build_key(parts: &[KeyPart], route: &str, req: &mut impl RequestView) -> 
             KeyPart::Method => push(req.header(":method")?),
             KeyPart::Route => push(route.as_bytes()),
             KeyPart::Constant(c) => push(c),
+            KeyPart::Cookie(name) => push(cookie(req.header("cookie")?, name)?),
+            KeyPart::Query(name) => push(&query(req.header(":path")?, name)?),
         }
     }
     Some(key)
@@ -143,6 +146,41 @@ mod tests {
         )
         .unwrap();
         assert_ne!(a, c);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn cookie_and_query_parts_key_by_their_value_and_skip_the_policy_when_missing() {
+        let parts = vec![
+            KeyPart::Cookie("team".into()),
+            KeyPart::Query("plan".into()),
+        ];
+        let key = |cookie: &'static [u8], path: &'static [u8]| {
+            build_key(
+                &parts,
+                "r",
+                &mut Req(vec![("cookie", cookie), (":path", path)], None),
+            )
+        };
+        let a = key(b"sid=1; team=blue", b"/x?plan=free&y=2").unwrap();
+        assert_eq!(
+            a,
+            [
+                &4u32.to_le_bytes()[..],
+                b"blue",
+                &4u32.to_le_bytes(),
+                b"free"
+            ]
+            .concat()
+        );
+        assert_eq!(key(b"team=blue; sid=2", b"/y?plan=fr%65e"), Some(a.clone()));
+        assert_ne!(key(b"team=red", b"/x?plan=free"), Some(a));
+        assert_eq!(key(b"sid=1", b"/x?plan=free"), None, "no such cookie");
+        assert_eq!(key(b"team=blue", b"/x?y=2"), None, "no such parameter");
+        assert_eq!(
+            build_key(&parts, "r", &mut Req(vec![(":path", b"/x?plan=a")], None)),
+            None,
+            "no Cookie header"
+        );
     }
 
     #[wasm_bindgen_test(unsupported = test)]

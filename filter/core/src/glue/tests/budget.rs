@@ -179,6 +179,28 @@ fn the_client_address_from_a_header_is_a_header_read() {
 }
 
 #[test]
+fn a_cookie_and_query_key_reads_the_cookie_header_and_the_path_once_each() {
+    let config = r#"{"schemaVersion": 1, "routes": [{"name": "web"}], "rateLimits": [{"name": "t", "key": [{"cookie": "tenant"}, {"query": "plan"}], "limit": {"burst": 1000000000, "rate": 1000000000, "per": "day"}}]}"#;
+    let host = FakeHost::new()
+        .with_header(":path", b"/?plan=x")
+        .with_header("cookie", b"tenant=a");
+    let plugin = plugin(config, &host);
+    let rng = rng(1);
+    for _ in 0..3 {
+        host.calls.borrow_mut().clear();
+        let state = on_request_headers(&host, &plugin, &rng).state;
+        on_log(&host, &plugin, &state);
+        let reads: Vec<String> = host
+            .calls
+            .take()
+            .into_iter()
+            .filter(|c| c.starts_with("request_header") || c.starts_with("property(source"))
+            .collect();
+        assert_eq!(reads, ["request_header(cookie)", "request_header(:path)"]);
+    }
+}
+
+#[test]
 fn three_headers_or_more_are_read_in_one_call() {
     // Path (routes), sticky key, and a rule header: `auto` reads them all at once.
     let config = r#"{"schemaVersion": 1, "routes": [{"name": "web", "match": {"pathPrefix": "/"}, "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}, "rules": [{"variant": "canary", "header": {"name": "x-beta", "exact": "1"}}]}}]}"#;

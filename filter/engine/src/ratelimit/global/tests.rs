@@ -147,6 +147,43 @@ fn failures_in_a_row_start_a_back_off_and_an_answer_resets_the_count() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn cookie_and_query_entries_are_named_by_the_cookie_and_the_parameter() {
+    struct Req;
+    impl RequestView for Req {
+        fn header(&mut self, name: &str) -> Option<&[u8]> {
+            match name {
+                "cookie" => Some(b"sid=9; tenant=acme"),
+                ":path" => Some(b"/v1/search?plan=pro%20plus"),
+                _ => None,
+            }
+        }
+        fn source_address(&mut self) -> Option<&[u8]> {
+            None
+        }
+    }
+    let json = r#"{"schemaVersion":1,"rateLimitService":{"cluster":"rls","domain":"d"},
+        "rateLimits":[{"name":"g","key":[{"cookie":"tenant"},{"query":"plan","descriptorKey":"p"}],"global":{}},
+                      {"name":"h","key":[{"cookie":"missing"}],"global":{}}],
+        "routes":[{"name":"web"}]}"#;
+    let c = load_json(json.as_bytes()).unwrap();
+    let p = &c.rate_limits[0];
+    let e = entries(p.global.as_ref().unwrap(), &p.key, "web", &mut Req).unwrap();
+    assert_eq!(
+        e,
+        vec![
+            ("tenant".to_string(), "acme".to_string()),
+            ("p".to_string(), "pro plus".to_string())
+        ]
+    );
+    let q = &c.rate_limits[1];
+    assert_eq!(
+        entries(q.global.as_ref().unwrap(), &q.key, "web", &mut Req),
+        None,
+        "a missing cookie: the policy does not apply"
+    );
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn descriptors_follow_envoys_entry_conventions_and_stay_valid_utf8() {
     struct Req;
     impl RequestView for Req {
