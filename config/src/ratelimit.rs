@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use crate::fingerprint::fingerprint;
 use crate::names::{check_header_name, check_name, check_param_name};
 use crate::problem::{bounded_list, exactly_one, in_range, join, Problems};
-use crate::raw::{Descriptor, FailureMode, Limit, RateLimit, RateLimitService};
+use crate::raw::{Cost, Descriptor, FailureMode, Limit, RateLimit, RateLimitService};
 
 /// Default `maxKeys`.
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
@@ -100,6 +100,41 @@ pub struct CompiledGlobal {
     pub fallback: bool,
 }
 
+/// What one request costs, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompiledCost {
+    /// Every request takes this many tokens (1 without `cost`).
+    Fixed(u64),
+    /// The value of request header `name`, `default` when absent or not a whole
+    /// number from 1 up, at most `max`.
+    Header {
+        /// The header (lowercase).
+        name: String,
+        /// Cost without a usable value.
+        default: u64,
+        /// The most one request is charged.
+        max: u64,
+    },
+}
+
+impl CompiledCost {
+    /// The cost of a request whose cost header (if the policy reads one) is
+    /// `value`.
+    pub fn of(&self, value: Option<&[u8]>) -> u64 {
+        match self {
+            CompiledCost::Fixed(c) => *c,
+            CompiledCost::Header { default, max, .. } => value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                // All digits: too long to parse means larger than any `max`.
+                .map(|v| v.parse::<u64>().unwrap_or(u64::MAX))
+                .filter(|&c| c >= 1)
+                .map_or(*default, |c| c.min(*max)),
+        }
+    }
+}
+
 /// A compiled rate-limit policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledRateLimit {
@@ -131,6 +166,8 @@ pub struct CompiledRateLimit {
     pub legacy_headers: bool,
     /// Store key prefix: `<name>.<hex of burst, interval and maxKeys>`.
     pub store_id: String,
+    /// What one request costs.
+    pub cost: CompiledCost,
     /// Global: the rate limit service decides (the bucket fields above are then
     /// the local fallback limit, if it has one).
     pub global: Option<CompiledGlobal>,
@@ -324,10 +361,14 @@ pub fn compile_rate_limit(
         }
         (None, None) => None,
     };
+    let limit_given = limit.is_some();
     let (burst, (interval_ns, window_s)) = match limit {
         Some((l, at)) => (l.burst, bucket(l, &at, &mut local)),
         None => (1, (1, 1)),
     };
+    // A request costlier than the bucket holds could never pass.
+    let most = if limit_given { burst } else { MAX_AMOUNT };
+    let cost = compile_cost(r.cost.as_ref(), most, &join(path, "cost"), &mut local);
     let max_keys = r.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
     let at = join(path, "maxKeys");
     in_range(&mut local, &at, max_keys, (1, MAX_MAX_KEYS), "");
@@ -360,6 +401,7 @@ pub fn compile_rate_limit(
         ),
         name: r.name.clone(),
         key,
+        cost,
         burst,
         interval_ns,
         window_s,
@@ -424,6 +466,41 @@ fn key_part(d: &Descriptor, path: &str, p: &mut Problems) -> Option<KeyPart> {
     } else {
         KeyPart::Route
     })
+}
+
+/// A policy's `cost` at `path`: at most `most` tokens (the bucket's burst).
+fn compile_cost(c: Option<&Cost>, most: u64, path: &str, p: &mut Problems) -> CompiledCost {
+    let why = if most == MAX_AMOUNT {
+        ""
+    } else {
+        " (the bucket's burst: a costlier request could never pass)"
+    };
+    match c {
+        None => CompiledCost::Fixed(1),
+        Some(Cost::Tokens(n)) => {
+            in_range(p, path, *n, (1, most), why);
+            CompiledCost::Fixed(*n)
+        }
+        Some(Cost::Header(h)) => {
+            if let Err(e) = check_header_name(&h.header, false) {
+                p.push(join(path, "header"), e);
+            }
+            in_range(p, &join(path, "max"), h.max, (1, most), why);
+            let default = h.default.unwrap_or(1);
+            in_range(
+                p,
+                &join(path, "default"),
+                default,
+                (1, h.max.max(1)),
+                " (at most max)",
+            );
+            CompiledCost::Header {
+                name: h.header.clone(),
+                default,
+                max: h.max,
+            }
+        }
+    }
 }
 
 /// `name` if it can name a cookie or query parameter, else a problem at `field`.

@@ -76,6 +76,9 @@ pub fn headers_read(config: &CompiledConfig) -> BTreeSet<String> {
         }
     }
     for l in &config.rate_limits {
+        if let crate::ratelimit::CompiledCost::Header { name, .. } = &l.cost {
+            names.insert(name.clone());
+        }
         for part in &l.key {
             match part {
                 KeyPart::Header(h) => {

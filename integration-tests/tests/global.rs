@@ -78,6 +78,39 @@ fn admitted(statuses: &[u16]) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_cost_from_a_header_is_sent_as_hits_addend_and_counted_by_the_service() {
+    let redis = Redis::start();
+    let rls = RlsServer::start(&limits(10), Some(&redis.url()), 0);
+    let up = Upstream::start("api");
+    let config = r#"{"schemaVersion":1,
+        "rateLimitService":{"cluster":"ratelimit","domain":"fleet","timeoutMs":1000},
+        "routes":[{"name":"api","rateLimits":[{"name":"per-key",
+            "key":[{"header":"x-api-key","descriptorKey":"api_key"},{"route":true}],
+            "cost":{"header":"x-cost","max":6},"global":{"lease":{"hits":5}}}]}]}"#;
+    let envoy = envoy(config, &up, &rls);
+    let client = client(1);
+    let base = envoy.url("");
+    let mut codes = Vec::new();
+    // 4 + 4 of 10, then 4 more is over (nothing counted), 2 fits exactly, then
+    // a forged 1000 is charged the maximum, 6, and is over.
+    for cost in ["4", "4", "4", "2", "1000"] {
+        let r = send(&client, &base, &key("k-cost").header("x-cost", cost)).await;
+        codes.push(r.status);
+    }
+    assert_eq!(codes, vec![200, 200, 429, 200, 429]);
+    // Without the header a request costs the default, 1: the key is full.
+    let r = send(&client, &base, &key("k-cost")).await;
+    assert_eq!(r.status, 429);
+    // Another key: one-hit requests lease 5 at once, as before.
+    for _ in 0..5 {
+        assert_eq!(send(&client, &base, &key("k-one")).await.status, 200);
+    }
+    assert_eq!(counter(&envoy, "allowed"), 8);
+    assert_eq!(counter(&envoy, "limited"), 3);
+    assert_eq!(up.requests(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_envoys_admit_the_global_limit_and_a_local_policy_three_times_as_much() {
     let redis = Redis::start();
     let rls = RlsServer::start(&limits(300), Some(&redis.url()), 0);

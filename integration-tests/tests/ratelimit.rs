@@ -286,6 +286,45 @@ async fn a_cookie_and_a_query_parameter_key_their_own_daily_budgets_and_a_missin
     assert_eq!(up.requests(), 13);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_costs_what_its_header_says_up_to_the_maximum_and_the_headers_say_so() {
+    let (up, envoy) = start(
+        r#"{"name":"by-cost","cost":{"header":"x-cost","max":5,"default":2},"limit":{"burst":10,"rate":1,"per":"hour"},"headers":{"onAllowed":true}}"#,
+    );
+    let client = from("127.0.0.1");
+    let base = envoy.url("");
+    let mut seen = Vec::new();
+    // 3, then a forged 99 charged the maximum 5 (2 left), then an unusable
+    // value charged the default 2 (0 left), then 1 is refused.
+    for cost in ["3", "99", "lots", "1"] {
+        let r = send(&client, &base, &Req::get("/").header("x-cost", cost)).await;
+        let remaining = r.header("ratelimit").map(|v| {
+            sf_list(v)[0]
+                .1
+                .iter()
+                .find(|(k, _)| k == "r")
+                .map_or(-1, |(_, r)| *r)
+        });
+        seen.push((r.status, remaining));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (200, Some(7)),
+            (200, Some(2)),
+            (200, Some(0)),
+            (429, Some(0))
+        ]
+    );
+    // The refusal says when one token is back: one an hour.
+    let r = send(&client, &base, &Req::get("/").header("x-cost", "1")).await;
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((3_590..=3_600).contains(&retry), "retry-after {retry}");
+    assert_eq!(counter(&envoy, "by-cost", "allowed"), 3);
+    assert_eq!(counter(&envoy, "by-cost", "limited"), 2);
+    assert_eq!(up.requests(), 3);
+}
+
 /// 1,000 requests from one connection with 1,000 random X-Forwarded-For values:
 /// admitted as `burst` (one bucket) or as every request (a bucket per XFF value).
 async fn admitted_with_random_xff(hcm: serde_json::Value) -> u32 {

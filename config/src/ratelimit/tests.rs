@@ -67,6 +67,81 @@ fn a_daily_limit_keyed_by_cookie_and_query_compiles() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn a_cost_is_bounded_by_the_bucket_and_named_by_its_path() {
+    use crate::ratelimit::CompiledCost;
+    let c = load_json(
+        br#"{"schemaVersion":1,"rateLimits":[
+            {"name":"a","cost":5,"limit":{"burst":10,"rate":10,"per":"minute"}},
+            {"name":"b","cost":{"header":"x-cost","max":10},"limit":{"burst":10,"rate":10,"per":"minute"}},
+            {"name":"c","limit":{"burst":10,"rate":10,"per":"minute"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.rate_limits[0].cost, CompiledCost::Fixed(5));
+    assert_eq!(
+        c.rate_limits[1].cost,
+        CompiledCost::Header {
+            name: "x-cost".into(),
+            default: 1,
+            max: 10
+        }
+    );
+    assert_eq!(c.rate_limits[2].cost, CompiledCost::Fixed(1));
+    const L: &str = r#""limit":{"burst":10,"rate":10,"per":"minute"}"#;
+    assert_eq!(
+        policy(&format!(r#""cost":11,{L}"#)),
+        vec!["rateLimits[0].cost: must be 1 to 10 (the bucket's burst: a costlier request could never pass), got 11"]
+    );
+    assert_eq!(policy(&format!(r#""cost":0,{L}"#)).len(), 1);
+    assert_eq!(
+        policy(&format!(
+            r#""cost":{{"header":"X-Cost","max":20,"default":0}},{L}"#
+        )),
+        vec![
+            "rateLimits[0].cost.header: must be lowercase (Envoy stores header names lowercased): use \"x-cost\"",
+            "rateLimits[0].cost.max: must be 1 to 10 (the bucket's burst: a costlier request could never pass), got 20",
+            "rateLimits[0].cost.default: must be 1 to 20 (at most max), got 0",
+        ]
+    );
+    let got = policy(&format!(r#""cost":{{"header":"x-cost"}},{L}"#));
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("rateLimits[0].cost: "), "{got:?}");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_header_cost_takes_whole_numbers_from_one_and_caps_them_at_max() {
+    use crate::ratelimit::CompiledCost;
+    let c = CompiledCost::Header {
+        name: "x-cost".into(),
+        default: 2,
+        max: 100,
+    };
+    let of = |v: &[u8]| c.of(Some(v));
+    assert_eq!(of(b"7"), 7);
+    assert_eq!(of(b" 42 "), 42);
+    assert_eq!(of(b"100"), 100);
+    assert_eq!(of(b"101"), 100, "capped");
+    assert_eq!(
+        of(b"99999999999999999999999"),
+        100,
+        "too long to parse: capped"
+    );
+    for bad in [
+        &b""[..],
+        b"0",
+        b"-3",
+        b"+3",
+        b"1.5",
+        b"1e3",
+        b"abc",
+        b"\xff",
+    ] {
+        assert_eq!(of(bad), 2, "{bad:?}: the default");
+    }
+    assert_eq!(c.of(None), 2, "absent: the default");
+    assert_eq!(CompiledCost::Fixed(3).of(Some(b"9")), 3);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn store_prefix_changes_with_the_limit_and_not_otherwise() {
     let id = |limit: &str, extra: &str| {
         let json = format!(

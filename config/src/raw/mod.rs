@@ -29,8 +29,8 @@ pub use explain::Explain;
 pub use fleet::{CanaryFleet, FleetService, WhileUnreachable};
 pub use matcher::HeaderMatch;
 pub use ratelimit::{
-    ClientAddress, Descriptor, FailureMode, GlobalLease, GlobalLimit, Limit, LimitHeaders,
-    LimitResponse, RateLimit, RateLimitService,
+    ClientAddress, Cost, Descriptor, FailureMode, GlobalLease, GlobalLimit, HeaderCost, Limit,
+    LimitHeaders, LimitResponse, RateLimit, RateLimitService,
 };
 pub use rollout::{Analysis, Method, Ramp, SuccessRateGate, ZTestGate};
 pub use route::{Latency, Protocol, Route, RouteMatch};

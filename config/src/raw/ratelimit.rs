@@ -39,6 +39,36 @@ pub struct RateLimit {
     /// Which headers to send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<LimitHeaders>,
+    /// Tokens (hits, for a global policy) one request takes: a number, or
+    /// `{header, default, max}` to read it from a request header. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+/// What one request costs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum Cost {
+    /// The same number of tokens for every request.
+    Tokens(u64),
+    /// The integer value of a request header.
+    Header(HeaderCost),
+}
+
+/// A cost read from a request header.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderCost {
+    /// The request header holding the cost (lowercase).
+    pub header: String,
+    /// The cost of a request without the header, or with a value that is not a
+    /// whole number from 1 up (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<u64>,
+    /// The most one request is charged: a larger value is charged this much.
+    pub max: u64,
 }
 
 /// One part of a rate-limit key. Exactly one field.

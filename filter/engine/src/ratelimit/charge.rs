@@ -4,13 +4,14 @@
 
 use std::borrow::Cow;
 
+use meshguard_config::ratelimit::CompiledCost;
 use meshguard_config::raw::FailureMode;
 
 use super::gcra::Verdict;
 use super::global::{self, Answered, Pre, Reply};
 use super::headers::{legacy_fields, policy_field, ratelimit_field, PolicyState};
 use super::key::build_key;
-use super::lease::charge_leased;
+use super::lease::charge_leased_cost;
 use super::table::Charge;
 use crate::decision::{Advertised, Event, LocalReply, ReplyReason};
 use crate::metrics::RateLimitOutcome;
@@ -63,6 +64,8 @@ pub struct PendingCall {
     pub fingerprint: u64,
     /// Hits asked for.
     pub hits: u32,
+    /// Of which the request's own cost.
+    pub cost: u32,
     /// When it was sent, ns.
     pub sent_at: u64,
     /// The `ShouldRateLimit` request, encoded.
@@ -111,7 +114,8 @@ pub fn charge_route<'rt, I: Ids>(
         let Some(key) = build_key(&p.policy.key, &route.route.name, req) else {
             continue;
         };
-        charge_bucket(rt, p, i, &key, store, now, events, &mut passed)?;
+        let cost = request_cost(&p.policy.cost, req);
+        charge_bucket(rt, p, i, &key, cost, store, now, events, &mut passed)?;
     }
     let mut calls = Vec::new();
     for &i in indices.iter().filter(|i| is_global(i)) {
@@ -126,7 +130,12 @@ pub fn charge_route<'rt, I: Ids>(
         };
         let fp = p.table.fingerprint(&key);
         let timeout_ns = service.timeout_ms.saturating_mul(1_000_000);
-        let pre = state.borrow_mut().precheck(g, fp, now, timeout_ns);
+        let cost = request_cost(&p.policy.cost, req);
+        // (Validated: a cost is at most 1,000,000,000 hits.)
+        let cost_hits = u32::try_from(cost).unwrap_or(u32::MAX);
+        let pre = state
+            .borrow_mut()
+            .precheck_cost(g, fp, now, timeout_ns, cost_hits);
         match pre {
             Pre::Leased => events.push(Event::RateLimit {
                 policy: i,
@@ -139,7 +148,7 @@ pub fn charge_route<'rt, I: Ids>(
             }
             Pre::Backoff if g.fallback => {
                 let mut fallback = Vec::new();
-                charge_bucket(rt, p, i, &key, store, now, events, &mut fallback)?;
+                charge_bucket(rt, p, i, &key, cost, store, now, events, &mut fallback)?;
             }
             Pre::Backoff => failed(rt, i, service, events)?,
             Pre::Ask { hits } => {
@@ -151,6 +160,7 @@ pub fn charge_route<'rt, I: Ids>(
                     policy: i,
                     fingerprint: fp,
                     hits,
+                    cost: cost_hits,
                     sent_at: now,
                     message: global::request(&service.domain, &entries, hits),
                 });
@@ -168,6 +178,15 @@ pub fn charge_route<'rt, I: Ids>(
     })
 }
 
+/// What this request costs under `cost`: one header read when the cost comes
+/// from a header (the value is validated there; see [`CompiledCost::of`]).
+fn request_cost(cost: &CompiledCost, req: &mut impl RequestView) -> u64 {
+    match cost {
+        CompiledCost::Fixed(c) => *c,
+        CompiledCost::Header { name, .. } => cost.of(req.header(name)),
+    }
+}
+
 /// Charges policy `i`'s local bucket (a local policy's, or a global policy's
 /// fallback during back-off) for `key`.
 #[allow(clippy::too_many_arguments)] // the charge's inputs plus the outcomes so far
@@ -176,12 +195,13 @@ fn charge_bucket<'rt, I: Ids>(
     p: &PolicyRuntime<I>,
     i: usize,
     key: &[u8],
+    cost: u64,
     store: &mut impl SharedStore,
     now: u64,
     events: &mut Vec<Event>,
     passed: &mut Vec<Advertised>,
 ) -> Result<(), LocalReply<'rt>> {
-    let charged = charge_leased(&mut p.leases.borrow_mut(), store, &p.table, key, now);
+    let charged = charge_leased_cost(&mut p.leases.borrow_mut(), store, &p.table, key, now, cost);
     let mut counts = p.counts.get();
     let remaining = match &charged {
         Charge::Decided {
@@ -190,8 +210,8 @@ fn charge_bucket<'rt, I: Ids>(
             claimed,
             ..
         } => {
-            // More than the request's own token: this worker took a lease.
-            counts.leases += u64::from(verdict.granted > 1);
+            // More than the request's own cost: this worker took a lease.
+            counts.leases += u64::from(verdict.granted > cost);
             if *overflow || *claimed {
                 counts.overflow += u64::from(*overflow);
                 events.push(Event::TableUse {
@@ -332,9 +352,15 @@ pub fn answer_calls<'rt, I: Ids>(
             policy: i,
             duration_ms: now.saturating_sub(call.sent_at) / 1_000_000,
         });
-        let answered = state
-            .borrow_mut()
-            .answer(service, g, call.fingerprint, call.hits, r, now);
+        let answered = state.borrow_mut().answer_cost(
+            service,
+            g,
+            call.fingerprint,
+            call.hits,
+            call.cost,
+            r,
+            now,
+        );
         match (answered, r) {
             (
                 Answered::Allowed { leased },

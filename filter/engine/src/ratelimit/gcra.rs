@@ -27,9 +27,9 @@ pub struct Verdict {
     pub remaining: u64,
     /// Nanoseconds until the bucket is full again.
     pub full_in_ns: u64,
-    /// Nanoseconds until one token is available (0 when allowed).
+    /// Nanoseconds until the request's cost in tokens is available (0 when allowed).
     pub retry_in_ns: u64,
-    /// Tokens taken: 1 for this request plus any leased to the worker (0: rejected).
+    /// Tokens taken: the request's cost plus any leased to the worker (0: rejected).
     pub granted: u64,
 }
 
@@ -52,37 +52,47 @@ impl Bucket {
     /// on a rejection: a clock step never costs a client more than one burst's worth
     /// of waiting, and never grants extra tokens.
     pub fn take(&self, tat: Option<u64>, now: u64) -> Verdict {
-        self.take_up_to(tat, now, 0, 1)
+        self.take_up_to(tat, now, 0, 1, 1)
     }
 
-    /// Like [`Bucket::take`], but first gives back `refund` unused tokens (never past
-    /// full), and takes up to `max_lease` tokens at once when the bucket is far from
-    /// empty: [`lease_size`] of the tokens available. `granted` in the verdict says
-    /// how many were taken (0 when rejected).
-    pub fn take_up_to(&self, tat: Option<u64>, now: u64, refund: u64, max_lease: u64) -> Verdict {
+    /// Like [`Bucket::take`] for a request that costs `cost` tokens (at least 1;
+    /// rejected unless that many are available), but first gives back `refund`
+    /// unused tokens (never past full), and takes up to `max_lease` tokens at once
+    /// when the bucket is far from empty: [`lease_size`] of the tokens available,
+    /// never fewer than `cost`. `granted` in the verdict says how many were taken
+    /// (0 when rejected).
+    pub fn take_up_to(
+        &self,
+        tat: Option<u64>,
+        now: u64,
+        refund: u64,
+        cost: u64,
+        max_lease: u64,
+    ) -> Verdict {
+        let cost = u128::from(cost.max(1));
         let t = u128::from(self.interval_ns.max(1));
         let tol = self.tolerance();
         let now_w = u128::from(now);
         let stored = u128::from(tat.unwrap_or(now));
         let repaired = stored > now_w + tol;
-        let tat = stored.max(now_w).min(now_w + tol);
-        let tat = tat.saturating_sub(u128::from(refund) * t).max(now_w);
+        let before = stored.max(now_w).min(now_w + tol);
+        let tat = before.saturating_sub(u128::from(refund) * t).max(now_w);
         let clamp = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
         // Whole tokens available now: `tat + k*t - now <= tol`.
         let available = (tol - (tat - now_w)) / t;
-        if available == 0 {
-            // A refund that moved `tat` gave back whole tokens, so a rejection
-            // comes only with no refund applied: then only a repair is written.
+        if available < cost {
+            // A repair, or a refund that gave tokens back but fewer than the
+            // request costs, is written; a plain rejection changes nothing.
             return Verdict {
                 allowed: false,
-                new_tat: repaired.then(|| clamp(tat)),
+                new_tat: (repaired || tat != before).then(|| clamp(tat)),
                 remaining: 0,
                 full_in_ns: clamp(tat - now_w),
-                retry_in_ns: clamp(tat + t - now_w - tol),
+                retry_in_ns: clamp(tat + cost * t - now_w - tol),
                 granted: 0,
             };
         }
-        let granted = u128::from(lease_size(clamp(available), max_lease));
+        let granted = u128::from(lease_size(clamp(available), max_lease)).max(cost);
         let new_tat = tat + granted * t;
         Verdict {
             allowed: true,
@@ -225,6 +235,39 @@ mod tests {
         );
         assert!(!b.take(v3.new_tat, T0 + v4.retry_in_ns - 1).allowed);
         assert!(b.take(v3.new_tat, T0 + v4.retry_in_ns).allowed);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_request_costing_more_than_is_left_waits_for_its_whole_cost() {
+        let b = Bucket {
+            burst: 10,
+            interval_ns: SEC,
+        };
+        let v = b.take_up_to(None, T0, 0, 7, 1);
+        assert_eq!((v.allowed, v.granted, v.remaining), (true, 7, 3));
+        let tat = v.new_tat;
+        let no = b.take_up_to(tat, T0, 0, 4, 1);
+        assert_eq!((no.allowed, no.new_tat, no.granted), (false, None, 0));
+        assert_eq!(no.retry_in_ns, SEC, "one more token makes four");
+        assert!(!b.take_up_to(tat, T0 + SEC - 1, 0, 4, 1).allowed);
+        let yes = b.take_up_to(tat, T0 + SEC, 0, 4, 1);
+        assert_eq!((yes.allowed, yes.remaining), (true, 0));
+        // Three left: a cost of 3 passes, and a lease never takes less than it.
+        let three = b.take_up_to(tat, T0, 0, 3, 16);
+        assert_eq!((three.allowed, three.granted), (true, 3));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_refund_too_small_for_the_cost_is_still_written_back() {
+        let b = Bucket {
+            burst: 10,
+            interval_ns: SEC,
+        };
+        let empty = b.take_up_to(None, T0, 0, 10, 1).new_tat;
+        let v = b.take_up_to(empty, T0, 2, 5, 1);
+        assert!(!v.allowed);
+        assert_eq!(v.new_tat, Some(T0 + 8 * SEC), "two tokens given back");
+        assert_eq!(v.retry_in_ns, 3 * SEC);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

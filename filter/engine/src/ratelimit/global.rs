@@ -134,25 +134,45 @@ impl GlobalState {
         self.slots.get_mut((fp % SLOTS as u64) as usize)
     }
 
-    /// What the worker knows about the key with fingerprint `fp` at `now`; an
-    /// answer to a lease asked for now is awaited at most `timeout_ns`.
+    /// [`GlobalState::precheck_cost`] for a request of one hit.
+    #[cfg(test)]
     pub fn precheck(&mut self, g: &CompiledGlobal, fp: u64, now: u64, timeout_ns: u64) -> Pre {
+        self.precheck_cost(g, fp, now, timeout_ns, 1)
+    }
+
+    /// What the worker knows about the key with fingerprint `fp` at `now` for a
+    /// request that costs `cost` hits (at least 1); an answer to a lease asked for
+    /// now is awaited at most `timeout_ns`. A lease is asked for only by a request
+    /// of one hit; a costlier one spends a live lease holding its cost, or asks for
+    /// its cost alone.
+    pub fn precheck_cost(
+        &mut self,
+        g: &CompiledGlobal,
+        fp: u64,
+        now: u64,
+        timeout_ns: u64,
+        cost: u32,
+    ) -> Pre {
         if now < self.backoff_until {
             return Pre::Backoff;
         }
-        let lease = g.lease.map_or(1, |(hits, _)| hits);
+        let cost = cost.max(1);
+        let lease = match g.lease {
+            Some((hits, _)) if cost == 1 => hits,
+            _ => cost,
+        };
         let Some(slot) = self.slot(fp) else {
-            return Pre::Ask { hits: 1 };
+            return Pre::Ask { hits: cost };
         };
         let mine = slot.filter(|s| s.fingerprint == fp);
         let pre = match mine.map(|s| s.held) {
-            Some(Held::Lease { left, expires }) if left > 0 && now < expires => {
+            Some(Held::Lease { left, expires }) if left >= u64::from(cost) && now < expires => {
                 if let Some(Slot {
                     held: Held::Lease { left, .. },
                     ..
                 }) = slot
                 {
-                    *left -= 1;
+                    *left -= u64::from(cost);
                 }
                 return Pre::Leased;
             }
@@ -161,12 +181,12 @@ impl GlobalState {
                     retry_ns: until - now,
                 }
             }
-            Some(Held::Asking { until }) if now < until => return Pre::Ask { hits: 1 },
+            Some(Held::Asking { until }) if now < until => return Pre::Ask { hits: cost },
             _ => Pre::Ask { hits: lease },
         };
         let free = slot.is_none_or(|s| s.fingerprint == fp || !s.live(now));
         match pre {
-            Pre::Ask { hits } if hits > 1 && free => {
+            Pre::Ask { hits } if hits > cost && free => {
                 *slot = Some(Slot {
                     fingerprint: fp,
                     held: Held::Asking {
@@ -179,19 +199,36 @@ impl GlobalState {
             // above took every free lease ask, so what reaches here asks one hit
             // or finds the slot busy, and either way asks one hit. The guard
             // says why.)
-            Pre::Ask { .. } if !free => Pre::Ask { hits: 1 },
+            Pre::Ask { .. } if !free => Pre::Ask { hits: cost },
             other => other,
         }
     }
 
-    /// Takes in the service's `reply` to a request for `hits` hits for the key
-    /// with fingerprint `fp`, at `now`.
+    /// [`GlobalState::answer_cost`] for a request of one hit.
+    #[cfg(test)]
     pub fn answer(
         &mut self,
         service: &CompiledRateLimitService,
         g: &CompiledGlobal,
         fp: u64,
         hits: u32,
+        reply: &Reply,
+        now: u64,
+    ) -> Answered {
+        self.answer_cost(service, g, fp, hits, 1, reply, now)
+    }
+
+    /// Takes in the service's `reply` to a request for `hits` hits for the key
+    /// with fingerprint `fp`, made by a request that costs `cost` of them, at
+    /// `now`.
+    #[allow(clippy::too_many_arguments)] // the call as asked, and its answer
+    pub fn answer_cost(
+        &mut self,
+        service: &CompiledRateLimitService,
+        g: &CompiledGlobal,
+        fp: u64,
+        hits: u32,
+        cost: u32,
         reply: &Reply,
         now: u64,
     ) -> Answered {
@@ -208,14 +245,15 @@ impl GlobalState {
         };
         // Only a lease's own answer settles its slot (the answers to the single
         // hits asked for meanwhile leave it be).
-        let lease_answer = hits > 1;
+        let cost = cost.max(1);
+        let lease_answer = hits > cost;
         match reply {
             Reply::Ok { .. } => {
                 self.errors_in_row = 0;
                 let leased = match g.lease {
                     Some((_, ttl)) if lease_answer => {
                         let held = Held::Lease {
-                            left: u64::from(hits) - 1,
+                            left: u64::from(hits - cost),
                             expires: now.saturating_add(ttl),
                         };
                         remember(self, held);
@@ -228,10 +266,11 @@ impl GlobalState {
             Reply::OverLimit { reset_ns, .. } => {
                 self.errors_in_row = 0;
                 let retry_ns = reset_ns.unwrap_or(g.over_limit_cache_ns);
-                if g.lease.is_some() {
+                if g.lease.is_some() && cost == 1 {
                     // Any answer says the key is over: remember it (a lease asked for
                     // when fewer hits than it were left is refused too, and those
-                    // last hits of the window go unused).
+                    // last hits of the window go unused). A costlier request's
+                    // refusal says nothing of a cheaper one's chances.
                     let until = now.saturating_add(retry_ns);
                     remember(self, Held::OverLimit { until });
                 }

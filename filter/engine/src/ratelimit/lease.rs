@@ -64,9 +64,8 @@ impl Leases {
     }
 }
 
-/// Charges one request with key `key`: from this worker's lease when it holds a live
-/// one, else from the shared bucket (giving back what an ended lease left, and
-/// leasing more when the bucket is far from empty).
+/// Charges one request with key `key` (one token): see [`charge_leased_cost`].
+#[cfg(test)]
 pub fn charge_leased(
     leases: &mut Leases,
     store: &mut impl SharedStore,
@@ -74,16 +73,37 @@ pub fn charge_leased(
     key: &[u8],
     now: u64,
 ) -> Charge {
+    charge_leased_cost(leases, store, table, key, now, 1)
+}
+
+/// Charges one request with key `key` that costs `cost` tokens (at least 1): from
+/// this worker's lease when it holds a live one with that many left, else from the
+/// shared bucket (giving back what an ended lease left, and leasing more when the
+/// bucket is far from empty and the request costs one token; a costlier request
+/// takes its cost alone).
+pub fn charge_leased_cost(
+    leases: &mut Leases,
+    store: &mut impl SharedStore,
+    table: &Table,
+    key: &[u8],
+    now: u64,
+    cost: u64,
+) -> Charge {
+    let cost = cost.max(1);
     let fp = table.fingerprint(key);
     let Some(slot) = leases.slot(fp) else {
-        let one = LeaseRequest { refund: 0, max: 1 };
-        return charge_lease(store, table, fp, now, one);
+        let own = LeaseRequest {
+            refund: 0,
+            max: cost,
+            cost,
+        };
+        return charge_lease(store, table, fp, now, own);
     };
     let mut refund = 0;
-    let mut may_lease = true;
+    let mut may_lease = cost == 1;
     match slot {
-        Some(l) if l.fingerprint == fp && l.left > 0 && now < l.expires => {
-            l.left -= 1;
+        Some(l) if l.fingerprint == fp && l.left >= cost && now < l.expires => {
+            l.left -= cost;
             let verdict = Verdict {
                 allowed: true,
                 new_tat: None,
@@ -103,21 +123,22 @@ pub fn charge_leased(
             refund = l.left;
             *slot = None;
         }
-        Some(l) => may_lease = l.left == 0 || now >= l.expires,
+        Some(l) => may_lease &= l.left == 0 || now >= l.expires,
         None => {}
     }
-    let max = if may_lease { MAX_LEASE } else { 1 };
-    let charge = charge_lease(store, table, fp, now, LeaseRequest { refund, max });
+    let max = if may_lease { MAX_LEASE } else { cost };
+    let request = LeaseRequest { refund, max, cost };
+    let charge = charge_lease(store, table, fp, now, request);
     if let Charge::Decided {
         verdict,
         overflow: false,
         ..
     } = &charge
     {
-        if verdict.granted > 1 {
+        if verdict.granted > cost {
             *slot = Some(Lease {
                 fingerprint: fp,
-                left: verdict.granted - 1,
+                left: verdict.granted - cost,
                 expires: now.saturating_add(LEASE_TTL_NS),
                 remaining: verdict.remaining,
                 full_in_ns: verdict.full_in_ns,
@@ -132,7 +153,7 @@ pub fn charge_leased(
             cas_retries,
             claimed,
         } => {
-            verdict.remaining += verdict.granted.saturating_sub(1);
+            verdict.remaining += verdict.granted.saturating_sub(cost);
             Charge::Decided {
                 verdict,
                 overflow,

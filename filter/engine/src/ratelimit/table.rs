@@ -55,8 +55,10 @@ impl Table {
 pub struct LeaseRequest {
     /// Unused tokens leased earlier, given back first.
     pub refund: u64,
-    /// Most tokens to take (1: only the request's own).
+    /// Most tokens to take (`cost`: only the request's own).
     pub max: u64,
+    /// Tokens the request itself costs (at least 1).
+    pub cost: u64,
 }
 
 /// The result of charging one request to a policy.
@@ -245,7 +247,11 @@ fn find(
 /// charge is; the request path goes through [`super::lease::charge_leased`]).
 #[cfg(test)]
 pub fn charge(store: &mut impl SharedStore, table: &Table, key: &[u8], now: u64) -> Charge {
-    const ONE: LeaseRequest = LeaseRequest { refund: 0, max: 1 };
+    const ONE: LeaseRequest = LeaseRequest {
+        refund: 0,
+        max: 1,
+        cost: 1,
+    };
     charge_lease(store, table, table.fingerprint(key), now, ONE)
 }
 
@@ -263,6 +269,7 @@ pub fn charge_lease(
     let LeaseRequest {
         refund,
         max: max_lease,
+        ..
     } = lease;
     let bucket = &table.bucket;
     let mut retries = 0;
@@ -274,13 +281,14 @@ pub fn charge_lease(
         };
         // A fresh slot is created with a plain write (shared data has no
         // create-if-absent), so two workers creating it at once both succeed: its
-        // first charge takes the request's token only, which bounds that race to
-        // one token per worker; leasing starts with the key's next charge.
+        // first charge takes the request's own cost only, which bounds that race
+        // to one request's cost per worker; leasing starts with the key's next
+        // charge.
         let (refund, max_lease) = match (target.overflow, target.tat) {
-            (true, _) | (false, None) => (0, 1),
+            (true, _) | (false, None) => (0, lease.cost),
             (false, Some(_)) => (refund, max_lease),
         };
-        let verdict = bucket.take_up_to(target.tat, now, refund, max_lease);
+        let verdict = bucket.take_up_to(target.tat, now, refund, lease.cost, max_lease);
         let Some(new_tat) = verdict.new_tat else {
             return Charge::Decided {
                 verdict,

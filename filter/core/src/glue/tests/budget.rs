@@ -201,6 +201,40 @@ fn a_cookie_and_query_key_reads_the_cookie_header_and_the_path_once_each() {
 }
 
 #[test]
+fn a_cost_from_a_header_is_one_header_read_and_a_fixed_cost_none() {
+    let config = |cost: &str| {
+        format!(
+            r#"{{"schemaVersion": 1, "routes": [{{"name": "web"}}], "rateLimits": [{{"name": "c", "cost": {cost}, "limit": {{"burst": 1000000000, "rate": 1000000000, "per": "second"}}}}]}}"#
+        )
+    };
+    let reads = |config: &str| -> Vec<String> {
+        let host = FakeHost::new()
+            .with_header(":path", b"/")
+            .with_header("x-cost", b"3");
+        let plugin = plugin(config, &host);
+        let rng = rng(1);
+        let mut last = Vec::new();
+        for _ in 0..3 {
+            host.calls.borrow_mut().clear();
+            let state = on_request_headers(&host, &plugin, &rng).state;
+            on_log(&host, &plugin, &state);
+            last = host
+                .calls
+                .take()
+                .into_iter()
+                .filter(|c| c.starts_with("request_header"))
+                .collect();
+        }
+        last
+    };
+    assert_eq!(
+        reads(&config(r#"{"header": "x-cost", "max": 10}"#)),
+        ["request_header(x-cost)"]
+    );
+    assert!(reads(&config("3")).is_empty());
+}
+
+#[test]
 fn three_headers_or_more_are_read_in_one_call() {
     // Path (routes), sticky key, and a rule header: `auto` reads them all at once.
     let config = r#"{"schemaVersion": 1, "routes": [{"name": "web", "match": {"pathPrefix": "/"}, "canary": {"variants": [{"name": "stable", "weight": 9000}, {"name": "canary", "weight": 1000}], "sticky": {"header": "x-user-id"}, "rules": [{"variant": "canary", "header": {"name": "x-beta", "exact": "1"}}]}}]}"#;

@@ -69,6 +69,44 @@ fn a_lease_is_spent_locally_until_it_is_used_up_or_ends() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn a_costly_request_asks_its_cost_and_spends_a_lease_only_when_it_holds_enough() {
+    let (s, p) = config(r#"{"lease":{"hits":10,"ttlMs":100}}"#);
+    let g = p.global.as_ref().unwrap();
+    let mut state = GlobalState::default();
+    // A request of 4 hits asks for 4, not a lease, and its answer leases nothing.
+    assert_eq!(
+        state.precheck_cost(g, 7, T0, 10 * MS, 4),
+        Pre::Ask { hits: 4 }
+    );
+    assert_eq!(
+        state.answer_cost(&s, g, 7, 4, 4, &ok(), T0),
+        Answered::Allowed { leased: false }
+    );
+    // A one-hit request leases 10 (9 left after its own).
+    assert_eq!(state.precheck(g, 7, T0, 10 * MS), Pre::Ask { hits: 10 });
+    state.answer(&s, g, 7, 10, &ok(), T0);
+    assert_eq!(state.precheck_cost(g, 7, T0 + MS, 10 * MS, 4), Pre::Leased);
+    assert_eq!(state.precheck_cost(g, 7, T0 + MS, 10 * MS, 4), Pre::Leased);
+    assert_eq!(
+        state.precheck_cost(g, 7, T0 + MS, 10 * MS, 4),
+        Pre::Ask { hits: 4 },
+        "one hit left: not enough"
+    );
+    assert_eq!(
+        state.precheck(g, 7, T0 + MS, 10 * MS),
+        Pre::Leased,
+        "the last one"
+    );
+    // A costly request's refusal is not remembered for the key's cheaper ones.
+    let over = Reply::OverLimit {
+        reset_ns: Some(40 * MS),
+        response_headers: vec![],
+    };
+    state.answer_cost(&s, g, 8, 4, 4, &over, T0);
+    assert_eq!(state.precheck(g, 8, T0, 10 * MS), Pre::Ask { hits: 10 });
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn an_over_limit_answer_is_remembered_until_the_window_resets() {
     let (s, p) = config(r#"{"lease":{"hits":5},"overLimitCacheMs":300}"#);
     let g = p.global.as_ref().unwrap();

@@ -111,7 +111,11 @@ fn tokens_left_in_an_ended_lease_are_given_back() {
             &table("p", b, 16),
             table("p", b, 16).fingerprint(b"k"),
             T0 + 2 * MS,
-            LeaseRequest { refund: 0, max: 1 },
+            LeaseRequest {
+                refund: 0,
+                max: 1,
+                cost: 1,
+            },
         ))
     };
     let held = leases.held(table("p", b, 16).fingerprint(b"k"));
@@ -293,4 +297,54 @@ fn a_lease_is_not_spent_at_the_instant_it_expires() {
     let c = charge_leased(&mut leases, &mut store, &t, &a, T0 + LEASE_TTL_NS);
     assert!(allowed(&c));
     assert_eq!(store.sets, sets + 1, "from the shared bucket at its end");
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_costly_request_takes_its_cost_exactly_and_spends_a_lease_only_when_it_holds_enough() {
+    let b = Bucket {
+        burst: 1_000_000,
+        interval_ns: US,
+    };
+    let t = table("p", b, 16);
+    let fp = t.fingerprint(b"k");
+    let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    // Cost-1 requests build up a lease (the first creates the slot).
+    charge_leased(&mut leases, &mut store, &t, b"k", T0);
+    charge_leased(&mut leases, &mut store, &t, b"k", T0);
+    let held = leases.held(fp);
+    assert_eq!(held, 15, "a lease of 16 less the request's own token");
+    // A request costing more than the lease holds gives the lease back and is
+    // charged its cost alone, taking no new lease.
+    let sets = store.sets;
+    let big = charge_leased_cost(&mut leases, &mut store, &t, b"k", T0, 40);
+    assert!(allowed(&big));
+    assert_eq!(store.sets, sets + 1, "charged to the shared bucket");
+    assert_eq!(leases.held(fp), 0, "the lease went back, none was taken");
+    assert_eq!(remaining(&big), 1_000_000 - 1 - 16 + 15 - 40);
+    // Leased again, a cost that fits the lease is spent from it.
+    charge_leased(&mut leases, &mut store, &t, b"k", T0);
+    assert_eq!(leases.held(fp), 15);
+    let sets = store.sets;
+    let small = charge_leased_cost(&mut leases, &mut store, &t, b"k", T0, 5);
+    assert!(allowed(&small));
+    assert_eq!(store.sets, sets, "spent from the lease");
+    assert_eq!(leases.held(fp), 10);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn near_empty_a_costly_request_is_refused_until_its_whole_cost_is_there() {
+    let b = Bucket {
+        burst: 10,
+        interval_ns: SEC,
+    };
+    let t = table("p", b, 16);
+    let (mut store, mut leases) = (FakeStore::default(), Leases::default());
+    let c = |leases: &mut Leases, store: &mut FakeStore, cost, now| {
+        allowed(&charge_leased_cost(leases, store, &t, b"k", now, cost))
+    };
+    assert!(c(&mut leases, &mut store, 6, T0));
+    assert!(!c(&mut leases, &mut store, 5, T0), "four left");
+    assert!(c(&mut leases, &mut store, 4, T0));
+    assert!(!c(&mut leases, &mut store, 1, T0));
+    assert!(c(&mut leases, &mut store, 1, T0 + SEC));
 }
