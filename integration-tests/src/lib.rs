@@ -147,7 +147,7 @@ pub fn trap_wasm_path() -> PathBuf {
 /// Every metric family the filter defines, as Prometheus names them (the
 /// observability test checks it against a real scrape; the docs test checks the
 /// book names no other and documents each).
-pub const METRIC_FAMILIES: [&str; 25] = [
+pub const METRIC_FAMILIES: [&str; 26] = [
     "meshguard_requests_total",
     "meshguard_request_failures_total",
     "meshguard_request_duration_milliseconds",
@@ -163,6 +163,7 @@ pub const METRIC_FAMILIES: [&str; 25] = [
     "meshguard_ratelimit_overflow_total",
     "meshguard_ratelimit_table_keys",
     "meshguard_ratelimit_store_conflicts_total",
+    "meshguard_ratelimit_cost_total",
     "meshguard_canary_weight",
     "meshguard_canary_state",
     "meshguard_canary_transitions_total",

@@ -107,6 +107,11 @@ async fn a_request_cost_from_a_header_is_sent_as_hits_addend_and_counted_by_the_
     }
     assert_eq!(counter(&envoy, "allowed"), 8);
     assert_eq!(counter(&envoy, "limited"), 3);
+    assert_eq!(
+        envoy.stat("wasmcustom.meshguard.ratelimit_cost_total.policy.per-key"),
+        Some(4 + 4 + 2 + 5),
+        "hits charged: the costs, then five requests of one"
+    );
     assert_eq!(up.requests(), 8);
 }
 

@@ -65,7 +65,7 @@ fn dashboard_and_rules_query_only_metrics_the_filter_emits() {
     let config = r#"{"schemaVersion":1,
         "rateLimitService":{"cluster":"ratelimit","domain":"d"},
         "fleetService":{"cluster":"fleet"},
-        "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":5,"rate":5,"per":"second"}},
+        "rateLimits":[{"name":"per-client","key":[{"clientAddress":{}}],"limit":{"burst":5,"rate":5,"per":"second"},"cost":{"header":"x-cost","max":5}},
                       {"name":"fleet","key":[{"route":true}],"global":{"lease":{"hits":5}}}],
         "routes":[{"name":"web","canary":{"variants":[{"name":"stable","weight":9000},{"name":"canary","weight":1000}],
                                           "revision":"r1","analysis":{"slowCallMs":500},"fleet":{}},

@@ -322,6 +322,11 @@ async fn a_request_costs_what_its_header_says_up_to_the_maximum_and_the_headers_
     assert!((3_590..=3_600).contains(&retry), "retry-after {retry}");
     assert_eq!(counter(&envoy, "by-cost", "allowed"), 3);
     assert_eq!(counter(&envoy, "by-cost", "limited"), 2);
+    assert_eq!(
+        envoy.stat("wasmcustom.meshguard.ratelimit_cost_total.policy.by-cost"),
+        Some(3 + 5 + 2),
+        "tokens charged to the admitted requests"
+    );
     assert_eq!(up.requests(), 3);
 }
 

@@ -152,6 +152,9 @@ pub enum Event {
         outcome: RateLimitOutcome,
         /// Whole tokens left after the charge, when a local bucket decided.
         remaining: Option<u64>,
+        /// Tokens (hits) charged: the request's cost when a bucket, a lease or
+        /// the rate limit service admitted it; 0 otherwise.
+        cost: u64,
     },
     /// A local charge of policy `policy` used its table: the shared overflow
     /// bucket (`overflow`), or a slot no key had held before (`claimed`).

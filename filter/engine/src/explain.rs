@@ -277,6 +277,7 @@ pub(crate) fn limit_of(ev: &Event) -> Option<(usize, &'static str, Option<u64>)>
             policy,
             outcome,
             remaining,
+            ..
         } => Some((*policy, outcome.label(), *remaining)),
         Event::GlobalCachedRejection { policy } => Some((*policy, "cached_limited", None)),
         _ => None,

@@ -265,6 +265,12 @@ pub fn ratelimit_store_conflicts(policy: &str) -> Series {
     Series::new("ratelimit_store_conflicts_total", &[("policy", policy)])
 }
 
+/// `meshguard.ratelimit_cost_total.policy.<policy>`: tokens (hits) charged to
+/// admitted requests, for a policy with a `cost`.
+pub fn ratelimit_cost(policy: &str) -> Series {
+    Series::new("ratelimit_cost_total", &[("policy", policy)])
+}
+
 /// `meshguard.ratelimit_cached_rejections_total.policy.<policy>`.
 pub fn ratelimit_cached_rejections(policy: &str) -> Series {
     Series::new("ratelimit_cached_rejections_total", &[("policy", policy)])

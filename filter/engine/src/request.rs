@@ -584,6 +584,7 @@ mod tests {
                 policy: 0,
                 outcome: RateLimitOutcome::Limited,
                 remaining: Some(0),
+                cost: 0,
             }]
         );
     }

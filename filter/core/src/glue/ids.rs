@@ -1,14 +1,14 @@
 //! The filter's metric ids, as the engine's [`Ids`] family: defined once, while
 //! the configuration loads, never on the request path.
 
-use meshguard_config::ratelimit::CompiledRateLimit;
+use meshguard_config::ratelimit::{CompiledCost, CompiledRateLimit};
 use meshguard_engine::metrics::{
     breaker_rejected, breaker_state, breaker_transitions, canary_analysis, canary_evidence,
     canary_shadow_verdict, canary_state, canary_transitions, canary_weight, fleet_last_sync,
     fleet_state, fleet_sync_duration, fleet_syncs, grpc_requests_total,
-    ratelimit_cached_rejections, ratelimit_leases, ratelimit_overflow, ratelimit_requests,
-    ratelimit_rpc_duration, ratelimit_store_conflicts, ratelimit_table_keys, request_duration,
-    request_failures_total, requests_in_flight, requests_total, Series,
+    ratelimit_cached_rejections, ratelimit_cost, ratelimit_leases, ratelimit_overflow,
+    ratelimit_requests, ratelimit_rpc_duration, ratelimit_store_conflicts, ratelimit_table_keys,
+    request_duration, request_failures_total, requests_in_flight, requests_total, Series,
 };
 use meshguard_engine::{
     ByLabel, CanaryState, CodeClass, DefineIds, FleetMode, GrpcLabel, Ids, Phase, RateLimitOutcome,
@@ -62,6 +62,8 @@ pub struct PolicyIds {
     pub keys: u32,
     /// `ratelimit_store_conflicts_total`.
     pub conflicts: u32,
+    /// `ratelimit_cost_total`, for a policy with a `cost`.
+    pub cost: Option<u32>,
 }
 
 /// The metrics of a global policy's calls to the rate limit service.
@@ -210,6 +212,10 @@ impl<H: Configuration> DefineIds<HostIds> for Definer<'_, H> {
             overflow: host.define_metric(MetricKind::Counter, &ratelimit_overflow(name))?,
             keys: host.define_metric(MetricKind::Gauge, &ratelimit_table_keys(name))?,
             conflicts: host.define_metric(MetricKind::Counter, &ratelimit_store_conflicts(name))?,
+            cost: match policy.cost {
+                CompiledCost::Fixed(1) => None,
+                _ => Some(host.define_metric(MetricKind::Counter, &ratelimit_cost(name))?),
+            },
         })
     }
 

@@ -110,14 +110,18 @@ impl Writes {
                         .map(|p| &p.ids.conflicts),
                 ),
                 Event::RateLimit {
-                    policy, outcome, ..
-                } => self.count(
-                    plugin
-                        .runtime
-                        .policies
-                        .get(*policy)
-                        .and_then(|p| p.ids.outcomes.get(*outcome)),
-                ),
+                    policy,
+                    outcome,
+                    cost,
+                    ..
+                } => {
+                    let ids = plugin.runtime.policies.get(*policy).map(|p| &p.ids);
+                    self.count(ids.and_then(|i| i.outcomes.get(*outcome)));
+                    if let Some(id) = ids.and_then(|i| i.cost).filter(|_| *cost > 0) {
+                        self.metrics
+                            .push(Write::Count(id, i64::try_from(*cost).unwrap_or(i64::MAX)));
+                    }
+                }
                 Event::GlobalCall {
                     policy,
                     duration_ms,

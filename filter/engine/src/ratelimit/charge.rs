@@ -141,6 +141,7 @@ pub fn charge_route<'rt, I: Ids>(
                 policy: i,
                 outcome: RateLimitOutcome::Allowed,
                 remaining: None,
+                cost,
             }),
             Pre::Cached { retry_ns } => {
                 events.push(Event::GlobalCachedRejection { policy: i });
@@ -241,10 +242,15 @@ fn charge_bucket<'rt, I: Ids>(
             other => other,
         };
     }
+    let charged = match outcome {
+        RateLimitOutcome::Allowed | RateLimitOutcome::Fallback => cost,
+        _ => 0,
+    };
     events.push(Event::RateLimit {
         policy: i,
         outcome,
         remaining,
+        cost: charged,
     });
     match step {
         Step::Pass(Some(v)) => passed.push(advertised(i, &v)),
@@ -276,6 +282,7 @@ fn limited<'rt, I: Ids>(
         policy: i,
         outcome,
         remaining: None,
+        cost: 0,
     });
     if shadow {
         return Ok(());
@@ -306,6 +313,7 @@ fn failed<'rt, I: Ids>(
             policy: i,
             outcome: RateLimitOutcome::ErrorAllowed,
             remaining: None,
+            cost: 0,
         });
         return Ok(());
     }
@@ -313,6 +321,7 @@ fn failed<'rt, I: Ids>(
         policy: i,
         outcome: RateLimitOutcome::ErrorDenied,
         remaining: None,
+        cost: 0,
     });
     Err(reply(rt, i, &[], None))
 }
@@ -379,6 +388,7 @@ pub fn answer_calls<'rt, I: Ids>(
                     policy: i,
                     outcome: RateLimitOutcome::Allowed,
                     remaining: None,
+                    cost: u64::from(call.cost),
                 });
                 added.request.extend(request_headers.iter().cloned());
                 added.response.extend(response_headers.iter().cloned());
