@@ -152,10 +152,11 @@ pub fn log_threshold(horizon_ns: u64, alpha: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::analysis::mixture::Mixture;
+    use wasm_bindgen_test::wasm_bindgen_test;
 
     const S: u64 = WINDOW_NS;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn empty_windows_add_one_each_and_the_first_window_starts_at_one() {
         let mut d = Detector::default();
         assert_eq!(d.log_m(), f64::NEG_INFINITY);
@@ -168,7 +169,7 @@ mod tests {
         assert_eq!(d.window, 103);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn within_one_window_the_detector_moves_as_the_sequential_test_does() {
         let mut d = Detector::default();
         let mut m = Mixture::default();
@@ -180,7 +181,7 @@ mod tests {
         assert!((d.log_m() - m.log_e()).abs() < 1e-9);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn old_healthy_evidence_does_not_hold_back_a_late_change() {
         // An hour of healthy windows pushes the sequential test's LLR far below
         // 0; the detector's evidence stays near its +1s.
@@ -213,7 +214,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn the_threshold_is_horizon_windows_over_alpha_and_progress_reads_it() {
         let log_a = log_threshold(3_600 * S, 0.01);
         assert!((log_a - 360_000f64.ln()).abs() < 1e-9);
@@ -230,7 +231,7 @@ mod tests {
         assert!(d.alarms(log_a));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn the_calm_window_is_the_last_one_before_the_evidence_grew() {
         let mut d = Detector::default();
         for t in 1..=10 {
@@ -244,7 +245,15 @@ mod tests {
         assert_eq!(d.calm, 10, "the change began after window 10");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
+    fn log_add_never_overflows_whichever_side_is_larger() {
+        assert_eq!(log_add(1_000.0, 0.0), 1_000.0);
+        assert_eq!(log_add(0.0, 1_000.0), 1_000.0);
+        assert_eq!(log_add(f64::NEG_INFINITY, 3.0), 3.0);
+        assert!((log_add(0.0, 0.0) - 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn windows_without_errors_on_either_side_are_calm_too() {
         let mut d = Detector::default();
         for t in 1..=10 {
@@ -263,7 +272,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_state_with_nan_or_infinite_evidence_is_not_valid() {
         assert!(Detector::default().valid());
         let mut d = Detector::default();
