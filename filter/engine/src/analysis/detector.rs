@@ -254,6 +254,22 @@ mod tests {
     }
 
     #[wasm_bindgen_test(unsupported = test)]
+    fn the_onset_cusum_adds_each_batchs_mixture_likelihood_ratio() {
+        for (n_c, e_c, n_b, e_b) in [(50, 3, 950, 1), (10, 0, 990, 4), (500, 9, 500, 2)] {
+            let mut d = Detector::default();
+            let mut m = Mixture::default();
+            d.update(S, n_c, e_c, n_b, e_b);
+            m.update(n_c, e_c, n_b, e_b);
+            let fresh = m.log_e();
+            assert!(
+                (d.cusum - fresh).abs() < 1e-9,
+                "one batch: the CUSUM is the mixture's log e-value ({} vs {fresh})",
+                d.cusum
+            );
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
     fn windows_without_errors_on_either_side_are_calm_too() {
         let mut d = Detector::default();
         for t in 1..=10 {
