@@ -22,7 +22,7 @@
 //! scale than the sequential test's `1/alpha`, but the same after an hour of
 //! health as after none.
 
-use super::mixture::GRID;
+use super::mixture::{log_mean_exp, GRID};
 
 /// Length of a window: the time unit of the detector's `+1` and of its horizon.
 pub const WINDOW_NS: u64 = 1_000_000_000;
@@ -100,10 +100,7 @@ impl Detector {
             *l += *b;
         }
         // The batch's mixture likelihood ratio, for the onset estimate.
-        let max = batch.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = batch.iter().map(|b| (b - max).exp()).sum();
-        let lr = max + sum.ln() - (GRID.len() as f64).ln();
-        self.cusum = self.cusum.max(0.0) + lr;
+        self.cusum = self.cusum.max(0.0) + log_mean_exp(&batch);
         if self.cusum <= 0.0 {
             self.calm = window;
         }
@@ -111,12 +108,7 @@ impl Detector {
 
     /// `ln M`, `M` the mean over the grid of `R_r` (`-inf` before the first window).
     pub fn log_m(&self) -> f64 {
-        let max = self.log_r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if !max.is_finite() {
-            return max;
-        }
-        let sum: f64 = self.log_r.iter().map(|l| (l - max).exp()).sum();
-        max + sum.ln() - (GRID.len() as f64).ln()
+        log_mean_exp(&self.log_r)
     }
 
     /// Whether `M` reached the threshold `A`, given as `ln A`.

@@ -28,6 +28,17 @@ pub struct Mixture {
     pub llr: [f64; GRID.len()],
 }
 
+/// `ln(mean_r exp(x_r))` over the grid, without overflow (a non-finite
+/// largest term is returned as it is: `-inf` when every term is).
+pub fn log_mean_exp(x: &[f64; GRID.len()]) -> f64 {
+    let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = x.iter().map(|l| (l - max).exp()).sum();
+    max + sum.ln() - (GRID.len() as f64).ln()
+}
+
 impl Default for Mixture {
     fn default() -> Self {
         Mixture {
@@ -57,12 +68,7 @@ impl Mixture {
 
     /// The natural log of the e-value `mean_r exp(LLR_r)` (0 at the start).
     pub fn log_e(&self) -> f64 {
-        let max = self.llr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if !max.is_finite() {
-            return max;
-        }
-        let sum: f64 = self.llr.iter().map(|l| (l - max).exp()).sum();
-        max + sum.ln() - (GRID.len() as f64).ln()
+        log_mean_exp(&self.llr)
     }
 
     /// Whether the evidence reached the threshold `1/alpha`.
