@@ -146,28 +146,38 @@ pub struct Judged {
 }
 
 impl Judged {
+    /// The sequential test of `signal`.
+    fn test(&self, signal: Signal) -> &Mixture {
+        match signal {
+            Signal::Errors => &self.errors,
+            Signal::Slow => &self.slow,
+        }
+    }
+
+    /// The change detector of `signal`.
+    fn detector(&self, signal: Signal) -> &Detector {
+        match signal {
+            Signal::Errors => &self.errors_cp,
+            Signal::Slow => &self.slow_cp,
+        }
+    }
+
     /// The natural log of the evidence on `signal` as `method` judges it: the
     /// sequential test's e-value, or the change detector's.
     pub fn log_evidence(&self, signal: Signal, method: Method) -> f64 {
-        match (method, signal) {
-            (Method::Test, Signal::Errors) => self.errors.log_e(),
-            (Method::Test, Signal::Slow) => self.slow.log_e(),
-            (Method::Changepoint, Signal::Errors) => self.errors_cp.log_m(),
-            (Method::Changepoint, Signal::Slow) => self.slow_cp.log_m(),
+        match method {
+            Method::Test => self.test(signal).log_e(),
+            Method::Changepoint => self.detector(signal).log_m(),
         }
     }
 
     /// Progress of the evidence on `signal` towards its threshold, per mille.
     pub fn permille(&self, signal: Signal, a: &CompiledAnalysis, alpha: f64) -> u32 {
-        match (a.method, signal) {
-            (Method::Test, Signal::Errors) => self.errors.permille(alpha),
-            (Method::Test, Signal::Slow) => self.slow.permille(alpha),
-            (Method::Changepoint, Signal::Errors) => {
-                self.errors_cp.permille(log_threshold(a.horizon_ns, alpha))
-            }
-            (Method::Changepoint, Signal::Slow) => {
-                self.slow_cp.permille(log_threshold(a.horizon_ns, alpha))
-            }
+        match a.method {
+            Method::Test => self.test(signal).permille(alpha),
+            Method::Changepoint => self
+                .detector(signal)
+                .permille(log_threshold(a.horizon_ns, alpha)),
         }
     }
 }
@@ -644,10 +654,7 @@ impl Judged {
         let secs = |ns: u64| ns.saturating_sub(ctx.started) / 1_000_000_000;
         let (statistic, since) = match ctx.a.method {
             Method::Test => {
-                let m = match signal {
-                    Signal::Errors => &self.errors,
-                    Signal::Slow => &self.slow,
-                };
+                let m = self.test(signal);
                 if !m.rejects(ctx.alpha) {
                     return None;
                 }
@@ -659,10 +666,7 @@ impl Judged {
                 (s, 0)
             }
             Method::Changepoint => {
-                let d = match signal {
-                    Signal::Errors => &self.errors_cp,
-                    Signal::Slow => &self.slow_cp,
-                };
+                let d = self.detector(signal);
                 if !d.alarms(ctx.log_a) {
                     return None;
                 }
